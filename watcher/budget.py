@@ -1,0 +1,80 @@
+"""One request budget and one concurrency cap, shared by every watch.
+
+Every request the client makes passes :meth:`RequestBudget.slot` first. Requests are spaced at
+least ``60 / per_minute`` seconds apart, so no window of any length sees more than its share of the
+budget; a 429 pauses everyone for the server's wait; and when the server's
+``x-ratelimit-remaining-requests`` runs low, the remaining requests are spread over the time until
+its reset, so that we slow down before the server has to say 429.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import anyio
+
+from .headers import RateLimit
+
+
+class RequestBudget:
+    def __init__(
+        self,
+        per_minute: float,
+        max_concurrency: int,
+        *,
+        reserve_fraction: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        if per_minute <= 0 or max_concurrency < 1:
+            raise ValueError("the budget needs per_minute > 0 and max_concurrency >= 1")
+        self.spacing = 60.0 / per_minute
+        self.reserve_fraction = reserve_fraction
+        self._clock = clock
+        self._sleep = sleep
+        self._next_free = float("-inf")
+        self._lock = anyio.Lock()
+        self._limiter = anyio.CapacityLimiter(max_concurrency)
+        self.granted = 0
+        self.remaining: int | None = None  # the server's last word on remaining requests
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold a concurrency slot and wait for the request's turn; send inside the block."""
+        # The slot first, the turn second: a turn taken while waiting for a slot would let
+        # requests bunch up when slots free, breaking the spacing.
+        async with self._limiter:
+            async with self._lock:
+                wait = self.reserve(self._clock())
+                if wait > 0:
+                    await self._sleep(wait)
+            yield
+
+    def reserve(self, now: float) -> float:
+        """Take the next turn; return how long to wait for it."""
+        start = max(now, self._next_free)
+        self._next_free = start + self.spacing
+        self.granted += 1
+        return start - now
+
+    def pause(self, seconds: float, now: float | None = None) -> None:
+        """No request for ``seconds`` (the server's wait after a 429 applies to every watch)."""
+        at = (self._clock() if now is None else now) + seconds
+        self._next_free = max(self._next_free, at)
+
+    def observe(self, rate_limit: RateLimit | None, now: float | None = None) -> None:
+        """Slow down when the server says few requests remain before its window resets."""
+        if rate_limit is None or rate_limit.remaining is None:
+            return
+        self.remaining = rate_limit.remaining
+        limit, reset = rate_limit.limit, rate_limit.reset_seconds
+        if limit is None or reset is None:
+            if rate_limit.remaining == 0:
+                self.pause(1.0, now)
+            return
+        if rate_limit.remaining <= max(1.0, limit * self.reserve_fraction):
+            at = self._clock() if now is None else now
+            # Spread what is left over what is left of the window.
+            self._next_free = max(self._next_free, at + reset / (rate_limit.remaining + 1))

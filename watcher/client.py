@@ -1,0 +1,416 @@
+"""The API boundary: one async client over one ``httpx.AsyncClient``.
+
+Everything above this module speaks in :mod:`watcher.models` and :mod:`watcher.errors`. Errors
+are translated here, once, at the call; every error carries the HTTP status and the request id,
+and never the API key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Final, Generic, Literal, TypeVar
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from . import __version__
+from .budget import RequestBudget
+from .credentials import Secret, SecretSource
+from .errors import (
+    APIError,
+    AuthError,
+    NotFound,
+    PaginationError,
+    ProtocolError,
+    RateLimited,
+    Transient,
+)
+from .headers import ResponseMeta, parse_retry_after, read_meta
+from .models import BatchFile, FileBatch, parse_file_batch, parse_file_page
+
+T = TypeVar("T")
+
+DEFAULT_BASE_URL: Final = "https://api.openai.com/v1"
+USER_AGENT: Final = f"batch-watcher/{__version__}"
+
+Endpoint = Literal["retrieve", "list_files", "cancel"]
+AuthStyle = Literal["bearer", "azure"]
+
+# A 400 on a batch or store id says "not found" in one of these ways (OpenAI, Azure, llama-stack).
+_SAYS_NOT_FOUND = re.compile(
+    r"(no (such )?(file[ _]?batch|vector[ _]?store|batch)|not[ _]found|does not exist|"
+    r"invalid (file[ _]?batch|vector[ _]?store|batch)[ _]?id|"
+    r"unknown (file[ _]?batch|batch|vector))",
+    re.IGNORECASE,
+)
+# OpenAI echoes a masked key in 401 messages ("Incorrect API key provided: sk-abc***xyz").
+_KEY_LIKE = re.compile(r"\b(sk|sess|key)-[A-Za-z0-9_\-*]{4,}")
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One HTTP exchange, as reported to the client's observer (for metrics and the budget)."""
+
+    endpoint: Endpoint
+    status: int | None  # None: no HTTP response (timeout, connection error)
+    seconds: float
+    meta: ResponseMeta | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply(Generic[T]):
+    """A parsed body together with what its headers said."""
+
+    value: T
+    meta: ResponseMeta
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    """How to reach the API. Built from config or the command line."""
+
+    base_url: str = DEFAULT_BASE_URL
+    api_key: SecretSource | Secret | None = None
+    organization: str | None = None
+    project: str | None = None
+    auth: AuthStyle = "bearer"
+    query: Mapping[str, str] = field(default_factory=dict)
+    timeout_seconds: float = 30.0
+    max_response_bytes: int = 8 * 1024 * 1024
+    max_connections: int = 64
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> ClientSettings:
+        """Settings from ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``; ``overrides`` win."""
+        base_url = environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        settings = cls(
+            base_url=base_url, api_key=SecretSource(env="OPENAI_API_KEY", environ=environ)
+        )
+        return settings.replace(**overrides) if overrides else settings
+
+    def replace(self, **changes: Any) -> ClientSettings:
+        return dataclasses.replace(self, **changes)
+
+
+def validate_base_url(url: str) -> str:
+    """The URL without a trailing slash, or a :class:`ValueError` saying what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http(s) URL with a host")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{url!r} must not carry a query or fragment")
+    return url.rstrip("/")
+
+
+class APIClient:
+    """The vector-store file-batch API.
+
+    Use as an async context manager, or call :meth:`aclose`. ``observer`` is called once per HTTP
+    exchange, success or not; it must be quick and must not raise. Every request waits for its
+    turn in ``budget``, when one is given.
+    """
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        *,
+        observer: Callable[[Exchange], None] | None = None,
+        budget: RequestBudget | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.settings = settings
+        self._budget = budget
+        self._base = validate_base_url(settings.base_url)
+        self._observer = observer
+        self._clock = clock
+        self._query = dict(settings.query)
+        headers = {
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+            "OpenAI-Beta": "assistants=v2",
+        }
+        if settings.organization:
+            headers["OpenAI-Organization"] = settings.organization
+        if settings.project:
+            headers["OpenAI-Project"] = settings.project
+        limits = httpx.Limits(
+            max_connections=settings.max_connections,
+            max_keepalive_connections=settings.max_connections,
+        )
+        self._http = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(settings.timeout_seconds),
+            limits=limits,
+            transport=transport,
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    async def __aenter__(self) -> APIClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- the API ---------------------------------------------------------------------------
+
+    async def retrieve_batch(self, vector_store_id: str, batch_id: str) -> FileBatch:
+        return (await self.retrieve_batch_reply(vector_store_id, batch_id)).value
+
+    async def retrieve_batch_reply(self, vector_store_id: str, batch_id: str) -> Reply[FileBatch]:
+        """The batch together with its response's poll hint and rate-limit headers."""
+        path = self._batch_path(vector_store_id, batch_id)
+        body, meta = await self._request("GET", path, "retrieve", self._query)
+        batch = self._parse(parse_file_batch, body, meta, vector_store_id=vector_store_id)
+        if batch.id != batch_id:
+            raise ProtocolError(
+                f"asked for batch {batch_id!r}, the reply is for batch {batch.id!r}",
+                status=meta.status,
+                request_id=meta.request_id,
+            )
+        return Reply(batch, meta)
+
+    async def cancel_batch(self, vector_store_id: str, batch_id: str) -> FileBatch:
+        path = self._batch_path(vector_store_id, batch_id) + "/cancel"
+        body, meta = await self._request("POST", path, "cancel", self._query)
+        return self._parse(parse_file_batch, body, meta, vector_store_id=vector_store_id)
+
+    async def iter_batch_files(
+        self,
+        vector_store_id: str,
+        batch_id: str,
+        *,
+        status: str | None = None,
+        limit: int = 100,
+        order: Literal["asc", "desc"] = "asc",
+        max_pages: int = 1000,
+    ) -> AsyncIterator[BatchFile]:
+        """Every file of the batch (``status`` filters: ``failed`` for the failed ones), page by
+        page, until ``has_more`` is false.
+
+        Raises :class:`PaginationError` rather than loop forever: on a cursor seen before, an
+        empty page that claims more, or more than ``max_pages`` pages.
+        """
+        if not 1 <= limit <= 100:
+            raise ValueError("limit must be within 1..100")
+        path = self._batch_path(vector_store_id, batch_id) + "/files"
+        params: dict[str, str] = {**self._query, "limit": str(limit), "order": order}
+        if status is not None:
+            params["filter"] = status
+        seen_cursors: set[str] = set()
+        for page_number in range(1, max_pages + 1):
+            body, meta = await self._request("GET", path, "list_files", params)
+            page = self._parse(parse_file_page, body, meta)
+            for item in page.data:
+                yield item
+            if not page.has_more:
+                return
+            if not page.data:
+                raise PaginationError(
+                    f"page {page_number} of the files of batch {batch_id} is empty "
+                    "but says has_more: the server's pagination is broken",
+                    status=meta.status,
+                    request_id=meta.request_id,
+                )
+            cursor = page.data[-1].id
+            if cursor in seen_cursors:
+                raise PaginationError(
+                    f"the files of batch {batch_id} repeat cursor {cursor!r} on page "
+                    f"{page_number}: the server's pagination loops",
+                    status=meta.status,
+                    request_id=meta.request_id,
+                )
+            seen_cursors.add(cursor)
+            params["after"] = cursor
+        raise PaginationError(
+            f"the files of batch {batch_id} span more than {max_pages} pages; stopped there"
+        )
+
+    # -- one HTTP exchange -----------------------------------------------------------------
+
+    def _batch_path(self, vector_store_id: str, batch_id: str) -> str:
+        vs = quote(vector_store_id, safe="")
+        batch = quote(batch_id, safe="")
+        return f"{self._base}/vector_stores/{vs}/file_batches/{batch}"
+
+    def _auth_headers(self) -> tuple[dict[str, str], str | None]:
+        source = self.settings.api_key
+        secret = source.current() if isinstance(source, SecretSource) else source
+        if not secret:
+            return {}, None
+        key = secret.reveal()
+        if self.settings.auth == "azure":
+            return {"api-key": key}, key
+        return {"Authorization": f"Bearer {key}"}, key
+
+    async def _request(
+        self, method: str, url: str, endpoint: Endpoint, params: Mapping[str, str]
+    ) -> tuple[Any, ResponseMeta]:
+        async with self._budget.slot() if self._budget is not None else nullcontext():
+            return await self._exchange(method, url, endpoint, params)
+
+    async def _exchange(
+        self, method: str, url: str, endpoint: Endpoint, params: Mapping[str, str]
+    ) -> tuple[Any, ResponseMeta]:
+        headers, key = self._auth_headers()
+        started = self._clock()
+        try:
+            request = self._http.build_request(method, url, params=params, headers=headers)
+            response = await self._http.send(request, stream=True)
+            try:
+                meta = read_meta(response.status_code, response.headers)
+                raw = await self._read_capped(response, meta)
+            finally:
+                await response.aclose()
+        except httpx.TimeoutException as exc:
+            self._observe(endpoint, None, started, None)
+            raise Transient(
+                f"{endpoint}: no reply within {self.settings.timeout_seconds:g}s "
+                f"({type(exc).__name__})"
+            ) from None
+        except httpx.HTTPError as exc:
+            self._observe(endpoint, None, started, None)
+            raise Transient(f"{endpoint}: {type(exc).__name__}: {_redact(str(exc), key)}") from None
+        except APIError as exc:
+            self._observe(endpoint, exc.status, started, None)
+            raise
+        self._observe(endpoint, meta.status, started, meta)
+        if 200 <= meta.status < 300:
+            return self._decode(raw, meta, response.headers.get("content-type", "")), meta
+        raise self._error(endpoint, response.headers, raw, meta, key)
+
+    async def _read_capped(self, response: httpx.Response, meta: ResponseMeta) -> bytes:
+        cap = self.settings.max_response_bytes
+        declared = response.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > cap:
+            raise ProtocolError(
+                f"reply of {declared} bytes is over the {cap}-byte cap",
+                status=meta.status,
+                request_id=meta.request_id,
+            )
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > cap:
+                raise ProtocolError(
+                    f"reply is over the {cap}-byte cap",
+                    status=meta.status,
+                    request_id=meta.request_id,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _observe(
+        self, endpoint: Endpoint, status: int | None, started: float, meta: ResponseMeta | None
+    ) -> None:
+        if self._observer is not None:
+            self._observer(Exchange(endpoint, status, self._clock() - started, meta))
+
+    @staticmethod
+    def _decode(raw: bytes, meta: ResponseMeta, content_type: str) -> Any:
+        if "html" in content_type.lower():
+            # A 2xx HTML page is a captive portal or a misrouted proxy, not the API.
+            raise Transient(
+                "the server answered with an HTML page instead of JSON (a proxy or gateway?)",
+                status=meta.status,
+                request_id=meta.request_id,
+            )
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError):
+            raise ProtocolError(
+                f"the reply is not valid JSON ({len(raw)} bytes)",
+                status=meta.status,
+                request_id=meta.request_id,
+            ) from None
+
+    @staticmethod
+    def _parse(parse: Callable[..., T], body: Any, meta: ResponseMeta, **kwargs: Any) -> T:
+        try:
+            return parse(body, **kwargs)
+        except ProtocolError as exc:
+            raise ProtocolError(
+                exc.message, status=meta.status, request_id=meta.request_id
+            ) from None
+
+    def _error(
+        self,
+        endpoint: Endpoint,
+        headers: httpx.Headers,
+        raw: bytes,
+        meta: ResponseMeta,
+        key: str | None,
+    ) -> APIError:
+        status, rid = meta.status, meta.request_id
+        is_html = "html" in headers.get("content-type", "").lower()
+        said = "" if is_html else _redact(_error_message(raw), key)
+        detail = f": {said}" if said else ""
+        if is_html:
+            return Transient(
+                f"{endpoint}: the server answered {status} with an HTML page "
+                "(a proxy or gateway error)",
+                status=status,
+                request_id=rid,
+            )
+        if status in (401, 403):
+            what = "refused the API key" if status == 401 else "denied access"
+            hint = "" if key else " (no API key is configured)"
+            return AuthError(f"the API {what}{hint}{detail}", status=status, request_id=rid)
+        if status == 404:
+            return NotFound(f"{endpoint}: not found{detail}", status=status, request_id=rid)
+        if status == 400 and _SAYS_NOT_FOUND.search(said):
+            return NotFound(f"{endpoint}: not found{detail}", status=status, request_id=rid)
+        if status == 429:
+            return RateLimited(
+                f"{endpoint}: rate limited{detail}",
+                retry_after=parse_retry_after(headers),
+                status=status,
+                request_id=rid,
+            )
+        if status >= 500 or status in (408, 409, 425):
+            return Transient(
+                f"{endpoint}: server error {status}{detail}", status=status, request_id=rid
+            )
+        return APIError(
+            f"{endpoint}: the API rejected the request ({status}){detail}",
+            status=status,
+            request_id=rid,
+        )
+
+
+def _error_message(raw: bytes) -> str:
+    """The human part of an error body: OpenAI's ``error.message``, FastAPI's ``detail``."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        return ""
+    message: object = None
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            message = error.get("message")
+        elif isinstance(error, str):
+            message = error
+        if message is None:
+            message = body.get("detail") or body.get("message")
+    if not isinstance(message, str):
+        return ""
+    return " ".join(message.split())[:500]
+
+
+def _redact(text: str, key: str | None) -> str:
+    if key:
+        text = text.replace(key, "[redacted]")
+    return _KEY_LIKE.sub("[redacted]", text)

@@ -1,0 +1,117 @@
+"""Structured logs: JSON when stderr is not a terminal, readable console output when it is.
+
+Every engine event is one log line (:func:`log_event`). Known secret values are scrubbed from
+every line as a last line of defence (:func:`register_secret`), on top of the rule that code
+never logs them in the first place.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, Literal, TextIO
+
+import structlog
+
+from .credentials import MASK, Secret
+from .events import BatchFinished, Event, event_name
+
+LogFormat = Literal["auto", "json", "console"]
+LEVELS = ("debug", "info", "warning", "error")
+
+_secrets: list[Secret] = []
+log = structlog.get_logger("watcher")
+
+
+def register_secret(secret: Secret | None) -> None:
+    """Scrub this secret's value from every log line from now on."""
+    if secret and len(secret.reveal()) >= 4 and secret not in _secrets:
+        _secrets.append(secret)
+
+
+def _scrub_value(value: Any) -> Any:
+    if isinstance(value, str):
+        for secret in _secrets:
+            raw = secret.reveal()
+            if raw in value:
+                value = value.replace(raw, MASK)
+        return value
+    if isinstance(value, dict):
+        return {k: _scrub_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub_value(v) for v in value]
+    return value
+
+
+def scrub_secrets(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    if not _secrets:
+        return event_dict
+    for key, value in event_dict.items():
+        event_dict[key] = _scrub_value(value)
+    return event_dict
+
+
+class _StderrLogger:
+    """Writes to whatever ``sys.stderr`` is at the time, so a live progress display that
+    redirects stderr can print log lines above itself."""
+
+    def msg(self, message: str) -> None:
+        stream: TextIO = sys.stderr
+        stream.write(message + "\n")
+        stream.flush()
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+def _stderr_logger_factory(*_: Any) -> _StderrLogger:
+    return _StderrLogger()
+
+
+def configure(fmt: LogFormat = "auto", level: str = "info") -> None:
+    """Set up structlog (and the standard library's logging, for libraries) once, at start."""
+    if level not in LEVELS:
+        raise ValueError(f"log level {level!r} is not one of {', '.join(LEVELS)}")
+    if fmt == "auto":
+        fmt = "console" if sys.stderr.isatty() else "json"
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        scrub_secrets,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer(sort_keys=False)
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=_stderr_logger_factory,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    # The HTTP libraries log every request at INFO; our own events already say what matters.
+    for noisy in ("httpx", "httpcore", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def log_event(event: Event) -> None:
+    """The engine sink that writes each event as one structured log line."""
+    level = event.level
+    if isinstance(event, BatchFinished) and not event.result.clean:
+        level = "warning"
+    log.log(getattr(logging, level.upper()), event_name(event), **event.fields())

@@ -1,0 +1,57 @@
+"""A live progress bar per batch, for the ``watch`` command on a terminal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
+
+from .events import BatchFinished, BatchProgressed, Event, WatchStarted
+from .report import eta_text
+
+
+class ProgressDisplay:
+    """An engine sink that draws one bar per batch on stderr; log lines print above it."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>5.1f}%"),
+            TextColumn("{task.completed:.0f}/{task.total:.0f}"),
+            TextColumn("{task.fields[detail]}"),
+            console=console or Console(stderr=True),
+            transient=False,
+            redirect_stderr=True,
+            refresh_per_second=4,
+        )
+        self._tasks: dict[tuple[str, str], TaskID] = {}
+
+    def __enter__(self) -> ProgressDisplay:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._progress.stop()
+
+    def __call__(self, event: Event) -> None:
+        key = (event.vector_store_id, event.batch_id)
+        if isinstance(event, WatchStarted):
+            self._tasks[key] = self._progress.add_task(
+                f"{event.vector_store_id}/{event.batch_id}", total=None, detail="waiting"
+            )
+            return
+        task = self._tasks.get(key)
+        if task is None:
+            return
+        if isinstance(event, BatchProgressed):
+            c = event.file_counts
+            detail = f"{event.status}  failed {c.failed}  ETA {eta_text(event.eta_seconds)}"
+            self._progress.update(
+                task, total=c.expected or None, completed=c.finished, detail=detail
+            )
+        elif isinstance(event, BatchFinished):
+            r = event.result
+            failed = r.file_counts.failed if r.file_counts else 0
+            self._progress.update(task, detail=f"{r.status}  failed {failed}")

@@ -1,0 +1,103 @@
+"""How finished watches are told to a person or a pipeline, and what the exit status is."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from enum import IntEnum
+from typing import TextIO
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .events import BatchResult
+
+AUTH_FAILED = "auth_failed"
+
+
+class ExitStatus(IntEnum):
+    """The ``watch`` command's exit status, most serious last."""
+
+    OK = 0  # every batch completed with no failed file
+    FAILURES = 1  # a batch ended failed or cancelled, or has failed files
+    USAGE = 2  # bad command line or configuration
+    DEADLINE = 3  # a deadline passed first
+    REFUSED = 4  # the API refused us: bad key, batch not found
+
+
+def exit_status(results: Iterable[BatchResult]) -> ExitStatus:
+    """The most serious outcome wins: refused, then deadline, then failures."""
+    worst = ExitStatus.OK
+    for result in results:
+        if result.status in ("not_found", AUTH_FAILED):
+            status = ExitStatus.REFUSED
+        elif result.status == "timed_out":
+            status = ExitStatus.DEADLINE
+        elif not result.clean:
+            status = ExitStatus.FAILURES
+        else:
+            status = ExitStatus.OK
+        worst = max(worst, status, key=_rank)
+    return worst
+
+
+def _rank(status: ExitStatus) -> int:
+    return {ExitStatus.OK: 0, ExitStatus.FAILURES: 1, ExitStatus.DEADLINE: 2}.get(status, 3)
+
+
+def json_line(result: BatchResult) -> str:
+    return json.dumps(result.as_dict(), separators=(",", ":"), ensure_ascii=False)
+
+
+def write_text_summary(results: Sequence[BatchResult], out: TextIO) -> None:
+    """A readable summary per batch, then one table of every failed file kept."""
+    console = Console(file=out, highlight=False, soft_wrap=True)
+    for r in results:
+        counts = r.file_counts
+        line = f"{r.vector_store_id}/{r.batch_id}: {r.status}"
+        if counts is not None:
+            line += (
+                f" — {counts.completed} completed, {counts.failed} failed, "
+                f"{counts.cancelled} cancelled, {counts.in_progress} in progress "
+                f"of {counts.total}"
+            )
+        line += f" in {_duration(r.elapsed_seconds)}"
+        console.print(line, markup=False)
+        if r.failed_by_code:
+            codes = ", ".join(f"{code}: {n}" for code, n in sorted(r.failed_by_code.items()))
+            console.print(f"  failed files by code: {codes}", markup=False)
+        if r.failed_files_truncated:
+            console.print(
+                f"  listed {r.failed_files_listed} failed files; "
+                f"the table shows the first {len(r.failed_files)}",
+                markup=False,
+            )
+        if r.note:
+            console.print(f"  note: {r.note}", markup=False)
+    rows = [(r, f) for r in results for f in r.failed_files]
+    if not rows:
+        return
+    table = Table(title="Failed files", show_lines=False)
+    for column in ("batch", "file", "code", "message"):
+        table.add_column(column, overflow="fold")
+    for r, f in rows:
+        code = f.last_error.code if f.last_error else "unknown"
+        message = f.last_error.message if f.last_error else ""
+        table.add_row(Text(r.batch_id), Text(f.id), Text(code), Text(message))
+    console.print(table)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def eta_text(seconds: float | None) -> str:
+    return "?" if seconds is None else _duration(seconds)
