@@ -1,0 +1,100 @@
+"""The shared request budget, with a fake clock."""
+
+from __future__ import annotations
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from watcher.budget import RequestBudget
+from watcher.headers import RateLimit
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_turns_are_spaced_by_the_budget() -> None:
+    """At 120 requests a minute, turns come every 0.5 s, whatever the demand."""
+    budget = RequestBudget(120, 4)
+    waits = [budget.reserve(1000.0) for _ in range(4)]
+    assert waits == [0.0, 0.5, 1.0, 1.5]
+
+
+def test_idle_time_is_not_banked_as_a_burst() -> None:
+    """After a long idle spell the next turns are spaced again, not fired all at once."""
+    budget = RequestBudget(60, 4)
+    budget.reserve(0.0)
+    assert budget.reserve(100.0) == 0.0
+    assert budget.reserve(100.0) == 1.0
+
+
+def test_no_one_second_window_exceeds_the_rate() -> None:
+    """Granted start times never put more than per_minute/60 requests in any second."""
+    budget = RequestBudget(600, 8)
+    starts = [1000.0 + budget.reserve(1000.0) for _ in range(200)]
+    for i, t in enumerate(starts):
+        in_window = sum(1 for u in starts[i:] if u < t + 1.0)
+        assert in_window <= 10
+
+
+def test_pause_holds_every_watch() -> None:
+    """A pause (the server's 429 wait) delays the next turn for everyone."""
+    budget = RequestBudget(600, 8)
+    budget.pause(30.0, now=1000.0)
+    assert budget.reserve(1000.0) == 30.0
+
+
+def test_low_remaining_spreads_requests_over_the_reset_window() -> None:
+    """When the server says few requests remain, the rest are spread until its reset."""
+    budget = RequestBudget(6000, 8)
+    budget.observe(RateLimit(limit=100, remaining=50, reset_seconds=10.0), now=1000.0)
+    assert budget.reserve(1000.0) == 0.0  # plenty left: no slowing down
+    budget.observe(RateLimit(limit=100, remaining=4, reset_seconds=10.0), now=1000.0)
+    assert budget.reserve(1000.0) == pytest.approx(2.0)  # 10 s / (4 + 1)
+    assert budget.remaining == 4
+
+
+def test_zero_remaining_without_reset_pauses_a_second() -> None:
+    """A bare 'remaining: 0' (no limit or reset header) still slows us down."""
+    budget = RequestBudget(6000, 8)
+    budget.observe(RateLimit(remaining=0), now=1000.0)
+    assert budget.reserve(1000.0) == pytest.approx(1.0)
+
+
+def test_invalid_budget_is_refused() -> None:
+    """A budget of zero requests or zero concurrency is a programming error."""
+    with pytest.raises(ValueError, match="per_minute"):
+        RequestBudget(0, 1)
+
+
+async def test_slot_sleeps_for_its_turn_and_caps_concurrency() -> None:
+    """Concurrent slots sleep their turn on the injected clock, and never exceed the cap."""
+    clock = FakeClock()
+    budget = RequestBudget(60, 2, clock=clock, sleep=clock.sleep)
+    inside = 0
+    most = 0
+
+    async def one() -> None:
+        nonlocal inside, most
+        async with budget.slot():
+            inside += 1
+            most = max(most, inside)
+            await anyio.lowlevel.checkpoint()
+            inside -= 1
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(5):
+            tg.start_soon(one)
+    assert most <= 2
+    assert budget.granted == 5
+    assert clock.now == pytest.approx(1004.0)  # five turns, one second apart
