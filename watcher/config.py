@@ -34,6 +34,7 @@ from .config_schema import (
 )
 from .credentials import MASK, SecretSource
 from .errors import ConfigError
+from .logs import LogFormat
 
 ENV_PREFIX: Final = "BATCH_WATCHER_"
 
@@ -120,7 +121,7 @@ class StateConfig:
 class LogConfig:
     """``[log]``: ``auto`` is console on a terminal, JSON otherwise."""
 
-    format: Literal["auto", "json", "console"] = "auto"
+    format: LogFormat = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 

@@ -16,8 +16,10 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 from urllib.parse import urlsplit
+
+from .logs import LEVELS, LogFormat
 
 Kind = Literal[
     "number", "integer", "boolean", "choice", "url", "listen", "path", "env_name", "header",
@@ -91,8 +93,8 @@ SCHEMA: Final[Mapping[str, Mapping[str, Key]]] = {
         "max_failed_files": Key("integer", at_least=0),
     },
     "log": {
-        "format": Key("choice", choices=("auto", "json", "console")),
-        "level": Key("choice", choices=("debug", "info", "warning", "error")),
+        "format": Key("choice", choices=get_args(LogFormat)),
+        "level": Key("choice", choices=LEVELS),
     },
     "notify": {
         "webhook_url": Key("url"),
@@ -251,7 +253,7 @@ def _check_url(value: str) -> str:
     if parts.username is not None or parts.password is not None:
         raise ValueError("holds credentials; give secrets by *_env or *_file instead")
     if parts.query or parts.fragment:
-        raise ValueError("has a query or fragment (extra query parameters go in api.query)")
+        raise ValueError("has a query or fragment")
     return value.rstrip("/")
 
 
