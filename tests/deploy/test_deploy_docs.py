@@ -9,7 +9,7 @@ from pathlib import Path
 import deploy_tools
 import pytest
 import yaml
-from deploy_contract import CONFIG_KEYS, CONTRACT_SERIES, DEPLOY, DOCS, METRICS, REPO
+from deploy_contract import CONFIG_KEYS, CONTRACT_SERIES, DEPLOY, DOCS, METRICS, REPO, Metric
 from deploy_promql import metric_names, recording_rule_names
 from deploy_tools import run
 
@@ -52,11 +52,8 @@ def test_deploy_readme_indexes_every_entry() -> None:
 
 
 @pytest.mark.parametrize("metric", METRICS, ids=lambda m: m.name)
-def test_metrics_doc_lists_metric_with_type_and_labels(metric: object) -> None:
+def test_metrics_doc_lists_metric_with_type_and_labels(metric: Metric) -> None:
     """docs/metrics.md has a table row naming the metric as exposed, its type and its labels."""
-    from deploy_contract import Metric
-
-    assert isinstance(metric, Metric)
     rows = [
         line
         for line in METRICS_DOC.read_text().splitlines()
