@@ -7,12 +7,15 @@ import math
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import anyio
 
 from . import __version__
 from .client import DEFAULT_BASE_URL, ClientSettings, validate_base_url
+from .config import Config, config_from_mapping, load_config, render_effective
 from .credentials import SecretSource
+from .daemon import Daemon
 from .engine import EngineSettings
 from .errors import ConfigError
 from .logs import LEVELS, configure, register_secret
@@ -60,14 +63,15 @@ def _query(text: str) -> tuple[str, str]:
     return (key, value)
 
 
-def _add_logging(parser: argparse.ArgumentParser) -> None:
+def _add_logging(parser: argparse.ArgumentParser, default: str | None = "info") -> None:
+    """``default=None``: the configuration file decides unless the flag is given."""
     parser.add_argument(
         "--log-format",
         choices=("auto", "json", "console"),
-        default="auto",
+        default="auto" if default else None,
         help="log format on stderr (auto: console on a terminal, JSON otherwise)",
     )
-    parser.add_argument("--log-level", choices=LEVELS, default="info")
+    parser.add_argument("--log-level", choices=LEVELS, default=default)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,6 +120,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="live progress bars on stderr (auto: when stderr is a terminal)",
     )
     _add_logging(watch)
+
+    run = sub.add_parser(
+        "run",
+        help="run the daemon: watch, export metrics, serve the control API",
+        description="Run the daemon with a TOML configuration (see config.example.toml).",
+    )
+    run.add_argument("--config", type=Path, help="the TOML file (default: all defaults)")
+    _add_logging(run, default=None)
+
+    check = sub.add_parser(
+        "check-config",
+        help="validate a configuration and print it as it takes effect (secrets masked)",
+    )
+    check.add_argument("--config", type=Path, help="the TOML file (default: all defaults)")
+    _add_logging(check, default=None)
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the daemon against the built-in simulator (no key, no network)",
+    )
+    demo.add_argument("--listen", default="127.0.0.1:9464", help="host:port of the daemon")
+    demo.add_argument("--state-dir", type=Path, help="keep the state here (default: a temp dir)")
+    _add_logging(demo, default="info")
     return parser
 
 
@@ -157,8 +184,36 @@ def _watch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return int(anyio.run(run_watch, _watch_command(args, environ)))
 
 
+def _load(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
+    if args.config is None:
+        config = config_from_mapping({}, environ)
+    else:
+        config = load_config(args.config, environ)
+    configure(args.log_format or config.log.format, args.log_level or config.log.level)
+    return config
+
+
+def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    daemon = Daemon(_load(args, environ))
+    return anyio.run(daemon.serve)
+
+
+def _check_config(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    print(render_effective(_load(args, environ)), end="")
+    return 0
+
+
+def _demo(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from .demo import main as demo_main
+
+    return demo_main(args.listen, args.state_dir, environ)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Mapping[str, str]], int]] = {
     "watch": _watch,
+    "run": _run,
+    "check-config": _check_config,
+    "demo": _demo,
 }
 
 
@@ -167,7 +222,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        configure(args.log_format, args.log_level)
+        if args.log_level is not None:
+            configure(args.log_format, args.log_level)
         return COMMANDS[args.command](args, environ)
     except ConfigError as exc:
         for problem in exc.problems:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .models import FileCounts, LastError
+from .models import FileCounts, LastError, parse_file_counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +198,28 @@ class BatchResult:
     def clean(self) -> bool:
         failed = self.file_counts.failed if self.file_counts else 0
         return self.status == "completed" and failed == 0 and not self.failed_files_listed
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BatchResult:
+        """The inverse of :meth:`as_dict` (for the state store)."""
+        counts = data.get("file_counts")
+        return cls(
+            vector_store_id=data["vector_store_id"],
+            batch_id=data["batch_id"],
+            status=data["status"],
+            file_counts=parse_file_counts(counts) if counts is not None else None,
+            failed_files=tuple(
+                FailedFile(f["id"], LastError(**f["last_error"])) for f in data["failed_files"]
+            ),
+            failed_by_code=dict(data.get("failed_files_by_code", {})),
+            failed_files_listed=int(data.get("failed_files_listed", 0)),
+            failed_files_truncated=bool(data.get("failed_files_truncated", False)),
+            failed_files_complete=bool(data.get("failed_files_complete", True)),
+            elapsed_seconds=float(data.get("elapsed_seconds", 0.0)),
+            finished_at=float(data.get("finished_at", 0.0)),
+            labels=dict(data.get("labels", {})),
+            note=str(data.get("note", "")),
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {

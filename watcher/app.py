@@ -1,0 +1,183 @@
+"""How the daemon is served: metrics, health, the control API and the status page (Starlette).
+
+The control API is for the application that creates batches (the sidecar case). It is guarded by
+``Authorization: Bearer <control token>``; with no token configured it answers only when the
+daemon listens on loopback, so that no one off the host can register watches.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from .config import PollConfig, parse_watch
+from .config_schema import validate_id
+from .credentials import SecretSource
+from .engine import Engine, TooManyWatches
+from .errors import ConfigError
+from .metrics import WatcherMetrics, take_snapshot
+from .status_page import render_status_page
+from .store import StateStore
+from .watch import WatchOptions
+
+MAX_BODY_BYTES = 64 * 1024
+HEALTHY_TICK_SECONDS = 30.0  # the scheduler ticks at least every second when all is well
+
+
+@dataclass(slots=True)
+class AppState:
+    engine: Engine
+    metrics: WatcherMetrics
+    store: StateStore
+    poll: PollConfig
+    control_token: SecretSource | None
+    loopback: bool
+    clock: Callable[[], float] = time.monotonic
+    config_loaded: bool = True
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def build_app(state: AppState) -> Starlette:
+    render_lock = anyio.Lock()
+
+    async def metrics(request: Request) -> Response:
+        snapshot = take_snapshot(state.engine)
+        async with render_lock:
+            body, content_type = await anyio.to_thread.run_sync(
+                state.metrics.render, snapshot, request.headers.get("accept")
+            )
+        return Response(body, media_type=content_type)
+
+    async def healthz(_: Request) -> Response:
+        age = state.clock() - state.engine.last_tick
+        alive = state.engine.started and age < HEALTHY_TICK_SECONDS
+        body = {"status": "ok" if alive else "stuck", "scheduler_tick_age_seconds": round(age, 3)}
+        return JSONResponse(body, status_code=200 if alive else 503)
+
+    async def readyz(_: Request) -> Response:
+        problems = []
+        if not state.config_loaded:
+            problems.append("configuration not loaded")
+        if not state.store.is_open:
+            problems.append("state store not open")
+        if not state.engine.started:
+            problems.append("engine not running")
+        if state.engine.auth_error is not None:
+            problems.append(f"the API refuses the credentials: {state.engine.auth_error.message}")
+        body = {"status": "ready" if not problems else "not ready", "problems": problems}
+        return JSONResponse(body, status_code=200 if not problems else 503)
+
+    def guarded(
+        handler: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def check(request: Request) -> Response:
+            token = state.control_token.current() if state.control_token else None
+            if token is None:
+                if not state.loopback:
+                    return _error(
+                        403,
+                        "the control API is disabled: no control token is configured and the "
+                        "daemon does not listen on loopback",
+                    )
+                return await handler(request)
+            scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not token.matches(presented.strip()):
+                return JSONResponse(
+                    {"error": "a valid 'Authorization: Bearer <control token>' is required"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="batch-watcher"'},
+                )
+            return await handler(request)
+
+        return check
+
+    async def list_watches(_: Request) -> Response:
+        return JSONResponse({"watches": [w.as_dict() for w in state.engine.watches()]})
+
+    async def add_watch(request: Request) -> Response:
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+            return _error(413, f"the body is over {MAX_BODY_BYTES} bytes")
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_BODY_BYTES:
+                return _error(413, f"the body is over {MAX_BODY_BYTES} bytes")
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError):
+            return _error(400, "the body is not valid JSON")
+        if not isinstance(body, dict):
+            return _error(422, "the body must be a JSON object")
+        allowed = {"vector_store_id", "batch_id", "labels", "deadline_seconds"}
+        if unknown := sorted(set(body) - allowed):
+            return _error(422, f"unknown fields: {', '.join(unknown)}", allowed=sorted(allowed))
+        try:
+            spec = parse_watch(body, state.poll, where="body")
+        except ConfigError as exc:
+            return _error(422, "invalid watch", problems=exc.problems)
+        options = WatchOptions(deadline_seconds=spec.deadline_seconds)
+        try:
+            watch, created = state.engine.add(
+                spec.vector_store_id, spec.batch_id, labels=spec.labels, options=options
+            )
+        except TooManyWatches as exc:
+            return _error(409, str(exc))
+        # Written before we answer: a watch we accepted survives any crash after this.
+        await state.store.flush()
+        return JSONResponse(watch.as_dict(), status_code=201 if created else 200)
+
+    def _key(request: Request) -> tuple[str, str] | Response:
+        vs = request.path_params["vector_store_id"]
+        batch = request.path_params["batch_id"]
+        problems = validate_id(vs, "vector_store_id") + validate_id(batch, "batch_id")
+        if problems:
+            return _error(400, "invalid id", problems=problems)
+        return vs, batch
+
+    async def get_watch(request: Request) -> Response:
+        key = _key(request)
+        if isinstance(key, Response):
+            return key
+        watch = state.engine.get(*key)
+        if watch is None:
+            return _error(404, f"not watching {key[0]}/{key[1]}")
+        return JSONResponse(watch.as_dict())
+
+    async def delete_watch(request: Request) -> Response:
+        key = _key(request)
+        if isinstance(key, Response):
+            return key
+        if not state.engine.remove(*key):
+            return _error(404, f"not watching {key[0]}/{key[1]}")
+        await state.store.flush()
+        return Response(status_code=204)
+
+    async def status_page(_: Request) -> Response:
+        return HTMLResponse(render_status_page(list(state.engine.watches()), state.engine))
+
+    one = "/v1/watches/{vector_store_id}/{batch_id}"
+    routes = [
+        Route("/", status_page, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/v1/watches", guarded(list_watches), methods=["GET"]),
+        Route("/v1/watches", guarded(add_watch), methods=["POST"]),
+        Route(one, guarded(get_watch), methods=["GET"]),
+        Route(one, guarded(delete_watch), methods=["DELETE"]),
+    ]
+    return Starlette(routes=routes)

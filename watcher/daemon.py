@@ -1,0 +1,224 @@
+"""``batch-watcher run``: the long-running service.
+
+One task group owns everything: the engine, the state store's flusher, retention, the webhook
+notifier and the HTTP server. The first SIGTERM or SIGINT stops polling, lets in-flight writes
+finish and exits 0 within a grace period; a second one exits at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+import structlog
+import uvicorn
+
+from . import __version__
+from .app import AppState, build_app
+from .client import ClientSettings
+from .config import Config
+from .config_schema import parse_listen
+from .engine import Engine, EngineSettings
+from .errors import ConfigError
+from .events import Sink
+from .logs import log_event, register_secret
+from .metrics import WatcherMetrics
+from .notify import Notifier
+from .policy import PollSettings
+from .serving import EmbeddedServer, address, bind
+from .store import StateStore
+from .watch import WatchOptions
+
+log = structlog.get_logger("watcher.daemon")
+
+GRACE_SECONDS = 10.0
+
+
+def client_settings(config: Config) -> ClientSettings:
+    api = config.api
+    return ClientSettings(
+        base_url=api.base_url,
+        api_key=api.api_key,
+        organization=api.organization,
+        project=api.project,
+        auth=api.auth,
+        query=dict(api.query),
+        timeout_seconds=api.timeout_seconds,
+        max_response_bytes=api.max_response_bytes,
+        max_connections=max(api.max_concurrency, 1),
+    )
+
+
+def engine_settings(config: Config) -> EngineSettings:
+    poll, api, state = config.poll, config.api, config.state
+    return EngineSettings(
+        poll=PollSettings(
+            interval=poll.interval_seconds,
+            min_interval=poll.min_interval_seconds,
+            max_interval=poll.max_interval_seconds,
+            slow_down=poll.slow_down,
+        ),
+        max_requests_per_minute=api.max_requests_per_minute,
+        max_concurrency=api.max_concurrency,
+        stall_after_seconds=poll.stall_after_seconds or None,
+        deadline_seconds=poll.deadline_seconds or None,
+        cancel_on_timeout=poll.cancel_on_timeout,
+        max_watches=state.max_watches,
+        max_failed_files=state.max_failed_files,
+    )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class Daemon:
+    """Everything ``run`` starts, built from a :class:`Config` (and reachable by tests)."""
+
+    config: Config
+    extra_sinks: Sequence[Sink] = ()
+    grace_seconds: float = GRACE_SECONDS
+    store: StateStore = field(init=False)
+    engine: Engine = field(init=False)
+    metrics: WatcherMetrics = field(init=False)
+    notifier: Notifier | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        config = self.config
+        secrets = (config.api.api_key, config.server.control_token, config.notify.webhook_secret)
+        for source in secrets:
+            if source is not None:
+                register_secret(source.current())
+        self.store = StateStore(config.state.path, outbox=bool(config.notify.webhook_url))
+        self.metrics = WatcherMetrics()
+        sinks: list[Sink] = [log_event, self.metrics.on_event, *self.extra_sinks]
+        if config.notify.webhook_url:
+            self.notifier = Notifier(
+                config.notify.webhook_url,
+                self.store,
+                secret=config.notify.webhook_secret,
+                timeout_seconds=config.notify.timeout_seconds,
+                max_attempts=config.notify.max_attempts,
+            )
+            sinks.append(self.notifier.on_event)
+        self.engine = Engine(
+            client_settings(config),
+            engine_settings(config),
+            sinks=sinks,
+            observers=[self.metrics.on_exchange],
+            store=self.store,
+        )
+
+    def restore(self) -> None:
+        """Open the store, resume every watch in it, then add the configured ones."""
+        restored = self.store.open()
+        for watch in restored:
+            self.engine.add(watch.vector_store_id, watch.batch_id, restored=watch)
+        for spec in self.config.watches:
+            self.engine.add(
+                spec.vector_store_id,
+                spec.batch_id,
+                labels=spec.labels,
+                options=WatchOptions(
+                    interval_seconds=spec.interval_seconds,
+                    deadline_seconds=spec.deadline_seconds,
+                    cancel_on_timeout=spec.cancel_on_timeout,
+                    stall_after_seconds=spec.stall_after_seconds,
+                ),
+            )
+        log.info(
+            "watches_restored",
+            restored=len(restored),
+            configured=len(self.config.watches),
+            watching=len(self.engine),
+        )
+
+    async def _retention(self) -> None:
+        keep = self.config.state.retention_seconds
+        while True:
+            await anyio.sleep(min(60.0, max(keep / 4, 1.0)))
+            gone = self.engine.prune_finished(time.time() - keep)
+            if gone:
+                log.info("watches_pruned", count=len(gone))
+
+    async def serve(self) -> int:
+        host, port = parse_listen(self.config.server.listen)
+        try:
+            sock = bind(host, port)
+        except OSError as exc:
+            raise ConfigError(f"server.listen: cannot listen on {host}:{port}: {exc}") from None
+        self.restore()
+        state = AppState(
+            engine=self.engine,
+            metrics=self.metrics,
+            store=self.store,
+            poll=self.config.poll,
+            control_token=self.config.server.control_token,
+            loopback=is_loopback(host),
+        )
+        server = EmbeddedServer(
+            uvicorn.Config(
+                build_app(state),
+                lifespan="off",
+                log_config=None,
+                access_log=False,
+                server_header=False,
+                timeout_graceful_shutdown=1,
+            )
+        )
+        work = anyio.CancelScope()
+
+        async def run_work() -> None:
+            with work:
+                async with anyio.create_task_group() as inner:
+                    await inner.start(self.engine.run)
+                    inner.start_soon(self.store.run)
+                    inner.start_soon(self._retention)
+                    if self.notifier is not None:
+                        inner.start_soon(self.notifier.run)
+
+        try:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async with anyio.create_task_group() as outer:
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(run_work)
+                        tg.start_soon(server.serve, [sock])
+                        log.info(
+                            "daemon_started",
+                            version=__version__,
+                            listen=address(sock),
+                            watches=len(self.engine),
+                            pid=os.getpid(),
+                        )
+                        async for signum in signals:
+                            log.info("shutdown_requested", signal=signal.Signals(signum).name)
+                            break
+                        outer.start_soon(_exit_on_second_signal, signals)
+                        # Stop polling (the store flushes on its way out), stop serving, and
+                        # give both the grace period at most.
+                        work.cancel()
+                        server.should_exit = True
+                        tg.cancel_scope.deadline = anyio.current_time() + self.grace_seconds
+                    outer.cancel_scope.cancel()
+        finally:
+            self.store.close()
+            sock.close()
+        log.info("daemon_stopped")
+        return 0
+
+
+async def _exit_on_second_signal(signals: AsyncIterator[int]) -> None:
+    async for signum in signals:
+        log.warning("shutdown_forced", signal=signal.Signals(signum).name)
+        os._exit(128 + signum)

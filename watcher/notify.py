@@ -1,0 +1,130 @@
+"""Webhook notifications: one POST per finished batch, never blocking polling.
+
+The payload is the same JSON as ``watch --output json``. Deliveries come from the state store's
+outbox (written in the same transaction that records the batch as finished), so a crash between
+the two loses nothing; a delivery is retried with backoff and jitter (stamina), and stays in the
+outbox until the receiver accepts it. Receivers may see a delivery twice after a crash; each
+carries its id in ``X-Batch-Watcher-Delivery`` to make that harmless.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import anyio
+import httpx
+import stamina
+import structlog
+
+from . import __version__
+from .credentials import SecretSource
+from .events import BatchFinished, Event
+from .store import OutboxItem, StateStore
+
+log = structlog.get_logger("watcher.notify")
+
+SIGNATURE_HEADER = "X-Batch-Watcher-Signature"
+DELIVERY_HEADER = "X-Batch-Watcher-Delivery"
+
+
+class _Refused(Exception):
+    """The receiver answered with a status worth retrying (5xx, 429, 408)."""
+
+
+def signature(secret: str, body: bytes) -> str:
+    """``sha256=<hex HMAC-SHA256 of the body>``, as the signature header carries it."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class Notifier:
+    def __init__(
+        self,
+        url: str,
+        store: StateStore,
+        *,
+        secret: SecretSource | None = None,
+        timeout_seconds: float = 10.0,
+        max_attempts: int = 5,
+        idle_seconds: float = 60.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url = url
+        self._store = store
+        self._secret = secret
+        self._max_attempts = max_attempts
+        self._idle = idle_seconds
+        self._http = httpx.AsyncClient(
+            timeout=timeout_seconds,
+            transport=transport,
+            headers={"User-Agent": f"batch-watcher/{__version__}"},
+            follow_redirects=False,
+            trust_env=False,
+        )
+        self._wake = anyio.Event()
+        self.delivered = 0
+
+    def on_event(self, event: Event) -> None:
+        """Engine sink: a finished batch means something new waits in the outbox."""
+        if isinstance(event, BatchFinished):
+            self._wake.set()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                for item in await self._store.pending_deliveries():
+                    if await self._deliver(item):
+                        await self._store.delivered(item.id)
+                self._wake = anyio.Event()
+                with anyio.move_on_after(self._idle):
+                    await self._wake.wait()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._http.aclose()
+
+    async def _deliver(self, item: OutboxItem) -> bool:
+        body = item.payload.encode()
+        headers = {"Content-Type": "application/json", DELIVERY_HEADER: str(item.id)}
+        secret = self._secret.current() if self._secret is not None else None
+        if secret:
+            headers[SIGNATURE_HEADER] = signature(secret.reveal(), body)
+        try:
+            async for attempt in stamina.retry_context(
+                on=(httpx.TransportError, _Refused),
+                attempts=self._max_attempts,
+                timeout=None,
+                wait_initial=1.0,
+                wait_max=30.0,
+            ):
+                with attempt:
+                    response = await self._http.post(self.url, content=body, headers=headers)
+                    if response.status_code >= 500 or response.status_code in (408, 429):
+                        raise _Refused(str(response.status_code))
+        except (httpx.TransportError, _Refused) as exc:
+            log.warning(
+                "webhook_failed",
+                vector_store_id=item.vector_store_id,
+                batch_id=item.batch_id,
+                delivery=item.id,
+                error=f"{type(exc).__name__}: {exc}",
+                attempts=self._max_attempts,
+            )
+            return False
+        if response.status_code >= 300:
+            # The receiver refuses this payload for good (4xx); retrying will not change that.
+            log.error(
+                "webhook_rejected",
+                vector_store_id=item.vector_store_id,
+                batch_id=item.batch_id,
+                delivery=item.id,
+                http_status=response.status_code,
+            )
+            return True
+        self.delivered += 1
+        log.info(
+            "webhook_delivered",
+            vector_store_id=item.vector_store_id,
+            batch_id=item.batch_id,
+            delivery=item.id,
+        )
+        return True

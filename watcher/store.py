@@ -1,0 +1,253 @@
+"""The daemon's state: every watch and how it stands, in SQLite (WAL mode), across restarts.
+
+Progress is written in batches (one transaction a second at most), because a lost progress
+update costs nothing: the next poll brings it back. What must not be lost is written at once and
+durably: a watch registered through the API (:meth:`StateStore.flush` before answering), and a
+finished batch (:meth:`StateStore.save_finished` before it is announced, so that a restart never
+announces it twice). Webhook deliveries wait in an outbox table until they succeed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from .errors import ConfigError
+from .events import BatchResult
+from .models import parse_file_counts
+from .watch import Key, Phase, Watch, WatchOptions
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS watches (
+    vector_store_id TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    options TEXT NOT NULL,
+    registered_at REAL NOT NULL,
+    progress TEXT NOT NULL,
+    result TEXT,
+    finished_at REAL,
+    PRIMARY KEY (vector_store_id, batch_id)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    vector_store_id TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+"""
+
+Row = tuple[str, str, str, str, float, str, str | None, float | None]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    id: int
+    vector_store_id: str
+    batch_id: str
+    payload: str
+
+
+def _row(watch: Watch) -> Row:
+    progress = {
+        "status": watch.status,
+        "file_counts": watch.file_counts.as_dict() if watch.file_counts else None,
+        "created_at": watch.created_at,
+        "first_seen_at": watch.first_seen_at,
+        "last_poll_at": watch.last_poll_at,
+    }
+    return (
+        watch.vector_store_id,
+        watch.batch_id,
+        json.dumps(watch.labels),
+        json.dumps(watch.options.as_dict()),
+        watch.registered_at,
+        json.dumps(progress),
+        json.dumps(watch.result.as_dict()) if watch.result is not None else None,
+        watch.finished_at,
+    )
+
+
+def _watch(row: sqlite3.Row) -> Watch:
+    options = WatchOptions(**json.loads(row["options"]))
+    watch = Watch(
+        row["vector_store_id"],
+        row["batch_id"],
+        labels=json.loads(row["labels"]),
+        options=options,
+        registered_at=row["registered_at"],
+    )
+    progress: dict[str, Any] = json.loads(row["progress"])
+    watch.status = progress.get("status")
+    counts = progress.get("file_counts")
+    watch.file_counts = parse_file_counts(counts) if counts is not None else None
+    watch.created_at = progress.get("created_at")
+    watch.first_seen_at = progress.get("first_seen_at")
+    watch.last_poll_at = progress.get("last_poll_at")
+    if row["result"] is not None:
+        watch.result = BatchResult.from_dict(json.loads(row["result"]))
+        watch.finished_at = row["finished_at"]
+        watch.phase = Phase.FINISHED
+    return watch
+
+
+class StateStore:
+    """One SQLite file. Open with :meth:`open`; run :meth:`run` in the task group to flush."""
+
+    def __init__(self, path: Path, *, flush_seconds: float = 1.0, outbox: bool = False) -> None:
+        """``outbox``: keep each finished batch's result for the webhook notifier."""
+        self.path = path
+        self._outbox = outbox
+        self.flush_seconds = flush_seconds
+        self._db: sqlite3.Connection | None = None
+        self._lock = anyio.Lock()
+        self._dirty: dict[Key, Row] = {}
+        self._deleted: set[Key] = set()
+        self.writes = 0
+
+    # -- opening -----------------------------------------------------------------------------
+
+    def open(self) -> list[Watch]:
+        """Open (or create) the store and return every watch in it. Refuses a damaged file."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            status = db.execute("PRAGMA quick_check").fetchone()[0]
+            if status != "ok":
+                raise sqlite3.DatabaseError(status)
+            db.executescript(_SCHEMA)
+            version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if version is None:
+                db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            elif int(version[0]) > SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(
+                    f"schema version {version[0]} is newer than this batch-watcher knows"
+                )
+            rows = db.execute("SELECT * FROM watches ORDER BY registered_at").fetchall()
+            watches = [_watch(row) for row in rows]
+        except (sqlite3.Error, OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"state.path: cannot use {str(self.path)!r} as the state store: {exc}"
+            ) from None
+        self._db = db
+        return watches
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._commit_pending()
+            self._db.close()
+            self._db = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None
+
+    # -- the engine's side (WatchStore) --------------------------------------------------------
+
+    def save(self, watch: Watch) -> None:
+        self._deleted.discard(watch.key)
+        self._dirty[watch.key] = _row(watch)
+
+    def delete(self, key: Key) -> None:
+        self._dirty.pop(key, None)
+        self._deleted.add(key)
+
+    async def save_finished(self, watch: Watch) -> None:
+        self.save(watch)
+        payload = json.dumps(watch.result.as_dict()) if watch.result is not None else None
+        await self._in_thread(lambda: self._commit_pending(outbox=payload, key=watch.key))
+
+    async def flush(self) -> None:
+        """Write everything noted so far, durably."""
+        if self._dirty or self._deleted:
+            await self._in_thread(self._commit_pending)
+
+    async def run(self) -> None:
+        """Flush noted progress every ``flush_seconds`` until cancelled; then flush once more."""
+        try:
+            while True:
+                await anyio.sleep(self.flush_seconds)
+                await self.flush()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.flush()
+
+    # -- the notifier's side -------------------------------------------------------------------
+
+    async def pending_deliveries(self, limit: int = 100) -> list[OutboxItem]:
+        def read() -> list[OutboxItem]:
+            rows = self._conn().execute(
+                "SELECT id, vector_store_id, batch_id, payload FROM outbox ORDER BY id LIMIT ?",
+                (limit,),
+            )
+            return [OutboxItem(*row) for row in rows]
+
+        return await self._in_thread(read)
+
+    async def delivered(self, item_id: int) -> None:
+        await self._in_thread(
+            lambda: self._conn().execute("DELETE FROM outbox WHERE id = ?", (item_id,))
+        )
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("the state store is not open")
+        return self._db
+
+    async def _in_thread(self, work: Callable[[], T]) -> T:
+        async with self._lock:
+            return await anyio.to_thread.run_sync(work)
+
+    def _commit_pending(self, outbox: str | None = None, key: Key | None = None) -> None:
+        db = self._conn()
+        dirty, self._dirty = self._dirty, {}
+        deleted, self._deleted = self._deleted, set()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            if deleted:
+                db.executemany(
+                    "DELETE FROM watches WHERE vector_store_id = ? AND batch_id = ?", deleted
+                )
+            if dirty:
+                db.executemany(
+                    "INSERT OR REPLACE INTO watches VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    dirty.values(),
+                )
+            if outbox is not None and key is not None and self._outbox:
+                db.execute(
+                    "INSERT INTO outbox (vector_store_id, batch_id, payload, created_at) "
+                    "VALUES (?, ?, ?, strftime('%s', 'now'))",
+                    (*key, outbox),
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            # Nothing noted is dropped: what failed to write is noted again, unless newer.
+            for k, row in dirty.items():
+                self._dirty.setdefault(k, row)
+            self._deleted |= deleted - self._dirty.keys()
+            raise
+        self.writes += 1
