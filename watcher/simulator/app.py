@@ -1,0 +1,384 @@
+"""The simulator as an ASGI app: the API under ``/v1``, the control plane under ``/_sim/``.
+
+The API path is plain ASGI with a hand-written router, because it must serve hundreds of
+requests per second on one core. Order of checks on an API request: rate limit, auth, required
+query parameters, then an armed fault, then the endpoint itself.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+from urllib.parse import parse_qs
+
+import anyio
+from starlette.types import Receive, Scope, Send
+
+from ..models import FILE_STATUSES, TERMINAL_STATUSES
+from .control import handle_control
+from .faults import Endpoint, Fault, FaultKind
+from .files import DEFAULT_LIMIT, Order, PageQuery, file_id, file_index, file_json, page_indices
+from .scenario import Progress
+from .simulator import BatchNotCancellable, SimBatch, Simulator, UnknownBatch
+from .stats import UNKNOWN_ENDPOINT
+from .wire import (
+    HTML,
+    Reply,
+    drop_connection,
+    error_reply,
+    json_reply,
+    new_request_id,
+    send_cut,
+    send_reply,
+    truncate,
+)
+
+_HTML_PAGE: Final = (
+    "<html>\r\n<head><title>{status} Bad Gateway</title></head>\r\n<body>\r\n"
+    "<center><h1>{status} Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    "</body>\r\n</html>\r\n"
+)
+_SERVER_ERROR: Final = "The server had an error while processing your request. Sorry about that!"
+_NO_KEY: Final = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization "
+    "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+)
+_BAD_KEY: Final = "Incorrect API key provided."
+_QueryParams = dict[str, list[str]]
+_ORDERS: Final[dict[str, Order]] = {"asc": "asc", "desc": "desc"}
+
+
+class SimulatorApp:
+    """Serves a :class:`~.simulator.Simulator` over ASGI."""
+
+    def __init__(self, sim: Simulator, *, prefix: str = "/v1") -> None:
+        self.sim = sim
+        self.prefix = prefix.rstrip("/")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        if path.startswith("/_sim/"):
+            await handle_control(self.sim, scope, receive, send)
+        else:
+            await self._api(scope, receive, send)
+
+    async def _api(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sim = self.sim
+        request_id = new_request_id()
+        method: str = scope["method"]
+        route = self._route(method, scope["path"])
+        if route is None:
+            sim.stats.record_request(UNKNOWN_ENDPOINT, None)
+            message = f"Invalid URL ({method} {scope['path']})"
+            await self._send(send, error_reply(404, message), request_id)
+            return
+        endpoint, vs_id, batch_id = route
+        found = sim.find(batch_id)
+        after_terminal = (
+            endpoint == "retrieve" and found is not None and found.seen_terminal_at is not None
+        )
+        sim.stats.record_request(endpoint, batch_id, after_terminal=after_terminal)
+
+        headers: list[tuple[bytes, bytes]] = []
+        limiter = sim.rate_limiter
+        if limiter is not None:
+            decision = limiter.hit(sim.clock())
+            headers = decision.headers()
+            if not decision.allowed:
+                wait = decision.reset_seconds
+                reply = error_reply(
+                    429,
+                    f"Rate limit reached for requests. Limit {decision.limit}. "
+                    f"Please try again in {math.ceil(wait * 1000)}ms.",
+                    type_="requests",
+                    code="rate_limit_exceeded",
+                    headers=headers + _retry_after(wait),
+                )
+                await self._send(send, reply, request_id)
+                return
+        early = self._check_access(scope, headers)
+        if early is not None:
+            await self._send(send, early, request_id)
+            return
+
+        fault = sim.faults.draw(endpoint, batch_id)
+        if fault is not None:
+            sim.stats.record_fault(fault.kind)
+            kind = fault.kind
+            if kind is FaultKind.DROP:
+                await drop_connection(scope, receive, send)
+                return
+            if kind is FaultKind.SLOW:
+                await anyio.sleep(fault.delay_seconds)
+            elif kind is FaultKind.VANISH and found is not None:
+                sim.vanish(batch_id)
+            else:
+                early = _fault_reply(fault, headers)
+                if early is not None:
+                    # An HTML page comes from a proxy, not from the API: no request id.
+                    rid = None if kind is FaultKind.HTML_ERROR else request_id
+                    await self._send(send, early, rid)
+                    return
+
+        if endpoint == "retrieve":
+            reply, shown = self._retrieve(vs_id, batch_id, fault)
+        elif endpoint == "list":
+            reply, shown = self._list(vs_id, batch_id, _query(scope), fault), None
+        else:
+            reply, shown = self._cancel(vs_id, batch_id, fault)
+        reply.headers[:0] = headers
+
+        if fault is not None and fault.kind is FaultKind.TRUNCATED_JSON:
+            reply.body = truncate(reply.body)
+        elif fault is not None and fault.kind is FaultKind.CUT_BODY:
+            sim.stats.record_status(reply.status)
+            await send_cut(scope, receive, send, reply, request_id)
+            return
+        elif shown is not None:
+            sim.saw_terminal(shown)
+        await self._send(send, reply, request_id)
+
+    def _route(self, method: str, path: str) -> tuple[Endpoint, str, str] | None:
+        """``(endpoint, vector_store_id, batch_id)`` for an API path, or None."""
+        prefix = self.prefix
+        if not path.startswith(prefix) or path[len(prefix) : len(prefix) + 1] != "/":
+            return None
+        parts = path[len(prefix) + 1 :].split("/")
+        if len(parts) < 4 or parts[0] != "vector_stores" or parts[2] != "file_batches":
+            return None
+        vs_id, batch_id = parts[1], parts[3]
+        if not vs_id or not batch_id:
+            return None
+        if len(parts) == 4 and method == "GET":
+            return "retrieve", vs_id, batch_id
+        if len(parts) == 5 and parts[4] == "files" and method == "GET":
+            return "list", vs_id, batch_id
+        if len(parts) == 5 and parts[4] == "cancel" and method == "POST":
+            return "cancel", vs_id, batch_id
+        return None
+
+    def _check_access(self, scope: Scope, headers: list[tuple[bytes, bytes]]) -> Reply | None:
+        """401 without the key, 400 without a required query parameter; None if all is well."""
+        sim = self.sim
+        key = sim.api_key
+        if key is not None:
+            presented = list(_presented_keys(scope["headers"]))
+            if not any(key.matches(candidate) for candidate in presented):
+                message = _BAD_KEY if presented else _NO_KEY
+                return error_reply(401, message, code="invalid_api_key", headers=headers)
+        if sim.required_query:
+            query = _query(scope)
+            for name, wanted in sim.required_query.items():
+                given = query.get(name, [""])[0]
+                if not given or (wanted is not None and given != wanted):
+                    return error_reply(
+                        400,
+                        f"Missing or unsupported query parameter '{name}'.",
+                        param=name,
+                        code="missing_required_parameter" if not given else "invalid_value",
+                        headers=headers,
+                    )
+        return None
+
+    def _batch_reply(self, found: SimBatch, progress: Progress, fault: Fault | None) -> Reply:
+        status = progress.status
+        if fault is not None and fault.kind is FaultKind.UNKNOWN_STATUS:
+            status = fault.value
+        spec = found.spec
+        body = {
+            "id": spec.batch_id,
+            "object": "vector_store.file_batch",
+            "created_at": found.created_at,
+            "vector_store_id": spec.vector_store_id,
+            "status": status,
+            "file_counts": progress.file_counts.as_dict(),
+        }
+        poll_after = (
+            spec.poll_after_ms if spec.poll_after_ms is not None else self.sim.poll_after_ms
+        )
+        headers = (
+            [] if poll_after is None else [(b"openai-poll-after-ms", str(poll_after).encode())]
+        )
+        return json_reply(200, body, headers)
+
+    def _retrieve(
+        self, vs_id: str, batch_id: str, fault: Fault | None
+    ) -> tuple[Reply, SimBatch | None]:
+        sim = self.sim
+        try:
+            found = sim.visible(vs_id, batch_id)
+        except UnknownBatch:
+            return _not_found(batch_id), None
+        progress = found.progress(sim.clock(), sim.cancel_seconds)
+        reply = self._batch_reply(found, progress, fault)
+        shown = found if _shows_terminal(progress, fault) else None
+        return reply, shown
+
+    def _cancel(
+        self, vs_id: str, batch_id: str, fault: Fault | None
+    ) -> tuple[Reply, SimBatch | None]:
+        sim = self.sim
+        try:
+            progress = sim.cancel(vs_id, batch_id)
+        except UnknownBatch:
+            return _not_found(batch_id), None
+        except BatchNotCancellable as exc:
+            message = f"Cannot cancel a vector store file batch that is already {exc}."
+            return error_reply(400, message), None
+        found = sim.visible(vs_id, batch_id)
+        shown = found if _shows_terminal(progress, fault) else None
+        return self._batch_reply(found, progress, fault), shown
+
+    def _list(self, vs_id: str, batch_id: str, query: _QueryParams, fault: Fault | None) -> Reply:
+        sim = self.sim
+        try:
+            found = sim.visible(vs_id, batch_id)
+        except UnknownBatch:
+            return _not_found(batch_id)
+        spec = found.spec
+        limit_s = query.get("limit", [str(DEFAULT_LIMIT)])[0]
+        try:
+            limit = int(limit_s)
+        except ValueError:
+            return error_reply(400, f"Invalid 'limit': expected an integer, got '{limit_s}'.")
+        sim.stats.record_limit(limit)
+        if not 1 <= limit <= 100:
+            kind = "below minimum value" if limit < 1 else "above maximum value"
+            bound = "expected a value >= 1" if limit < 1 else "expected a value <= 100"
+            return error_reply(
+                400,
+                f"Invalid 'limit': integer {kind}. {bound.capitalize()}, but got {limit} instead.",
+                param="limit",
+            )
+        order_s = query.get("order", ["desc"])[0]
+        order = _ORDERS.get(order_s)
+        if order is None:
+            return error_reply(
+                400, f"Invalid 'order': expected 'asc' or 'desc', got '{order_s}'.", param="order"
+            )
+        wanted = query.get("filter", [None])[0]
+        if wanted is not None and wanted not in FILE_STATUSES:
+            return error_reply(
+                400,
+                f"Invalid 'filter': expected one of in_progress, completed, failed, cancelled, "
+                f"got '{wanted}'.",
+                param="filter",
+            )
+        cursors: dict[str, int | None] = {"after": None, "before": None}
+        looping = fault is not None and fault.kind is FaultKind.PAGINATION_LOOP
+        for name in cursors:
+            value = query.get(name, [None])[0]
+            if value is None or looping:
+                continue
+            index = file_index(batch_id, spec.total_files, value)
+            if index is None:
+                return error_reply(
+                    400, f"Invalid '{name}': no file with id '{value}' in this batch.", param=name
+                )
+            cursors[name] = index
+        page_query = PageQuery(
+            limit=limit,
+            order=order,
+            after=cursors["after"],
+            before=cursors["before"],
+            status=wanted,
+        )
+        progress = found.progress(sim.clock(), sim.cancel_seconds)
+        indices: list[int]
+        if fault is not None and fault.kind is FaultKind.EMPTY_PAGE:
+            indices, has_more = [], True
+        else:
+            indices, has_more = page_indices(spec, progress, page_query)
+            has_more = has_more or looping
+        # A filtered page holds only files of the wanted status: no need to work it out again.
+        data = [file_json(spec, progress, i, found.created_at, wanted) for i in indices]
+        return json_reply(
+            200,
+            {
+                "object": "list",
+                "data": data,
+                "first_id": file_id(batch_id, indices[0]) if indices else None,
+                "last_id": file_id(batch_id, indices[-1]) if indices else None,
+                "has_more": has_more,
+            },
+        )
+
+    async def _send(self, send: Send, reply: Reply, request_id: str | None) -> None:
+        self.sim.stats.record_status(reply.status)
+        await send_reply(send, reply, request_id)
+
+
+def _fault_reply(fault: Fault, headers: list[tuple[bytes, bytes]]) -> Reply | None:
+    """The reply a fault gives instead of the endpoint's, or None if it alters the real one."""
+    kind = fault.kind
+    if kind is FaultKind.RATE_LIMIT:
+        return error_reply(
+            429,
+            "Rate limit reached for requests. Please try again later.",
+            type_="requests",
+            code="rate_limit_exceeded",
+            headers=headers + _retry_after(fault.retry_after_seconds),
+        )
+    if kind is FaultKind.RATE_LIMIT_BARE:
+        return error_reply(
+            429,
+            "Rate limit reached for requests.",
+            type_="requests",
+            code="rate_limit_exceeded",
+            headers=headers,
+        )
+    if kind is FaultKind.SERVER_ERROR:
+        return error_reply(fault.http_status, _SERVER_ERROR, type_="server_error", headers=headers)
+    if kind is FaultKind.HTML_ERROR:
+        page = _HTML_PAGE.format(status=fault.http_status).encode()
+        return Reply(fault.http_status, page, [], HTML)
+    return None
+
+
+def _retry_after(seconds: float) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"retry-after", str(math.ceil(seconds)).encode()),
+        (b"retry-after-ms", str(math.ceil(seconds * 1000)).encode()),
+    ]
+
+
+def _shows_terminal(progress: Progress, fault: Fault | None) -> bool:
+    if fault is not None and fault.kind is FaultKind.UNKNOWN_STATUS:
+        return False
+    return progress.status in TERMINAL_STATUSES
+
+
+def _not_found(batch_id: str) -> Reply:
+    return error_reply(404, f"No file batch found with id '{batch_id}'")
+
+
+def _presented_keys(headers: list[tuple[bytes, bytes]]) -> list[str]:
+    keys = []
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                keys.append(token.strip())
+        elif name == b"api-key" and value.strip():
+            keys.append(value.decode("latin-1").strip())
+    return keys
+
+
+def _query(scope: Scope) -> _QueryParams:
+    raw: bytes = scope["query_string"]
+    return parse_qs(raw.decode("latin-1"), keep_blank_values=True) if raw else {}
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
