@@ -1,0 +1,162 @@
+"""``python -m watcher.simulator``: the simulator as its own process.
+
+Prints ``listening <base URL>`` as one line once it accepts connections, then serves until
+SIGTERM or SIGINT. The API key, if any, comes from an environment variable, never from the
+command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+import anyio
+
+from .demo import demo_scenario
+from .faults import Fault
+from .ratelimit import RateLimit
+from .scenario import BatchSpec
+from .server import serve_simulator
+from .simulator import Simulator, UnknownBatch
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m watcher.simulator",
+        description="Serve a fake OpenAI vector-store file-batch API on loopback.",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
+    p.add_argument("--scenario", choices=("demo", "template", "empty"), default="demo")
+    g = p.add_argument_group("template scenario")
+    g.add_argument("--batches", type=int, default=100, help="how many batches (default 100)")
+    g.add_argument("--files", type=int, default=100, help="files per batch (default 100)")
+    g.add_argument("--failed-files", type=int, default=0, help="failed files per batch")
+    g.add_argument("--duration", type=float, default=60.0, help="seconds per batch (default 60)")
+    g.add_argument("--start-jitter", type=float, default=0.0, help="spread starts over S seconds")
+    g.add_argument("--duration-jitter", type=float, default=0.0, help="scale durations by ±F")
+    g.add_argument(
+        "--final-status", choices=("completed", "failed", "cancelled"), default="completed"
+    )
+    g.add_argument("--vector-store-id", default="vs_load")
+    g.add_argument("--prefix", default="vsfb_load_", help="batch id prefix")
+    p.add_argument("--api-key-env", metavar="VAR", help="require the key held in this variable")
+    p.add_argument(
+        "--require-query",
+        metavar="NAME[=VALUE]",
+        action="append",
+        default=[],
+        help="a query parameter every API request must carry (e.g. api-version)",
+    )
+    p.add_argument("--poll-after-ms", type=int, help="send openai-poll-after-ms on batch replies")
+    p.add_argument("--rate-limit", metavar="N/SECONDS", help="at most N requests per window")
+    p.add_argument(
+        "--cancel-seconds",
+        type=float,
+        default=0.5,
+        help="how long a cancelled batch stays 'cancelling'",
+    )
+    p.add_argument(
+        "--fault",
+        metavar="JSON",
+        action="append",
+        default=[],
+        help='arm a fault, e.g. \'{"kind": "server_error", "probability": 0.05}\'',
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed for jitter and fault draws")
+    return p
+
+
+def build_simulator(args: argparse.Namespace) -> Simulator:
+    """The simulator the arguments describe. Raises ``ValueError`` naming the bad argument."""
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise ValueError(f"--api-key-env: the variable {args.api_key_env} is empty or unset")
+    required = {}
+    for item in args.require_query:
+        name, sep, value = item.partition("=")
+        if not name:
+            raise ValueError(f"--require-query: {item!r} has no name")
+        required[name] = value if sep else None
+    rate_limit = None
+    if args.rate_limit:
+        requests, _, window = args.rate_limit.partition("/")
+        try:
+            rate_limit = RateLimit(int(requests), float(window or 60))
+        except ValueError as exc:
+            raise ValueError(f"--rate-limit: {args.rate_limit!r}: {exc}") from None
+    sim = Simulator(
+        api_key=api_key,
+        required_query=required,
+        poll_after_ms=args.poll_after_ms,
+        cancel_seconds=args.cancel_seconds,
+        rate_limit=rate_limit,
+        seed=args.seed,
+    )
+    if args.scenario == "demo":
+        sim.add_batches(demo_scenario())
+    elif args.scenario == "template":
+        template = BatchSpec(
+            args.vector_store_id,
+            "template",
+            total_files=args.files,
+            duration_seconds=args.duration,
+            failed_files=args.failed_files,
+            final_status=args.final_status,
+            cancelled_files=args.files // 2 if args.final_status == "cancelled" else 0,
+        )
+        sim.add_template(
+            args.batches,
+            template,
+            args.prefix,
+            start_jitter_seconds=args.start_jitter,
+            duration_jitter=args.duration_jitter,
+            seed=args.seed,
+        )
+    for raw in args.fault:
+        try:
+            fields = json.loads(raw)
+        except ValueError:
+            raise ValueError(f"--fault: {raw!r} is not JSON") from None
+        batch_id = fields.pop("batch_id", None) if isinstance(fields, dict) else None
+        try:
+            if batch_id is not None:
+                sim.batch(batch_id)
+            sim.inject(Fault.from_json(fields), batch_id)
+        except (ValueError, UnknownBatch) as exc:
+            raise ValueError(f"--fault: {raw!r}: {exc}") from None
+    return sim
+
+
+async def _serve(sim: Simulator, host: str, port: int) -> None:
+    # Listen for signals before the port opens, so none arrives unhandled.
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with serve_simulator(sim, host, port) as url:
+            print(f"listening {url}", flush=True)
+            async for _ in signals:
+                break
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        sim = build_simulator(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        anyio.run(_serve, sim, args.host, args.port)
+    except OSError as exc:
+        print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
