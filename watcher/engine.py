@@ -344,7 +344,7 @@ class Engine:
     async def _observed(self, watch: Watch, reply: Reply[FileBatch]) -> None:
         batch = reply.value
         now, wall = self._clock(), self._wall()
-        self._auth_ok()
+        self._auth_ok(watch)
         watch.failures = 0
         watch.not_found_seen = 0
         watch.last_poll_at = wall
@@ -448,13 +448,12 @@ class Engine:
             )
         self._schedule(watch, self.settings.auth_retry_seconds)
 
-    def _auth_ok(self) -> None:
+    def _auth_ok(self, probe: Watch) -> None:
+        """The credentials work (again): ``probe``'s poll just succeeded."""
         if self.auth_error is None:
             return
-        probe = self.auth_error
         self.auth_error = None
-        self._emit(AuthRecovered(vector_store_id="", batch_id=""))
-        del probe
+        self._emit(AuthRecovered(**_ids(probe)))
         # Everyone held back by the probe may poll again now; the budget spaces them.
         for watch in self._watches.values():
             if watch.phase is not Phase.FINISHED and watch.due > self._clock():
