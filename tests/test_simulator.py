@@ -378,7 +378,7 @@ async def test_after_cursors_walk_every_file_once(served: Served, order: str) ->
 
 async def test_before_cursor_pages_backwards(served: Served) -> None:
     """``before`` gives the files right before the cursor, in the requested order."""
-    params = {"order": "asc", "limit": 3, "before": file_id(BATCH, 10)}
+    params: dict[str, str | int] = {"order": "asc", "limit": 3, "before": file_id(BATCH, 10)}
     body = (await served.api.get(FILES_URL, params=params)).json()
     assert [f["id"] for f in body["data"]] == [file_id(BATCH, n) for n in (7, 8, 9)]
     assert body["has_more"] is True
@@ -727,6 +727,25 @@ async def test_stats_count_retrieves_after_terminal_was_seen(served: Served) -> 
     assert truth["seen_terminal_at"] == served.clock.now
 
 
+async def test_request_log_keeps_recent_requests(served: Served) -> None:
+    """The request log records each API request's query, status, fault and request id."""
+    ok = await served.api.get(FILES_URL, params={"limit": 100, "after": file_id(BATCH, 3)})
+    served.sim.inject(Fault(FaultKind.DROP, times=1))
+    with pytest.raises(httpx.RemoteProtocolError):
+        await served.api.get(BATCH_URL)
+    await served.api.get("/nowhere")
+    log = (await served.control.get("/_sim/requests")).json()["data"]
+    assert [(r["endpoint"], r["status"], r["fault"]) for r in log] == [
+        ("list", 200, None),
+        ("retrieve", None, "drop"),
+        ("unknown", 404, None),
+    ]
+    assert log[0]["query"] == f"limit=100&after={file_id(BATCH, 3)}"
+    assert log[0]["request_id"] == ok.headers["x-request-id"]
+    only = await served.control.get("/_sim/requests", params={"batch_id": BATCH, "limit": 1})
+    assert [r["endpoint"] for r in only.json()["data"]] == ["retrieve"]
+
+
 async def test_stats_reset(served: Served) -> None:
     """Resetting the stats starts the counts from zero."""
     await served.api.get(BATCH_URL)
@@ -842,6 +861,15 @@ async def test_control_vanishes_a_batch(served: Served) -> None:
 # -- load and demo --------------------------------------------------------------------------
 
 
+async def test_serves_hundreds_of_requests_per_second(served: Served) -> None:
+    """Sequential retrieves over one connection take milliseconds each, not tens of them."""
+    await served.api.get(BATCH_URL)
+    started = time.perf_counter()
+    for _ in range(300):
+        await served.api.get(BATCH_URL)
+    assert time.perf_counter() - started < 2.0
+
+
 async def test_template_of_10000_batches_stays_cheap(served: Served) -> None:
     """10,000 batches of 100 files take little memory and time; a sample behaves."""
     tracemalloc.start()
@@ -934,8 +962,9 @@ async def test_server_stops_listening_on_exit(sim: Simulator) -> None:
 
 
 @pytest.mark.e2e
-def test_module_runs_as_a_process_until_sigterm() -> None:
-    """``python -m watcher.simulator`` prints its URL, serves with a key, exits 0 on SIGTERM."""
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_module_runs_as_a_process_until_signalled(stop: signal.Signals) -> None:
+    """``python -m watcher.simulator`` prints its URL, serves with a key, exits 0 on a signal."""
     env = dict(os.environ, SIM_TEST_KEY="sk-process")
     proc = subprocess.Popen(
         [
@@ -970,7 +999,7 @@ def test_module_runs_as_a_process_until_sigterm() -> None:
         assert reply.json()["file_counts"]["total"] == 100
         assert reply.headers["x-ratelimit-limit-requests"] == "1000"
     finally:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(stop)
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0
     assert "sk-process" not in err

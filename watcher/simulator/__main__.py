@@ -1,8 +1,8 @@
 """``python -m watcher.simulator``: the simulator as its own process.
 
 Prints ``listening <base URL>`` as one line once it accepts connections, then serves until
-SIGTERM or SIGINT. The API key, if any, comes from an environment variable, never from the
-command line.
+SIGTERM or SIGINT (exit status 0; a second signal during shutdown ends it at once). The API
+key, if any, comes from an environment variable, never from the command line.
 """
 
 from __future__ import annotations
@@ -135,9 +135,10 @@ def build_simulator(args: argparse.Namespace) -> Simulator:
 
 
 async def _serve(sim: Simulator, host: str, port: int) -> None:
-    # Listen for signals before the port opens, so none arrives unhandled.
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with serve_simulator(sim, host, port) as url:
+    async with serve_simulator(sim, host, port) as url:
+        # Signals are ours only until the first one: a second one during shutdown gets the
+        # default treatment, and ends the process at once.
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             print(f"listening {url}", flush=True)
             async for _ in signals:
                 break
@@ -155,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 

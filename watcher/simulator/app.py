@@ -20,7 +20,7 @@ from .faults import Endpoint, Fault, FaultKind
 from .files import DEFAULT_LIMIT, Order, PageQuery, file_id, file_index, file_json, page_indices
 from .scenario import Progress
 from .simulator import BatchNotCancellable, SimBatch, Simulator, UnknownBatch
-from .stats import UNKNOWN_ENDPOINT
+from .stats import UNKNOWN_ENDPOINT, RequestRecord
 from .wire import (
     HTML,
     Reply,
@@ -69,14 +69,37 @@ class SimulatorApp:
 
     async def _api(self, scope: Scope, receive: Receive, send: Send) -> None:
         sim = self.sim
-        request_id = new_request_id()
         method: str = scope["method"]
         route = self._route(method, scope["path"])
-        if route is None:
-            sim.stats.record_request(UNKNOWN_ENDPOINT, None)
-            message = f"Invalid URL ({method} {scope['path']})"
-            await self._send(send, error_reply(404, message), request_id)
-            return
+        endpoint, _, batch_id = route or (UNKNOWN_ENDPOINT, "", None)
+        exchange = RequestRecord(
+            at=sim.wall_clock(),
+            request_id=new_request_id(),
+            method=method,
+            path=scope["path"],
+            query=scope["query_string"].decode("latin-1"),
+            endpoint=endpoint,
+            batch_id=batch_id,
+        )
+        try:
+            if route is None:
+                sim.stats.record_request(UNKNOWN_ENDPOINT, None)
+                message = f"Invalid URL ({method} {scope['path']})"
+                await self._send(send, error_reply(404, message), exchange)
+            else:
+                await self._answer(scope, receive, send, route, exchange)
+        finally:
+            sim.stats.log_request(exchange)
+
+    async def _answer(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        route: tuple[Endpoint, str, str],
+        exchange: RequestRecord,
+    ) -> None:
+        sim = self.sim
         endpoint, vs_id, batch_id = route
         found = sim.find(batch_id)
         after_terminal = (
@@ -99,16 +122,17 @@ class SimulatorApp:
                     code="rate_limit_exceeded",
                     headers=headers + _retry_after(wait),
                 )
-                await self._send(send, reply, request_id)
+                await self._send(send, reply, exchange)
                 return
         early = self._check_access(scope, headers)
         if early is not None:
-            await self._send(send, early, request_id)
+            await self._send(send, early, exchange)
             return
 
         fault = sim.faults.draw(endpoint, batch_id)
         if fault is not None:
             sim.stats.record_fault(fault.kind)
+            exchange.fault = fault.kind.value
             kind = fault.kind
             if kind is FaultKind.DROP:
                 await drop_connection(scope, receive, send)
@@ -121,8 +145,8 @@ class SimulatorApp:
                 early = _fault_reply(fault, headers)
                 if early is not None:
                     # An HTML page comes from a proxy, not from the API: no request id.
-                    rid = None if kind is FaultKind.HTML_ERROR else request_id
-                    await self._send(send, early, rid)
+                    shown_id = kind is not FaultKind.HTML_ERROR
+                    await self._send(send, early, exchange, with_request_id=shown_id)
                     return
 
         if endpoint == "retrieve":
@@ -137,11 +161,12 @@ class SimulatorApp:
             reply.body = truncate(reply.body)
         elif fault is not None and fault.kind is FaultKind.CUT_BODY:
             sim.stats.record_status(reply.status)
-            await send_cut(scope, receive, send, reply, request_id)
+            exchange.status = reply.status
+            await send_cut(scope, receive, send, reply, exchange.request_id)
             return
         elif shown is not None:
             sim.saw_terminal(shown)
-        await self._send(send, reply, request_id)
+        await self._send(send, reply, exchange)
 
     def _route(self, method: str, path: str) -> tuple[Endpoint, str, str] | None:
         """``(endpoint, vector_store_id, batch_id)`` for an API path, or None."""
@@ -308,9 +333,12 @@ class SimulatorApp:
             },
         )
 
-    async def _send(self, send: Send, reply: Reply, request_id: str | None) -> None:
+    async def _send(
+        self, send: Send, reply: Reply, exchange: RequestRecord, *, with_request_id: bool = True
+    ) -> None:
         self.sim.stats.record_status(reply.status)
-        await send_reply(send, reply, request_id)
+        exchange.status = reply.status
+        await send_reply(send, reply, exchange.request_id if with_request_id else None)
 
 
 def _fault_reply(fault: Fault, headers: list[tuple[bytes, bytes]]) -> Reply | None:

@@ -2,7 +2,9 @@
 that drive the simulator from another process. Never subject to auth, rate limits or faults.
 
     GET    /_sim/stats                 request counts (?per_batch=0 leaves out the per-batch maps)
-    POST   /_sim/stats/reset           start counting again
+    POST   /_sim/stats/reset           start counting again (and empty the request log)
+    GET    /_sim/requests              the last API requests, oldest first
+                                       (?limit=100, 0 for all kept; ?batch_id=<id>)
     GET    /_sim/batches               {"now", "now_unix", "data": [truth, ...]}
                                        (?id=<batch> repeatable; ?failed_files=0)
     GET    /_sim/batches/<id>          one batch's truth
@@ -66,6 +68,11 @@ def _dispatch(
     match route:
         case ("GET", "stats"):
             return json_reply(200, sim.stats.as_json(per_batch=_flag(query, "per_batch")))
+        case ("GET", "requests"):
+            count = int(query.get("limit", ["100"])[0])
+            batch = query.get("batch_id", [None])[0]
+            records = sim.stats.recent(count, batch)
+            return json_reply(200, {"data": [r.as_json() for r in records]})
         case ("POST", "stats", "reset"):
             sim.stats.reset()
             return json_reply(200, {"reset": True})

@@ -4,25 +4,51 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 #: The endpoint name for requests that match no API route.
 UNKNOWN_ENDPOINT = "unknown"
+#: How many recent requests the log keeps.
+LOG_SIZE = 10_000
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """One API request as the simulator saw it. ``status`` is None when no complete reply
+    went out (a dropped connection); ``fault`` names the fault it got, if any."""
+
+    at: float
+    request_id: str
+    method: str
+    path: str
+    query: str
+    endpoint: str
+    batch_id: str | None
+    status: int | None = None
+    fault: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 class SimStats:
-    """Request counts since the start (or the last :meth:`reset`).
+    """Request counts since the start (or the last :meth:`reset`), and a log of recent requests.
 
     ``retrieves_after_terminal`` counts retrieves of a batch made after a reply had already
     shown that batch terminal: requests a well-behaved watcher never needs to make.
     Requests per second are counted in wall-clock seconds, whatever the simulator's clock.
     """
 
-    def __init__(self, wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, wall_clock: Callable[[], float] = time.time, *, log_size: int = LOG_SIZE
+    ) -> None:
         self._wall_clock = wall_clock
         self._lock = threading.Lock()
+        #: The most recent API requests, oldest first.
+        self.log: deque[RequestRecord] = deque(maxlen=log_size)
         self.reset()
 
     def reset(self) -> None:
@@ -39,6 +65,17 @@ class SimStats:
             self.max_requests_per_second = 0
             self._second = -1
             self._in_second = 0
+            self.log.clear()
+
+    def log_request(self, record: RequestRecord) -> None:
+        with self._lock:
+            self.log.append(record)
+
+    def recent(self, limit: int | None = None, batch_id: str | None = None) -> list[RequestRecord]:
+        """The last ``limit`` logged requests (of one batch, if given), oldest first."""
+        with self._lock:
+            records = [r for r in self.log if batch_id is None or r.batch_id == batch_id]
+        return records[-limit:] if limit else records
 
     def record_request(
         self, endpoint: str, batch_id: str | None, *, after_terminal: bool = False
