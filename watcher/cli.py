@@ -153,7 +153,7 @@ def _watch_command(args: argparse.Namespace, environ: Mapping[str, str]) -> Watc
     except ValueError as exc:
         raise ConfigError(f"--base-url: {exc}") from None
     key = SecretSource(env="OPENAI_API_KEY", environ=environ)
-    register_secret(key.current())
+    register_secret(key)
     client = ClientSettings(
         base_url=base_url,
         api_key=key,

@@ -98,8 +98,7 @@ class Daemon:
         config = self.config
         secrets = (config.api.api_key, config.server.control_token, config.notify.webhook_secret)
         for source in secrets:
-            if source is not None:
-                register_secret(source.current())
+            register_secret(source)
         self.store = StateStore(config.state.path, outbox=bool(config.notify.webhook_url))
         self.metrics = WatcherMetrics()
         sinks: list[Sink] = [log_event, self.metrics.on_event, *self.extra_sinks]

@@ -14,43 +14,55 @@ from typing import Any, Literal, TextIO
 
 import structlog
 
-from .credentials import MASK, Secret
+from .credentials import MASK, Secret, SecretSource
 from .events import BatchFinished, Event, event_name
 
 LogFormat = Literal["auto", "json", "console"]
 LEVELS = ("debug", "info", "warning", "error")
 
 _secrets: list[Secret] = []
+_sources: list[SecretSource] = []
 log = structlog.get_logger("watcher")
 
 
-def register_secret(secret: Secret | None) -> None:
-    """Scrub this secret's value from every log line from now on."""
-    if secret and len(secret.reveal()) >= 4 and secret not in _secrets:
+def register_secret(secret: Secret | SecretSource | None) -> None:
+    """Scrub this secret's value from every log line from now on. A :class:`SecretSource` is
+    followed as it changes (a rotated key file is scrubbed too)."""
+    if isinstance(secret, SecretSource):
+        if all(source is not secret for source in _sources):
+            _sources.append(secret)
+    elif secret and secret not in _secrets:
         _secrets.append(secret)
 
 
-def _scrub_value(value: Any) -> Any:
+def _known_values() -> list[str]:
+    current = [source.current() for source in _sources]
+    values = {s.reveal() for s in [*_secrets, *current] if s is not None}
+    # Too short to be a real secret, and replacing it would mangle ordinary words.
+    return [v for v in values if len(v) >= 4]
+
+
+def _scrub_value(value: Any, secrets: list[str]) -> Any:
     if isinstance(value, str):
-        for secret in _secrets:
-            raw = secret.reveal()
+        for raw in secrets:
             if raw in value:
                 value = value.replace(raw, MASK)
         return value
     if isinstance(value, dict):
-        return {k: _scrub_value(v) for k, v in value.items()}
+        return {k: _scrub_value(v, secrets) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_scrub_value(v) for v in value]
+        return [_scrub_value(v, secrets) for v in value]
     return value
 
 
 def scrub_secrets(
     _: Any, __: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    if not _secrets:
+    secrets = _known_values() if _secrets or _sources else []
+    if not secrets:
         return event_dict
     for key, value in event_dict.items():
-        event_dict[key] = _scrub_value(value)
+        event_dict[key] = _scrub_value(value, secrets)
     return event_dict
 
 
@@ -92,7 +104,8 @@ def configure(fmt: LogFormat = "auto", level: str = "info") -> None:
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
         logger_factory=_stderr_logger_factory,
-        cache_logger_on_first_use=True,
+        # Not cached: tests reconfigure (capture_logs), and a cached logger would ignore that.
+        cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
