@@ -1,10 +1,10 @@
 """Running the simulator on a real HTTP server (uvicorn, h11) on a loopback port.
 
-Two pieces of uvicorn are adapted. The embedded server leaves signals alone, since it runs
-inside someone else's process. The HTTP protocol hands each connection's transport to the app
-(in ``scope["state"]``), because ASGI has no way to say "drop this connection": an app that
-raises or returns without replying gets a 500 from uvicorn, which is not what a dropped
-connection looks like.
+Two pieces of uvicorn are adapted. The embedded server (:mod:`watcher.serving`) leaves signals
+alone, since it runs inside someone else's process. The HTTP protocol hands each connection's
+transport to the app (in ``scope["state"]``), because ASGI has no way to say "drop this
+connection": an app that raises or returns without replying gets a 500 from uvicorn, which is
+not what a dropped connection looks like.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import anyio
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from ..serving import EmbeddedServer, bind
 from .app import SimulatorApp
 from .simulator import Simulator
 from .wire import TRANSPORT_KEY
@@ -39,24 +40,6 @@ class TransportAwareH11Protocol(H11Protocol):
         self.app_state = {**self.app_state, TRANSPORT_KEY: transport}
 
 
-class EmbeddedServer(uvicorn.Server):
-    """A uvicorn server that does not install signal handlers (its host process owns them) and
-    calls ``on_started`` once it accepts connections."""
-
-    def __init__(self, config: uvicorn.Config, on_started: Callable[[], object]) -> None:
-        super().__init__(config)
-        self._on_started = on_started
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.started:
-            self._on_started()
-
-
 def make_server(
     sim: Simulator, host: str, port: int, on_started: Callable[[], object]
 ) -> EmbeddedServer:
@@ -73,22 +56,6 @@ def make_server(
         timeout_graceful_shutdown=_SHUTDOWN_GRACE,
     )
     return EmbeddedServer(config, on_started)
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening-ready TCP socket, so the port is known before the server starts."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY on accepted sockets only when the
-    # protocol says TCP, and without it every reply written in two parts waits ~40 ms (Nagle
-    # against delayed ACK).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 def base_url(sock: socket.socket, prefix: str = "/v1") -> str:
