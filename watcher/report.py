@@ -52,7 +52,9 @@ def json_line(result: BatchResult) -> str:
 
 def write_text_summary(results: Sequence[BatchResult], out: TextIO) -> None:
     """A readable summary per batch, then one table of every failed file kept."""
-    console = Console(file=out, highlight=False, soft_wrap=True)
+    # Piped output (CI logs) has no width to learn; ids must never be broken across lines.
+    width = None if out.isatty() else 200
+    console = Console(file=out, highlight=False, soft_wrap=True, width=width)
     for r in results:
         counts = r.file_counts
         line = f"{r.vector_store_id}/{r.batch_id}: {r.status}"
@@ -79,8 +81,9 @@ def write_text_summary(results: Sequence[BatchResult], out: TextIO) -> None:
     if not rows:
         return
     table = Table(title="Failed files", show_lines=False)
-    for column in ("batch", "file", "code", "message"):
-        table.add_column(column, overflow="fold")
+    for column in ("batch", "file", "code"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("message", overflow="fold")
     for r, f in rows:
         code = f.last_error.code if f.last_error else "unknown"
         message = f.last_error.message if f.last_error else ""
