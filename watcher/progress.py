@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+)
 
 from .events import BatchFinished, BatchProgressed, Event, WatchStarted
 from .report import eta_text
@@ -18,8 +25,9 @@ class ProgressDisplay:
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
-            TextColumn("{task.percentage:>5.1f}%"),
-            TextColumn("{task.completed:.0f}/{task.total:.0f}"),
+            # Built-in columns: they show a batch whose size is not known yet without failing.
+            TaskProgressColumn(),
+            MofNCompleteColumn(),
             TextColumn("{task.fields[detail]}"),
             console=console or Console(stderr=True),
             transient=False,

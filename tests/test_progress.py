@@ -1,0 +1,36 @@
+"""The live progress display of the watch command."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from watcher.events import BatchProgressed, WatchStarted
+from watcher.models import FileCounts
+from watcher.progress import ProgressDisplay
+
+
+def test_bars_render_before_and_after_the_size_is_known() -> None:
+    """A batch of unknown size renders without error; once counts arrive it shows n/total."""
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=120, color_system=None)
+    display = ProgressDisplay(console)
+    with display:
+        display(WatchStarted(vector_store_id="vs_1", batch_id="b_1"))
+        display._progress.refresh()
+        display(
+            BatchProgressed(
+                vector_store_id="vs_1",
+                batch_id="b_1",
+                status="in_progress",
+                file_counts=FileCounts(in_progress=5, completed=4, failed=1, total=10),
+                eta_seconds=12.0,
+            )
+        )
+        display._progress.refresh()
+    text = out.getvalue()
+    assert "vs_1/b_1" in text
+    assert "5/10" in text
+    assert "failed 1" in text
+    assert "ETA 12s" in text
