@@ -293,7 +293,13 @@ class APIClient:
     async def _read_capped(self, response: httpx.Response, meta: ResponseMeta) -> bytes:
         cap = self.settings.max_response_bytes
         declared = response.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > cap:
+        # isdigit() alone admits digits int() refuses ("²"); a lying length is only a hint here.
+        if (
+            declared is not None
+            and declared.isascii()
+            and declared.isdigit()
+            and int(declared) > cap
+        ):
             raise ProtocolError(
                 f"reply of {declared} bytes is over the {cap}-byte cap",
                 status=meta.status,
