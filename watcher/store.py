@@ -121,6 +121,7 @@ class StateStore:
 
     def open(self) -> list[Watch]:
         """Open (or create) the store and return every watch in it. Refuses a damaged file."""
+        db: sqlite3.Connection | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(
@@ -146,6 +147,8 @@ class StateStore:
             rows = db.execute("SELECT * FROM watches ORDER BY registered_at").fetchall()
             watches = [_watch(row) for row in rows]
         except (sqlite3.Error, OSError, ValueError, KeyError, TypeError) as exc:
+            if db is not None:
+                db.close()  # a refused file is not held open by the error's traceback
             raise ConfigError(
                 f"state.path: cannot use {str(self.path)!r} as the state store: {exc}"
             ) from None
