@@ -157,7 +157,11 @@ class Daemon:
             sock = bind(host, port)
         except OSError as exc:
             raise ConfigError(f"server.listen: cannot listen on {host}:{port}: {exc}") from None
-        self.restore()
+        try:
+            self.restore()
+        except BaseException:
+            sock.close()  # a refused state store must not leave the port held
+            raise
         state = AppState(
             engine=self.engine,
             metrics=self.metrics,
