@@ -413,7 +413,9 @@ class Engine:
             outcome=outcome,
             failures=watch.failures,
             retry_after=retry_after,
-            until_deadline=self._until_deadline(watch),
+            # Listing comes after the end is decided; a deadline that has passed would make
+            # every retry of the list immediate, with no backoff at all.
+            until_deadline=None if watch.phase is Phase.LISTING else self._until_deadline(watch),
             random=self._rng,
         )
         if isinstance(exc, RateLimited):
