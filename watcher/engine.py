@@ -520,6 +520,9 @@ class Engine:
                     return
                 complete = False
                 note = _join(note, f"the failed-file list could not be read: {exc}")
+            else:
+                # A list read while the key was refused was the probe, and it proved the key.
+                self._auth_ok(watch)
         wall = self._wall()
         first = watch.first_seen_at if watch.first_seen_at is not None else watch.registered_at
         result = BatchResult(
