@@ -72,10 +72,12 @@ class Notifier:
     async def run(self) -> None:
         try:
             while True:
+                # A fresh event before reading the outbox: a batch that finishes while we read
+                # or deliver sets this one, and the wait below returns at once.
+                self._wake = anyio.Event()
                 for item in await self._store.pending_deliveries():
                     if await self._deliver(item):
                         await self._store.delivered(item.id)
-                self._wake = anyio.Event()
                 with anyio.move_on_after(self._idle):
                     await self._wake.wait()
         finally:
