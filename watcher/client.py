@@ -33,7 +33,7 @@ from .errors import (
     Transient,
 )
 from .headers import ResponseMeta, parse_retry_after, read_meta
-from .models import BatchFile, FileBatch, parse_file_batch, parse_file_page
+from .models import BatchFile, FileBatch, one_line, parse_file_batch, parse_file_page
 
 T = TypeVar("T")
 
@@ -413,7 +413,7 @@ def _error_message(raw: bytes) -> str:
             message = body.get("detail") or body.get("message")
     if not isinstance(message, str):
         return ""
-    return " ".join(message.split())[:500]
+    return one_line(message, 500)
 
 
 def _redact(text: str, key: str | None) -> str:

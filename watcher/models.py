@@ -104,6 +104,14 @@ class FilePage:
     has_more: bool
 
 
+def one_line(text: str, limit: int) -> str:
+    """Server text made safe to print, log and encode as UTF-8: whitespace runs become one
+    space; control characters, lone surrogates and anything else unprintable become U+FFFD;
+    cut at ``limit`` characters."""
+    squeezed = " ".join(text[: limit * 2].split())
+    return "".join(ch if ch.isprintable() else "\ufffd" for ch in squeezed)[:limit]
+
+
 def _token(obj: dict[str, Any], key: str, where: str) -> str:
     value = obj.get(key)
     if not isinstance(value, str) or not value:
@@ -182,8 +190,8 @@ def parse_last_error(obj: object) -> LastError | None:
     code_s = code if isinstance(code, str) and code else "unknown"
     if len(code_s) > _MAX_TOKEN or not code_s.isprintable():
         code_s = "unknown"
-    message_s = message if isinstance(message, str) else ""
-    return LastError(code=code_s, message=message_s[:_MAX_MESSAGE])
+    message_s = one_line(message, _MAX_MESSAGE) if isinstance(message, str) else ""
+    return LastError(code=code_s, message=message_s)
 
 
 def parse_batch_file(obj: object) -> BatchFile:
