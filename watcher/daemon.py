@@ -23,7 +23,7 @@ from .app import AppState, build_app
 from .client import ClientSettings
 from .config import Config
 from .config_schema import parse_listen
-from .engine import Engine, EngineSettings
+from .engine import Engine, EngineSettings, TooManyWatches
 from .errors import ConfigError
 from .events import Sink
 from .logs import log_event, register_secret
@@ -122,20 +122,34 @@ class Daemon:
     def restore(self) -> None:
         """Open the store, resume every watch in it, then add the configured ones."""
         restored = self.store.open()
+        limit = self.config.state.max_watches
+        if len(restored) > limit:
+            raise ConfigError(
+                f"state.max_watches: {limit} is less than the {len(restored)} watches in the "
+                f"state store ({self.store.path})"
+            )
         for watch in restored:
             self.engine.add(watch.vector_store_id, watch.batch_id, restored=watch)
-        for spec in self.config.watches:
-            self.engine.add(
-                spec.vector_store_id,
-                spec.batch_id,
-                labels=spec.labels,
-                options=WatchOptions(
-                    interval_seconds=spec.interval_seconds,
-                    deadline_seconds=spec.deadline_seconds,
-                    cancel_on_timeout=spec.cancel_on_timeout,
-                    stall_after_seconds=spec.stall_after_seconds,
-                ),
-            )
+        for index, spec in enumerate(self.config.watches):
+            try:
+                self.engine.add(
+                    spec.vector_store_id,
+                    spec.batch_id,
+                    labels=spec.labels,
+                    options=WatchOptions(
+                        interval_seconds=spec.interval_seconds,
+                        deadline_seconds=spec.deadline_seconds,
+                        cancel_on_timeout=spec.cancel_on_timeout,
+                        stall_after_seconds=spec.stall_after_seconds,
+                    ),
+                )
+            except TooManyWatches:
+                # The store holds watches registered through the API: the file alone was valid.
+                raise ConfigError(
+                    f"state.max_watches: {limit} leaves no room for watch[{index}] "
+                    f"({spec.vector_store_id}/{spec.batch_id}) next to the {len(restored)} "
+                    "watches in the state store"
+                ) from None
         log.info(
             "watches_restored",
             restored=len(restored),
