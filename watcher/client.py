@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Generic, Literal, TypeVar
 from urllib.parse import quote, urlsplit
 
+import anyio
 import httpx
 
 from . import __version__
@@ -266,14 +267,17 @@ class APIClient:
         headers, key = self._auth_headers()
         started = self._clock()
         try:
-            request = self._http.build_request(method, url, params=params, headers=headers)
-            response = await self._http.send(request, stream=True)
-            try:
-                meta = read_meta(response.status_code, response.headers)
-                raw = await self._read_capped(response, meta)
-            finally:
-                await response.aclose()
-        except httpx.TimeoutException as exc:
+            # httpx's timeout bounds each read, so a reply that trickles in a byte at a time
+            # would never trip it: the whole exchange gets the time too.
+            with anyio.fail_after(self.settings.timeout_seconds):
+                request = self._http.build_request(method, url, params=params, headers=headers)
+                response = await self._http.send(request, stream=True)
+                try:
+                    meta = read_meta(response.status_code, response.headers)
+                    raw = await self._read_capped(response, meta)
+                finally:
+                    await response.aclose()
+        except (httpx.TimeoutException, TimeoutError) as exc:
             self._observe(endpoint, None, started, None)
             raise Transient(
                 f"{endpoint}: no reply within {self.settings.timeout_seconds:g}s "
