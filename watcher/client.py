@@ -12,6 +12,7 @@ import json
 import os
 import re
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -136,6 +137,7 @@ class APIClient:
         headers = {
             "User-Agent": USER_AGENT,
             "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",
             "OpenAI-Beta": "assistants=v2",
         }
         if settings.organization:
@@ -309,9 +311,25 @@ class APIClient:
                 status=meta.status,
                 request_id=meta.request_id,
             )
+        if response.is_stream_consumed:  # a transport that hands over whole, read bodies
+            raws: AsyncIterator[bytes] = _one(response.content)
+            inflate = None
+        else:
+            raws = response.aiter_raw()
+            inflate = _decompressor(response.headers.get("content-encoding", ""), meta)
         chunks: list[bytes] = []
         size = 0
-        async for chunk in response.aiter_bytes():
+        # Raw bytes, inflated here at most up to the cap: httpx would inflate each chunk whole,
+        # and 64 KiB of gzip can hold 64 MiB.
+        async for raw in raws:
+            try:
+                chunk = raw if inflate is None else inflate.decompress(raw, cap - size + 1)
+            except zlib.error:
+                raise ProtocolError(
+                    "the reply's compressed body is corrupt",
+                    status=meta.status,
+                    request_id=meta.request_id,
+                ) from None
             size += len(chunk)
             if size > cap:
                 raise ProtocolError(
@@ -398,6 +416,24 @@ class APIClient:
             status=status,
             request_id=rid,
         )
+
+
+async def _one(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
+def _decompressor(encoding: str, meta: ResponseMeta) -> zlib._Decompress | None:
+    """A decompressor for the reply's ``Content-Encoding`` (we ask for gzip or deflate only)."""
+    coding = encoding.strip().lower()
+    if coding in ("", "identity"):
+        return None
+    if coding in ("gzip", "x-gzip", "deflate"):
+        return zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header, detected
+    raise ProtocolError(
+        f"the reply's Content-Encoding {encoding[:40]!r} is not gzip or deflate",
+        status=meta.status,
+        request_id=meta.request_id,
+    )
 
 
 def _error_message(raw: bytes) -> str:
