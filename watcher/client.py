@@ -268,6 +268,7 @@ class APIClient:
     ) -> tuple[Any, ResponseMeta]:
         headers, key = self._auth_headers()
         started = self._clock()
+        meta: ResponseMeta | None = None  # set once the headers are in
         try:
             # httpx's timeout bounds each read, so a reply that trickles in a byte at a time
             # would never trip it: the whole exchange gets the time too.
@@ -283,11 +284,15 @@ class APIClient:
             self._observe(endpoint, None, started, None)
             raise Transient(
                 f"{endpoint}: no reply within {self.settings.timeout_seconds:g}s "
-                f"({type(exc).__name__})"
+                f"({type(exc).__name__})",
+                request_id=meta.request_id if meta else None,
             ) from None
         except httpx.HTTPError as exc:
             self._observe(endpoint, None, started, None)
-            raise Transient(f"{endpoint}: {type(exc).__name__}: {_redact(str(exc), key)}") from None
+            raise Transient(
+                f"{endpoint}: {type(exc).__name__}: {_redact(str(exc), key)}",
+                request_id=meta.request_id if meta else None,
+            ) from None
         except APIError as exc:
             self._observe(endpoint, exc.status, started, None)
             raise
