@@ -42,7 +42,8 @@ class Secret:
         return MASK
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and hmac.compare_digest(self._value, other._value)
+        # Bytes: compare_digest refuses str with non-ASCII characters.
+        return isinstance(other, Secret) and self.matches(other._value)
 
     def __hash__(self) -> int:
         return hash(self._value)
