@@ -250,7 +250,8 @@ async def test_without_a_webhook_there_is_no_outbox(tmp_path: Path) -> None:
 
 
 async def test_the_outbox_row_and_the_finished_state_commit_together(store: StateStore) -> None:
-    """When the outbox row cannot be written, the finished state is not written either."""
+    """When the outbox row cannot be written, the finished state is not written either; when the
+    finished state is written later, its outbox row is written with it."""
     await store.flush()
     db = sqlite3.connect(store.path)
     db.execute(
@@ -268,6 +269,8 @@ async def test_the_outbox_row_and_the_finished_state_commit_together(store: Stat
     db.close()
     await store.flush()  # what failed was noted again, and is written now
     assert sorted(r["batch_id"] for r in _rows(store.path)) == ["vsfb_bystander", "vsfb_done"]
+    # ... with its delivery: a finished batch on disk always has its webhook payload queued.
+    assert [r["batch_id"] for r in _rows(store.path, "outbox")] == ["vsfb_done"]
 
 
 def test_a_damaged_file_is_refused_naming_the_key(tmp_path: Path) -> None:

@@ -115,6 +115,8 @@ class StateStore:
         self._lock = anyio.Lock()
         self._dirty: dict[Key, Row] = {}
         self._deleted: set[Key] = set()
+        # Webhook payloads of finished watches, written in the transaction that writes the watch.
+        self._deliveries: list[tuple[Key, str]] = []
         self.writes = 0
 
     # -- opening -----------------------------------------------------------------------------
@@ -177,12 +179,13 @@ class StateStore:
 
     async def save_finished(self, watch: Watch) -> None:
         self.save(watch)
-        payload = json.dumps(watch.result.as_dict()) if watch.result is not None else None
-        await self._in_thread(lambda: self._commit_pending(outbox=payload, key=watch.key))
+        if self._outbox and watch.result is not None:
+            self._deliveries.append((watch.key, json.dumps(watch.result.as_dict())))
+        await self._in_thread(self._commit_pending)
 
     async def flush(self) -> None:
         """Write everything noted so far, durably."""
-        if self._dirty or self._deleted:
+        if self._dirty or self._deleted or self._deliveries:
             await self._in_thread(self._commit_pending)
 
     async def run(self) -> None:
@@ -223,10 +226,11 @@ class StateStore:
         async with self._lock:
             return await anyio.to_thread.run_sync(work)
 
-    def _commit_pending(self, outbox: str | None = None, key: Key | None = None) -> None:
+    def _commit_pending(self) -> None:
         db = self._conn()
         dirty, self._dirty = self._dirty, {}
         deleted, self._deleted = self._deleted, set()
+        deliveries, self._deliveries = self._deliveries, []
         try:
             db.execute("BEGIN IMMEDIATE")
             if deleted:
@@ -238,11 +242,11 @@ class StateStore:
                     "INSERT OR REPLACE INTO watches VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     dirty.values(),
                 )
-            if outbox is not None and key is not None and self._outbox:
-                db.execute(
+            if deliveries:
+                db.executemany(
                     "INSERT INTO outbox (vector_store_id, batch_id, payload, created_at) "
                     "VALUES (?, ?, ?, strftime('%s', 'now'))",
-                    (*key, outbox),
+                    [(*key, payload) for key, payload in deliveries],
                 )
             db.execute("COMMIT")
         except BaseException:
@@ -252,5 +256,6 @@ class StateStore:
             for k, row in dirty.items():
                 self._dirty.setdefault(k, row)
             self._deleted |= deleted - self._dirty.keys()
+            self._deliveries[:0] = deliveries  # the finished rows they go with are noted again
             raise
         self.writes += 1
