@@ -103,7 +103,15 @@ class ClientSettings:
 
 def validate_base_url(url: str) -> str:
     """The URL without a trailing slash, or a :class:`ValueError` saying what is wrong."""
-    parts = urlsplit(url)
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise ValueError(f"{url!r} contains spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        # A port that is no number in 0..65535 fails only here, not when the URL is split; left
+        # for later, it failed every request with an error no one translated.
+        parts.port  # noqa: B018
+    except ValueError as exc:
+        raise ValueError(f"{url!r} is not a URL: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{url!r} is not an http(s) URL with a host")
     if parts.query or parts.fragment:
