@@ -148,10 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _watch_command(args: argparse.Namespace, environ: Mapping[str, str]) -> WatchCommand:
     base_url = args.base_url or environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    # Name where the bad value came from: a user who never typed --base-url looks for it in vain.
+    origin = "--base-url" if args.base_url else "OPENAI_BASE_URL"
     try:
         base_url = validate_base_url(base_url)
     except ValueError as exc:
-        raise ConfigError(f"--base-url: {exc}") from None
+        raise ConfigError(f"{origin}: {exc}") from None
     key = SecretSource(env="OPENAI_API_KEY", environ=environ)
     register_secret(key)
     client = ClientSettings(
