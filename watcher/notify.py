@@ -99,7 +99,12 @@ class Notifier:
                 wait_max=30.0,
             ):
                 with attempt:
-                    response = await self._http.post(self.url, content=body, headers=headers)
+                    # Only the status matters: the receiver's body is never read, so neither its
+                    # size nor an encoding it gets wrong can stop the notifier.
+                    async with self._http.stream(
+                        "POST", self.url, content=body, headers=headers
+                    ) as response:
+                        pass
                     if response.status_code >= 500 or response.status_code in (408, 429):
                         raise _Refused(str(response.status_code))
         except (httpx.TransportError, _Refused) as exc:
