@@ -43,8 +43,14 @@ async def run_watch(command: WatchCommand, out: TextIO = sys.stdout) -> ExitStat
         if isinstance(event, BatchFinished):
             results[(event.vector_store_id, event.batch_id)] = event.result
             if command.output == "json":
-                out.write(json_line(event.result) + "\n")
-                out.flush()
+                line = json_line(event.result)
+                if display is not None and display.live and out.isatty():
+                    # Bars and stdout share the terminal: a line written past the display lands
+                    # in the bars' rows, and their next redraw erases it.
+                    display.print_above(line)
+                else:
+                    out.write(line + "\n")
+                    out.flush()
         elif isinstance(event, AuthFailed):
             refused.append(event)
             scope.cancel()

@@ -43,6 +43,17 @@ class ProgressDisplay:
     def __exit__(self, *exc: Any) -> None:
         self._progress.stop()
 
+    @property
+    def live(self) -> bool:
+        """Whether the bars are redrawn in place (on a terminal)."""
+        return self._progress.live.is_started and self._progress.console.is_terminal
+
+    def print_above(self, line: str) -> None:
+        """Print ``line`` above the bars, where no redraw of them can overwrite it."""
+        self._progress.console.print(
+            line, markup=False, highlight=False, emoji=False, soft_wrap=True
+        )
+
     def __call__(self, event: Event) -> None:
         key = (event.vector_store_id, event.batch_id)
         if isinstance(event, WatchStarted):
