@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from watcher import __version__
-from watcher.client import DEFAULT_BASE_URL, APIClient, ClientSettings, Exchange
+from watcher.client import (
+    DEFAULT_BASE_URL,
+    APIClient,
+    ClientSettings,
+    Exchange,
+    validate_base_url,
+)
 from watcher.credentials import Secret, SecretSource
 from watcher.errors import (
     APIError,
@@ -496,6 +503,35 @@ async def test_reply_for_another_batch_is_protocol_error() -> None:
         with pytest.raises(ProtocolError, match="vsfb_other") as caught:
             await client.retrieve_batch(VS, BATCH)
     assert caught.value.request_id == "req_mix"
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("api.openai.com/v1", "not an http(s) URL"),
+        ("ftp://host/v1", "not an http(s) URL"),
+        ("http://127.0.0.1:99999/v1", "Port out of range"),
+        ("http://127.0.0.1:port/v1", "Port could not be cast"),
+        ("http://exa mple.com/v1", "spaces"),
+        ("http://[::1/v1", "Invalid IPv6 URL"),
+        ("http://host/v1?api-version=1", "query"),
+    ],
+)
+def test_malformed_base_url_is_refused_before_any_request(url: str, problem: str) -> None:
+    """A base URL no request could reach is refused at once, naming it and what is wrong."""
+    with pytest.raises(ValueError, match=re.escape(problem)) as caught:
+        validate_base_url(url)
+    assert repr(url) in str(caught.value)
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        APIClient(ClientSettings(base_url=url))
+
+
+def test_good_base_urls_are_kept_without_the_trailing_slash() -> None:
+    """OpenAI, Azure and local URLs pass, with any trailing slash dropped."""
+    assert validate_base_url("https://api.openai.com/v1/") == "https://api.openai.com/v1"
+    azure = "https://res.openai.azure.com/openai/v1"
+    assert validate_base_url(azure) == azure
+    assert validate_base_url("http://[::1]:8080/v1") == "http://[::1]:8080/v1"
 
 
 # -- headers, both ways -------------------------------------------------------------------------
