@@ -1,0 +1,646 @@
+"""The watch engine against the simulator over loopback HTTP, with short intervals: concurrency,
+the watch list, how watches end, stalls, vanished batches, refused keys, 429s, retries, and the
+requests it never makes."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import anyio
+import httpx
+import pytest
+import structlog
+
+from watcher.client import ClientSettings
+from watcher.credentials import Secret
+from watcher.engine import Engine, EngineSettings, TooManyWatches
+from watcher.events import (
+    AuthFailed,
+    AuthRecovered,
+    BatchCancelRequested,
+    BatchFinished,
+    BatchProgressed,
+    BatchResult,
+    BatchResumed,
+    BatchStalled,
+    Event,
+    FileFailedEvent,
+    PollFailed,
+    StatusUnknown,
+    WatchRemoved,
+)
+from watcher.logs import log_event
+from watcher.policy import PollSettings
+from watcher.simulator import BatchSpec, Fault, FaultKind, Simulator, serve_simulator
+from watcher.watch import Phase, WatchOptions
+
+VS = "vs_engine"
+KEY = "sk-engine-test-key-0123456789"
+E = TypeVar("E", bound=Event)
+
+FAST_POLL = PollSettings(interval=0.05, min_interval=0.01, max_interval=1.0)
+FAST = EngineSettings(
+    poll=FAST_POLL,
+    max_requests_per_minute=60_000,
+    stall_after_seconds=None,
+    auth_retry_seconds=0.3,
+)
+
+
+class Recorder:
+    """An engine sink keeping every event."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+
+    def of(self, kind: type[E], batch_id: str | None = None) -> list[E]:
+        return [
+            e
+            for e in self.events
+            if isinstance(e, kind) and (batch_id is None or e.batch_id == batch_id)
+        ]
+
+    def result(self, batch_id: str) -> BatchResult:
+        [finished] = self.of(BatchFinished, batch_id)
+        return finished.result
+
+
+@pytest.fixture
+def logs() -> Iterator[list[dict[str, Any]]]:
+    """Every structlog event of the test; none of them may report an engine bug."""
+    saved = structlog.get_config()
+    structlog.reset_defaults()  # whatever level an earlier test configured, keep every event
+    try:
+        with structlog.testing.capture_logs() as captured:
+            yield captured
+    finally:
+        structlog.configure(**saved)
+    bugs = [e for e in captured if e["event"] in ("internal_error", "sink_failed")]
+    assert bugs == []
+
+
+@pytest.fixture
+async def sim(logs: list[dict[str, Any]]) -> AsyncIterator[Simulator]:
+    """A simulator on the real clock; no test may poll a batch already shown terminal."""
+    simulator = Simulator(cancel_seconds=0.1)
+    yield simulator
+    assert simulator.stats.retrieves_after_terminal == 0
+
+
+@pytest.fixture
+async def base_url(sim: Simulator) -> AsyncIterator[str]:
+    async with serve_simulator(sim) as url:
+        yield url
+
+
+@pytest.fixture
+def make_engine(base_url: str) -> Callable[..., tuple[Engine, Recorder]]:
+    """An engine of the served simulator with fast settings, and the recorder of its events."""
+
+    def make(
+        settings: EngineSettings = FAST, *, api_key: str | None = None, **kwargs: Any
+    ) -> tuple[Engine, Recorder]:
+        recorder = Recorder()
+        client = ClientSettings(
+            base_url=base_url,
+            api_key=Secret(api_key) if api_key else None,
+            timeout_seconds=5.0,
+        )
+        sinks = [recorder, *kwargs.pop("sinks", ())]
+        return Engine(client, settings, sinks=sinks, **kwargs), recorder
+
+    return make
+
+
+MakeEngine = Callable[..., tuple[Engine, Recorder]]
+
+
+@asynccontextmanager
+async def running(engine: Engine) -> AsyncIterator[Engine]:
+    """The engine running in a task group, cancelled on the way out."""
+    async with anyio.create_task_group() as tg:
+        await tg.start(engine.run)
+        try:
+            yield engine
+        finally:
+            tg.cancel_scope.cancel()
+
+
+async def until(predicate: Callable[[], object], what: str, within: float = 10.0) -> None:
+    """Wait until ``predicate`` holds (it reads the simulator or the events, which signal
+    nothing); ``within`` only guards against a hang."""
+    with anyio.fail_after(within):
+        while not predicate():  # noqa: ASYNC110
+            await anyio.sleep(0.005)
+
+
+async def idle(engine: Engine, within: float = 10.0) -> None:
+    with anyio.fail_after(within):
+        await engine.wait_idle()
+
+
+def spec(batch_id: str, **fields: Any) -> BatchSpec:
+    fields.setdefault("total_files", 20)
+    fields.setdefault("duration_seconds", 0.2)
+    return BatchSpec(VS, batch_id, **fields)
+
+
+def counts(sim: Simulator, batch_id: str) -> dict[str, int]:
+    result: dict[str, int] = sim.truth(batch_id, failed_files=False)["file_counts"]
+    return result
+
+
+# -- many batches, a changing watch list -------------------------------------------------------
+
+
+async def test_many_batches_are_watched_concurrently(
+    sim: Simulator, make_engine: MakeEngine
+) -> None:
+    """Twenty-five batches are polled side by side, and each ends once, as the server says."""
+    ids = sim.add_template(25, spec("tpl", failed_files=2, duration_seconds=1.0), "vsfb_many_")
+    engine, recorder = make_engine()
+    async with running(engine):
+        for batch_id in ids:
+            engine.add(VS, batch_id)
+        await idle(engine)
+    finished = recorder.of(BatchFinished)
+    assert sorted(e.batch_id for e in finished) == sorted(ids)
+    for event in finished:
+        assert event.result.status == "completed"
+        assert event.result.file_counts is not None
+        assert event.result.file_counts.as_dict() == counts(sim, event.batch_id)
+        assert event.result.failed_files_listed == 2
+    first_end = recorder.events.index(finished[0])
+    seen_before_any_end = {
+        e.batch_id for e in recorder.events[:first_end] if isinstance(e, BatchProgressed)
+    }
+    assert seen_before_any_end == set(ids)
+
+
+async def test_watches_are_added_and_removed_while_running(
+    sim: Simulator, make_engine: MakeEngine
+) -> None:
+    """A watch added to a running engine is polled; a removed one is never polled again."""
+    sim.add_batch(spec("vsfb_long", duration_seconds=60))
+    engine, recorder = make_engine()
+    async with running(engine):
+        engine.add(VS, "vsfb_long")
+        await until(lambda: recorder.of(BatchProgressed, "vsfb_long"), "first poll")
+        assert engine.remove(VS, "vsfb_long")
+        polled = sim.stats.requests_for("vsfb_long")
+        sim.add_batch(spec("vsfb_short"))
+        engine.add(VS, "vsfb_short")
+        await idle(engine)
+        assert len(engine) == 1
+        assert engine.get(VS, "vsfb_long") is None
+        assert not engine.remove(VS, "vsfb_long")
+    assert sim.stats.requests_for("vsfb_long") == polled
+    assert [e.batch_id for e in recorder.of(WatchRemoved)] == ["vsfb_long"]
+    assert [e.batch_id for e in recorder.of(BatchFinished)] == ["vsfb_short"]
+
+
+async def test_too_many_watches_are_refused(make_engine: MakeEngine) -> None:
+    """Past ``max_watches`` a new watch is refused; an existing one is returned as it is."""
+    engine, _ = make_engine(dataclasses.replace(FAST, max_watches=2))
+    try:
+        first, new = engine.add(VS, "vsfb_a")
+        engine.add(VS, "vsfb_b")
+        with pytest.raises(TooManyWatches, match="max_watches = 2"):
+            engine.add(VS, "vsfb_c")
+        again, new_again = engine.add(VS, "vsfb_a")
+        assert (new, new_again) == (True, False)
+        assert again is first
+        engine.remove(VS, "vsfb_b")
+        assert engine.add(VS, "vsfb_c")[1]
+        assert len(engine) == 2
+    finally:
+        await engine.client.aclose()
+
+
+# -- how a watch ends --------------------------------------------------------------------------
+
+
+async def test_finished_batch_reports_each_failed_file(
+    sim: Simulator, make_engine: MakeEngine
+) -> None:
+    """A batch that ends with failed files gives one file_failed per file, then one
+    BatchFinished with the counts and the failures by code."""
+    sim.add_batch(spec("vsfb_fail30", total_files=250, failed_files=30))
+    engine, recorder = make_engine()
+    async with running(engine):
+        engine.add(VS, "vsfb_fail30")
+        await idle(engine)
+    truth = sim.truth("vsfb_fail30")
+    failed = recorder.of(FileFailedEvent, "vsfb_fail30")
+    assert [e.file.id for e in failed] == [f["id"] for f in truth["failed_files"]]
+    assert [e.file.last_error.code if e.file.last_error else None for e in failed] == [
+        f["code"] for f in truth["failed_files"]
+    ]
+    result = recorder.result("vsfb_fail30")
+    assert result.status == "completed"
+    assert result.file_counts is not None
+    assert result.file_counts.as_dict() == truth["file_counts"]
+    assert dict(result.failed_by_code) == Counter(f["code"] for f in truth["failed_files"])
+    assert result.failed_files_listed == 30
+    assert (result.failed_files_complete, result.failed_files_truncated) == (True, False)
+    assert not result.clean
+    last_file_failed = max(recorder.events.index(e) for e in failed)
+    assert recorder.events.index(recorder.of(BatchFinished)[0]) > last_file_failed
+
+
+async def test_clean_batch_is_not_listed_nor_polled_after_its_end(
+    sim: Simulator, make_engine: MakeEngine
+) -> None:
+    """A batch that completes with no failed file ends clean, without a file-list request, and
+    no request for it follows while other watches go on."""
+    sim.add_batches([spec("vsfb_clean"), spec("vsfb_goes_on", duration_seconds=60)])
+    engine, recorder = make_engine()
+    async with running(engine):
+        engine.add(VS, "vsfb_clean")
+        engine.add(VS, "vsfb_goes_on")
+        await until(lambda: recorder.of(BatchFinished, "vsfb_clean"), "clean batch ended")
+        ended = sim.stats.requests_for("vsfb_clean")
+        other = sim.stats.requests_for("vsfb_goes_on")
+        await until(lambda: sim.stats.requests_for("vsfb_goes_on") >= other + 5, "other polled")
+        assert sim.stats.requests_for("vsfb_clean") == ended
+    result = recorder.result("vsfb_clean")
+    assert result.clean
+    assert result.failed_files == ()
+    assert sim.stats.requests_for("vsfb_clean", "list") == 0
+    assert recorder.of(FileFailedEvent) == []
+
+
+@pytest.mark.parametrize(
+    ("final_status", "fields", "expected"),
+    [
+        ("failed", {"failed_files": 4}, {"failed": 4, "completed": 16, "cancelled": 0}),
+        ("cancelled", {"cancelled_files": 5}, {"failed": 0, "completed": 15, "cancelled": 5}),
+    ],
+)
+async def test_failed_and_cancelled_batches_end_so(
+    sim: Simulator,
+    make_engine: MakeEngine,
+    final_status: str,
+    fields: dict[str, int],
+    expected: dict[str, int],
+) -> None:
+    """A batch ending failed or cancelled ends its watch with that status and its counts."""
+    sim.add_batch(spec("vsfb_end", final_status=final_status, **fields))
+    engine, recorder = make_engine()
+    async with running(engine):
+        engine.add(VS, "vsfb_end")
+        await idle(engine)
+    result = recorder.result("vsfb_end")
+    assert result.status == final_status
+    assert result.file_counts is not None
+    assert {k: result.file_counts.as_dict()[k] for k in expected} == expected
+    assert result.failed_files_listed == expected["failed"]
+    assert not result.clean
+    assert engine.get(VS, "vsfb_end").phase is Phase.FINISHED  # type: ignore[union-attr]
+
+
+async def test_deadline_times_out_without_cancelling(
+    sim: Simulator, make_engine: MakeEngine
+) -> None:
+    """A batch still running at its deadline ends ``timed_out``, and is left alone."""
+    sim.add_batch(spec("vsfb_slow", duration_seconds=60))
+    engine, recorder = make_engine(dataclasses.replace(FAST, deadline_seconds=0.3))
+    async with running(engine):
+        engine.add(VS, "vsfb_slow")
+        await idle(engine)
+    result = recorder.result("vsfb_slow")
+    assert result.status == "timed_out"
+    assert "deadline" in result.note
+    assert recorder.of(BatchCancelRequested) == []
+    assert sim.stats.requests_for("vsfb_slow", "cancel") == 0
+    assert sim.truth("vsfb_slow")["cancel_requested"] is False
+
+
+@pytest.mark.parametrize("where", ["engine", "watch"])
+async def test_deadline_cancels_through_the_api_when_asked(
+    sim: Simulator, make_engine: MakeEngine, where: str
+) -> None:
+    """With cancel_on_timeout (engine-wide or per watch), the deadline cancels the batch."""
+    sim.add_batch(spec("vsfb_cancel_me", duration_seconds=60))
+    settings = dataclasses.replace(FAST, deadline_seconds=0.3, cancel_on_timeout=where == "engine")
+    options = WatchOptions(cancel_on_timeout=True) if where == "watch" else None
+    engine, recorder = make_engine(settings)
+    async with running(engine):
+        engine.add(VS, "vsfb_cancel_me", options=options)
+        await idle(engine)
+    result = recorder.result("vsfb_cancel_me")
+    assert result.status == "timed_out"
+    assert "cancelled" in result.note
+    assert [e.ok for e in recorder.of(BatchCancelRequested)] == [True]
+    assert sim.stats.requests_for("vsfb_cancel_me", "cancel") == 1
+    assert sim.truth("vsfb_cancel_me")["cancel_requested"] is True
+
+
+async def test_stalled_batch_is_flagged_then_unflagged(
+    sim: Simulator, make_engine: MakeEngine
+) -> None:
+    """A batch that stops progressing is flagged stalled once, and resumed when it moves."""
+    sim.add_batch(spec("vsfb_stall", duration_seconds=0.4, stall_after_files=10, stall_seconds=0.8))
+    engine, recorder = make_engine(dataclasses.replace(FAST, stall_after_seconds=0.25))
+    async with running(engine):
+        watch, _ = engine.add(VS, "vsfb_stall")
+        await until(lambda: recorder.of(BatchStalled), "stalled")
+        assert watch.stalled
+        assert watch.state == "stalled"
+        await idle(engine)
+    [stalled] = recorder.of(BatchStalled)
+    [resumed] = recorder.of(BatchResumed)
+    assert stalled.stalled_seconds >= 0.25
+    assert stalled.file_counts.completed == 10
+    assert resumed.file_counts.completed > 10
+    events = recorder.events
+    assert (
+        events.index(stalled) < events.index(resumed) < events.index(recorder.of(BatchFinished)[0])
+    )
+    assert not watch.stalled
+    assert recorder.result("vsfb_stall").status == "completed"
+
+
+async def test_vanished_batch_ends_not_found_after_a_second_look(
+    sim: Simulator, make_engine: MakeEngine
+) -> None:
+    """A batch that starts answering 404 ends ``not_found`` after the confirming poll, and is
+    not polled again."""
+    sim.add_batches(
+        [spec("vsfb_gone", duration_seconds=60), spec("vsfb_other", duration_seconds=60)]
+    )
+    engine, recorder = make_engine()
+    async with running(engine):
+        engine.add(VS, "vsfb_gone")
+        engine.add(VS, "vsfb_other")
+        await until(lambda: recorder.of(BatchProgressed, "vsfb_gone"), "first poll")
+        sim.vanish("vsfb_gone")
+        before = sim.stats.requests_for("vsfb_gone")
+        await until(lambda: recorder.of(BatchFinished, "vsfb_gone"), "not found")
+        after = sim.stats.requests_for("vsfb_gone")
+        other = sim.stats.requests_for("vsfb_other")
+        await until(lambda: sim.stats.requests_for("vsfb_other") >= other + 5, "other polled")
+        assert sim.stats.requests_for("vsfb_gone") == after
+    assert after - before == 2
+    result = recorder.result("vsfb_gone")
+    assert result.status == "not_found"
+    assert "not found" in result.note
+    assert [e.error for e in recorder.of(PollFailed, "vsfb_gone")] == ["NotFound"]
+
+
+async def test_unknown_status_is_reported_once_and_not_terminal(
+    sim: Simulator, make_engine: MakeEngine
+) -> None:
+    """A status the API does not document is reported once, and the watch goes on."""
+    sim.add_batch(
+        spec("vsfb_odd", faults=(Fault(FaultKind.UNKNOWN_STATUS, value="paused", times=3),))
+    )
+    engine, recorder = make_engine()
+    async with running(engine):
+        engine.add(VS, "vsfb_odd")
+        await idle(engine)
+    assert [e.status for e in recorder.of(StatusUnknown)] == ["paused"]
+    assert recorder.result("vsfb_odd").status == "completed"
+
+
+async def test_failed_file_cap_keeps_the_count_exact(
+    sim: Simulator, make_engine: MakeEngine
+) -> None:
+    """Past ``max_failed_files`` files are counted but not kept, and the result says so."""
+    sim.add_batch(spec("vsfb_many_failed", total_files=300, failed_files=150, duration_seconds=0))
+    engine, recorder = make_engine(dataclasses.replace(FAST, max_failed_files=10))
+    async with running(engine):
+        engine.add(VS, "vsfb_many_failed")
+        await idle(engine)
+    result = recorder.result("vsfb_many_failed")
+    assert result.failed_files_listed == 150
+    assert len(result.failed_files) == 10
+    assert result.failed_files_truncated
+    assert result.failed_files_complete
+    assert sum(result.failed_by_code.values()) == 150
+    assert len(recorder.of(FileFailedEvent)) == 10
+    assert sim.stats.requests_for("vsfb_many_failed", "list") == 2
+
+
+async def test_broken_file_list_ends_incomplete(sim: Simulator, make_engine: MakeEngine) -> None:
+    """A file list whose pagination loops ends the watch with what it read, marked incomplete."""
+    sim.add_batch(
+        spec(
+            "vsfb_loop",
+            total_files=300,
+            failed_files=150,
+            duration_seconds=0,
+            faults=(Fault(FaultKind.PAGINATION_LOOP),),
+        )
+    )
+    engine, recorder = make_engine()
+    async with running(engine):
+        engine.add(VS, "vsfb_loop")
+        await idle(engine)
+    result = recorder.result("vsfb_loop")
+    assert not result.failed_files_complete
+    assert result.failed_files_listed == 100
+    assert "incomplete" in result.note
+
+
+async def test_eta_is_known_while_in_progress(sim: Simulator, make_engine: MakeEngine) -> None:
+    """Once a batch has moved, its watch carries an ETA; a finished one has none."""
+    sim.add_batch(spec("vsfb_eta", total_files=100, duration_seconds=1.0))
+    engine, recorder = make_engine()
+    async with running(engine):
+        watch, _ = engine.add(VS, "vsfb_eta")
+        await until(lambda: watch.eta_seconds is not None, "an ETA")
+        assert watch.phase is Phase.WATCHING
+        assert watch.eta_seconds is not None
+        assert watch.eta_seconds > 0
+        assert watch.as_dict()["eta_seconds"] is not None
+        await idle(engine)
+    in_progress = [e for e in recorder.of(BatchProgressed) if e.status == "in_progress"]
+    assert any(e.eta_seconds is not None for e in in_progress)
+    assert watch.eta_seconds is None
+
+
+# -- refused keys, 429s, transient faults -------------------------------------------------------
+
+
+async def test_refused_key_holds_polling_to_one_probe_until_it_works(
+    sim: Simulator, make_engine: MakeEngine
+) -> None:
+    """A refused key is reported once; while it is refused the engine sends one probe per
+    ``auth_retry_seconds`` for all watches; when the key works again it says so and every
+    watch is polled again."""
+    ids = ["vsfb_k1", "vsfb_k2", "vsfb_k3"]
+    sim.add_batches([spec(b, duration_seconds=60) for b in ids])
+    sim.set_api_key(KEY)
+    retry = 0.3
+    engine, recorder = make_engine(
+        dataclasses.replace(FAST, max_concurrency=1, auth_retry_seconds=retry), api_key=KEY
+    )
+
+    def refused() -> list[Any]:
+        return [r for r in sim.stats.recent(0) if r.status == 401]
+
+    async with running(engine):
+        for batch_id in ids:
+            engine.add(VS, batch_id)
+        await until(lambda: all(recorder.of(BatchProgressed, b) for b in ids), "first polls")
+        sim.set_api_key("sk-engine-some-other-key-987")
+        await until(lambda: recorder.of(AuthFailed), "auth_failed")
+        await until(lambda: len(refused()) >= 4, "probes")
+        sim.set_api_key(KEY)
+        await until(lambda: recorder.of(AuthRecovered), "auth_recovered")
+        polled = {b: sim.stats.requests_for(b) for b in ids}
+        await until(lambda: all(sim.stats.requests_for(b) > polled[b] for b in ids), "polled again")
+        assert engine.auth_error is None
+    failures = refused()
+    first = failures[0].at
+    burst = [r for r in failures if r.at < first + 0.1]
+    probes = [r for r in failures if r.at >= first + 0.1]
+    # Requests already on their way when the key was refused: the one in flight, the next one.
+    assert len(burst) <= 2
+    assert len(probes) >= 2
+    gaps = [b.at - a.at for a, b in zip([burst[-1], *probes], probes, strict=False)]
+    assert min(gaps) >= retry - 0.01
+    assert len(recorder.of(AuthFailed)) == 1
+    assert len(recorder.of(AuthRecovered)) == 1
+
+
+async def test_refused_key_found_working_by_a_file_listing_is_recovered(
+    sim: Simulator, make_engine: MakeEngine
+) -> None:
+    """When the probe that proves the key works again is a file listing, the engine says the
+    credentials recovered at once instead of waiting for another probe."""
+    sim.add_batch(spec("vsfb_lister", total_files=30, failed_files=3, duration_seconds=0))
+    sim.set_api_key(KEY)
+
+    class KeyFlipper(httpx.AsyncBaseTransport):
+        """Real HTTP; once the lister's batch was shown terminal, the server's key changes, so
+        that its file listing is refused."""
+
+        def __init__(self) -> None:
+            self.inner = httpx.AsyncHTTPTransport()
+            self.flipped = False
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            response = await self.inner.handle_async_request(request)
+            if not self.flipped and request.url.path.endswith("/vsfb_lister"):
+                self.flipped = True
+                sim.set_api_key("sk-engine-some-other-key-987")
+            return response
+
+        async def aclose(self) -> None:
+            await self.inner.aclose()
+
+    auth_at_finish: list[object] = []
+    engine: Engine | None = None
+
+    def on_finish(event: Event) -> None:
+        if isinstance(event, BatchFinished) and engine is not None:
+            auth_at_finish.append(engine.auth_error)
+
+    engine, recorder = make_engine(
+        dataclasses.replace(FAST, max_concurrency=1, auth_retry_seconds=0.3),
+        api_key=KEY,
+        transport=KeyFlipper(),
+        sinks=[on_finish],
+    )
+    async with running(engine):
+        engine.add(VS, "vsfb_lister")
+        await until(lambda: recorder.of(AuthFailed), "auth_failed")
+        sim.set_api_key(KEY)
+        await until(lambda: recorder.of(BatchFinished, "vsfb_lister"), "lister finished")
+    assert auth_at_finish == [None]
+    assert [e.batch_id for e in recorder.of(AuthRecovered)] == ["vsfb_lister"]
+    assert recorder.result("vsfb_lister").failed_files_listed == 3
+
+
+async def test_429_pauses_every_watch(sim: Simulator, make_engine: MakeEngine) -> None:
+    """After a 429 with a wait, no watch sends anything to the server before the wait is over."""
+    ids = ["vsfb_r1", "vsfb_r2", "vsfb_r3"]
+    sim.add_batches([spec(b, duration_seconds=60) for b in ids])
+    engine, recorder = make_engine(dataclasses.replace(FAST, max_concurrency=1))
+    async with running(engine):
+        for batch_id in ids:
+            engine.add(VS, batch_id)
+        await until(lambda: all(recorder.of(BatchProgressed, b) for b in ids), "first polls")
+        sim.inject(Fault(FaultKind.RATE_LIMIT, times=1, retry_after_seconds=0.4))
+        await until(lambda: recorder.of(PollFailed), "the 429")
+        [limited] = [r for r in sim.stats.recent(0) if r.status == 429]
+        await until(
+            lambda: len([r for r in sim.stats.recent(0) if r.at > limited.at]) >= 3, "polls"
+        )
+    [failed] = recorder.of(PollFailed)
+    assert failed.error == "RateLimited"
+    assert failed.http_status == 429
+    assert failed.request_id == limited.request_id
+    assert failed.retry_in >= 0.4
+    later = [r for r in sim.stats.recent(0) if r.at > limited.at]
+    assert {r.batch_id for r in later} >= set(ids) - {limited.batch_id}
+    assert min(r.at for r in later) - limited.at >= 0.4 - 0.005
+
+
+async def test_transient_faults_are_retried_with_backoff_and_logged(
+    sim: Simulator, make_engine: MakeEngine, logs: list[dict[str, Any]]
+) -> None:
+    """5xx replies are retried after growing waits, each logged with its request id, and the
+    watch still ends as the batch did."""
+    sim.add_batch(
+        spec(
+            "vsfb_flaky",
+            duration_seconds=0.3,
+            faults=(Fault(FaultKind.SERVER_ERROR, status=503, times=3),),
+        )
+    )
+    engine, recorder = make_engine(rng=lambda: 0.999, sinks=[log_event])
+    async with running(engine):
+        engine.add(VS, "vsfb_flaky")
+        await idle(engine)
+    failed_ids = [r.request_id for r in sim.stats.recent(0) if r.status == 503]
+    logged = [e for e in logs if e["event"] == "poll_failed"]
+    assert [e["request_id"] for e in logged] == failed_ids
+    assert len(logged) == 3
+    assert {(e["error"], e["http_status"], e["log_level"]) for e in logged} == {
+        ("Transient", 503, "warning")
+    }
+    assert [e["retry_in"] for e in logged] == [0.05, 0.1, 0.2]
+    assert [e["event"] for e in logs if e["event"].startswith("batch_")][-1] == "batch_completed"
+    assert recorder.result("vsfb_flaky").status == "completed"
+
+
+async def test_file_list_errors_are_retried_with_backoff(
+    sim: Simulator, make_engine: MakeEngine
+) -> None:
+    """A file list that fails is retried after a wait, even once the deadline has passed, and
+    the failed files are still all reported."""
+    sim.add_batch(
+        spec(
+            "vsfb_list_flaky",
+            total_files=40,
+            failed_files=8,
+            duration_seconds=0.2,
+            stall_after_files=10,
+            stall_seconds=60,
+            faults=(Fault(FaultKind.SERVER_ERROR, status=502, endpoint="list", times=2),),
+        )
+    )
+    engine, recorder = make_engine(
+        dataclasses.replace(FAST, deadline_seconds=0.3), rng=lambda: 0.999
+    )
+    async with running(engine):
+        engine.add(VS, "vsfb_list_flaky")
+        await idle(engine)
+    result = recorder.result("vsfb_list_flaky")
+    assert result.status == "timed_out"
+    assert result.failed_files_complete
+    assert result.file_counts is not None
+    assert result.failed_files_listed == result.file_counts.failed == 2
+    retries = recorder.of(PollFailed, "vsfb_list_flaky")
+    assert [e.http_status for e in retries] == [502, 502]
+    assert all(e.retry_in > 0 for e in retries)
