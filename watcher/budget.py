@@ -74,7 +74,11 @@ class RequestBudget:
             if rate_limit.remaining == 0:
                 self.pause(1.0, now)
             return
-        if rate_limit.remaining <= max(1.0, limit * self.reserve_fraction):
+        # Requests that hold a slot beside the one just answered were sent (or given their
+        # turn) before this count was made: what is left is theirs first.
+        committed = max(0, self._limiter.borrowed_tokens - 1)
+        remaining = max(0, rate_limit.remaining - committed)
+        if remaining <= max(1.0, limit * self.reserve_fraction):
             at = self._clock() if now is None else now
             # Spread what is left over what is left of the window.
-            self._next_free = max(self._next_free, at + reset / (rate_limit.remaining + 1))
+            self._next_free = max(self._next_free, at + reset / (remaining + 1))
