@@ -502,15 +502,6 @@ async def test_a_damaged_state_store_stops_the_start_and_frees_the_port(
     assert sock.fileno() == -1, "the listening socket was left open"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "engine: the scheduler's heartbeat (last_tick) stops while it waits to hand a due watch "
-        "to a busy worker, so a long server-imposed wait (Retry-After >= 30 s, or slow replies) "
-        "with every worker held makes /healthz 503 during an API problem; fixing it belongs in "
-        "Engine._scheduler, not in the app"
-    ),
-)
 async def test_healthz_stays_200_while_the_api_makes_everyone_wait(
     tmp_path: Path, sim: tuple[Simulator, str]
 ) -> None:

@@ -251,7 +251,7 @@ class Engine:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Poll until cancelled. The HTTP client is closed on the way out."""
-        send, receive = anyio.create_memory_object_stream[Watch](0)
+        send, receive = anyio.create_memory_object_stream[tuple[Watch, int]](0)
         try:
             async with anyio.create_task_group() as tg, send, receive:
                 for _ in range(self.settings.max_concurrency):
@@ -264,7 +264,7 @@ class Engine:
             with anyio.CancelScope(shield=True):
                 await self.client.aclose()
 
-    async def _scheduler(self, send: MemoryObjectSendStream[Watch]) -> None:
+    async def _scheduler(self, send: MemoryObjectSendStream[tuple[Watch, int]]) -> None:
         heap = self._heap
         while True:
             now = self._clock()
@@ -279,12 +279,25 @@ class Engine:
                         continue
                     # One watch at a time asks whether the credentials work again.
                     self._next_auth_probe = now + self.settings.auth_retry_seconds
-                await send.send(watch)
+                await self._hand_over(send, watch, seq)
                 continue
             timeout = min(heap[0][0] - now, 1.0) if heap else 1.0
             self._wake = anyio.Event()
             with anyio.move_on_after(timeout):
                 await self._wake.wait()
+
+    async def _hand_over(
+        self, send: MemoryObjectSendStream[tuple[Watch, int]], watch: Watch, seq: int
+    ) -> None:
+        """Give the watch to the next free worker. While every worker is busy (say, all held by a
+        server's long Retry-After) the heartbeat goes on: waiting for the API is not being stuck.
+        A hand-over cut short may still have reached a worker, and may then arrive twice;
+        workers drop an entry whose ``seq`` is stale or whose watch is already busy."""
+        while True:
+            with anyio.move_on_after(1.0):
+                await send.send((watch, seq))
+                return
+            self.last_tick = self._clock()
 
     def _schedule(self, watch: Watch, delay: float) -> None:
         self._seq += 1
@@ -294,9 +307,12 @@ class Engine:
         if self._heap[0][2] is watch:
             self._wake.set()
 
-    async def _worker(self, receive: MemoryObjectReceiveStream[Watch]) -> None:
+    async def _worker(self, receive: MemoryObjectReceiveStream[tuple[Watch, int]]) -> None:
         async with receive:
-            async for watch in receive:
+            async for watch, seq in receive:
+                if watch.seq != seq or watch.busy:
+                    continue
+                watch.busy = True
                 try:
                     await self._step(watch)
                 except Exception:  # a bug must cost one poll, never the watch or the daemon
@@ -308,6 +324,8 @@ class Engine:
                     watch.failures += 1
                     if not watch.removed and watch.phase is not Phase.FINISHED:
                         self._schedule(watch, backoff(self._poll_settings(watch), 3, self._rng))
+                finally:
+                    watch.busy = False
 
     # -- one step of one watch ---------------------------------------------------------------
 

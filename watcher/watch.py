@@ -40,6 +40,7 @@ class WatchOptions:
 class Watch:
     __slots__ = (
         "batch_id",
+        "busy",
         "created_at",
         "deadline_at",
         "due",
@@ -105,6 +106,7 @@ class Watch:
         self.pending_status: str | None = None
         self.pending_note = ""
         self.removed = False
+        self.busy = False  # a worker is stepping it
         self.due = 0.0
         self.seq = 0
 
