@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import watcher.daemon
 from watcher.app import HEALTHY_TICK_SECONDS, AppState, build_app
 from watcher.client import ClientSettings
-from watcher.config import config_from_mapping
+from watcher.config import Config, config_from_mapping
 from watcher.credentials import Secret
 from watcher.daemon import Daemon
 from watcher.engine import Engine, EngineSettings
@@ -52,7 +52,8 @@ async def sim() -> AsyncIterator[tuple[Simulator, str]]:
 
 def _config(
     tmp_path: Path, base_url: str, extra: Mapping[str, Any] | None = None, **environ: str
-) -> Any:
+) -> Config:
+    """A daemon configuration for the simulator at ``base_url``, polling fast."""
     data: dict[str, Any] = {
         "api": {"base_url": base_url},
         "poll": {"interval_seconds": 0.2, "min_interval_seconds": 0.1},

@@ -12,6 +12,7 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from watcher import __version__
 from watcher.client import ClientSettings, Exchange
 from watcher.engine import Engine
 from watcher.errors import AuthError
@@ -411,7 +412,7 @@ async def test_watcher_gauges_follow_the_engine(engine: Engine) -> None:
     assert r.get_sample_value("batch_watcher_auth_failing") == 0.0
     assert r.get_sample_value("batch_watcher_last_successful_poll_timestamp_seconds") is None
     assert r.get_sample_value("batch_watcher_rate_limit_remaining_requests") is None
-    assert r.get_sample_value("batch_watcher_build_info", {"version": _version()}) == 1.0
+    assert r.get_sample_value("batch_watcher_build_info", {"version": __version__}) == 1.0
 
     meta = ResponseMeta(200, rate_limit=RateLimit(limit=600, remaining=17, reset_seconds=5.0))
     engine._on_exchange(Exchange("retrieve", 200, 0.01, meta))
@@ -424,9 +425,3 @@ async def test_watcher_gauges_follow_the_engine(engine: Engine) -> None:
         == engine.last_success_at
     )
     assert r.get_sample_value("batch_watcher_rate_limit_remaining_requests") == 17.0
-
-
-def _version() -> str:
-    from watcher import __version__
-
-    return __version__

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import signal
 import socket
 import sqlite3
@@ -505,47 +506,37 @@ def test_demo_serves_its_status_page(tmp_path: Path) -> None:
     """``batch-watcher demo`` starts its simulator and daemon, serves the status page with the
     demo batches, and exits 0 on SIGTERM."""
     log_path = tmp_path / "demo.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCH_WATCHER_")}
+    argv = [
+        PYTHON,
+        "-m",
+        "watcher",
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--state-dir",
+        str(tmp_path),
+    ]
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                PYTHON,
-                "-m",
-                "watcher",
-                "demo",
-                "--listen",
-                "127.0.0.1:0",
-                "--state-dir",
-                str(tmp_path),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            env={
-                k: v
-                for k, v in __import__("os").environ.items()
-                if not k.startswith("BATCH_WATCHER_")
-            },
-        )
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, env=env)
     try:
 
         def listening() -> str | None:
             assert proc.poll() is None, log_path.read_text()
-            for entry in iter_json_lines(
-                "\n".join(
-                    line for line in log_path.read_text().splitlines() if line.startswith("{")
-                )
-            ):
-                if entry.get("event") == "daemon_started":
-                    return str(entry["listen"])
+            for line in log_path.read_text().splitlines():
+                if line.startswith("{") and json.loads(line).get("event") == "daemon_started":
+                    return str(json.loads(line)["listen"])
             return None
 
         url = "http://" + wait_for(listening, timeout=20, what="the demo's daemon")
 
         def page_lists_every_batch() -> str | None:
             response = httpx.get(url + "/", timeout=5)
-            html = response.text
             names = ("clean", "failures", "failed", "cancelled", "slow", "flaky")
-            if response.status_code == 200 and all(f"vsfb_demo_{n}" in html for n in names):
-                return html
+            if response.status_code == 200 and all(
+                f"vsfb_demo_{n}" in response.text for n in names
+            ):
+                return response.text
             return None
 
         html = wait_for(page_lists_every_batch, timeout=20, what="the status page")
