@@ -178,29 +178,37 @@ def prometheus_factory(tmp_path: Path) -> Iterator[Callable[[str], Prometheus]]:
         )
         checked = run(promtool, "check", "config", str(config))
         assert checked.returncode == 0, checked.stdout + checked.stderr
-        port = free_port()
         log = tmp_path / "prometheus.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [
-                    prometheus,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=tmp_path,
-            )
-        started.append(proc)
-        url = f"http://127.0.0.1:{port}"
+        # Prometheus takes a port number, not a socket: the free port it is given may be taken
+        # by someone else before it binds, so a clash is retried with another one.
+        for _ in range(3):
+            port = free_port()
+            with log.open("wb") as out:
+                proc = subprocess.Popen(
+                    [
+                        prometheus,
+                        f"--config.file={config}",
+                        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                        f"--web.listen-address=127.0.0.1:{port}",
+                    ],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=tmp_path,
+                )
+            started.append(proc)
+            url = f"http://127.0.0.1:{port}"
 
-        def ready() -> bool:
-            assert proc.poll() is None, log.read_text()
-            return httpx.get(f"{url}/-/ready", timeout=2).status_code == 200
+            def outcome(proc: subprocess.Popen[bytes] = proc, url: str = url) -> str | None:
+                if proc.poll() is not None:
+                    return "clash" if "address already in use" in log.read_text() else "exited"
+                return "ready" if httpx.get(f"{url}/-/ready", timeout=2).is_success else None
 
-        wait_for(ready, timeout=30, what="Prometheus ready")
-        return Prometheus(url, proc, log)
+            result = wait_for(outcome, timeout=30, what="Prometheus ready")
+            if result == "clash":
+                continue
+            assert result == "ready", log.read_text()
+            return Prometheus(url, proc, log)
+        pytest.fail(f"Prometheus found no free port: {log.read_text()}")
 
     yield start
     for proc in started:
