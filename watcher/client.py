@@ -304,6 +304,7 @@ class APIClient:
         except APIError as exc:
             self._observe(endpoint, exc.status, started, None)
             raise
+        raw, meta = _without_key(raw, meta, key)
         self._observe(endpoint, meta.status, started, meta)
         if 200 <= meta.status < 300:
             return self._decode(raw, meta, response.headers.get("content-type", "")), meta
@@ -467,6 +468,19 @@ def _error_message(raw: bytes) -> str:
     if not isinstance(message, str):
         return ""
     return one_line(message, 500)
+
+
+def _without_key(raw: bytes, meta: ResponseMeta, key: str | None) -> tuple[bytes, ResponseMeta]:
+    """The reply with our key cut out of its body and request id: a server or proxy that pastes
+    the key into what it says (an error, a file's error, a status) must not get it into logs,
+    the state file, webhooks or metrics. A key under 8 characters is not a real key, and
+    cutting it out could cut the JSON apart."""
+    if not key or len(key) < 8:
+        return raw, meta
+    raw = raw.replace(key.encode(), b"[redacted]")
+    if meta.request_id is not None and key in meta.request_id:
+        meta = dataclasses.replace(meta, request_id=meta.request_id.replace(key, "[redacted]"))
+    return raw, meta
 
 
 def _redact(text: str, key: str | None) -> str:
