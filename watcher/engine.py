@@ -563,12 +563,17 @@ class Engine:
         watch.result = result
         watch.finished_at = wall
         watch.phase = Phase.FINISHED
+        if self._store is not None:
+            # On disk before anyone hears of it: a restart must never announce it twice.
+            try:
+                await self._store.save_finished(watch)
+            except BaseException:
+                # Not on disk, so not announced: the ending is tried again later, in full.
+                watch.result, watch.finished_at, watch.phase = None, None, Phase.LISTING
+                raise
         watch.stalled = False
         watch.eta_seconds = None
         self._set_active(-1)
-        if self._store is not None:
-            # On disk before anyone hears of it: a restart must never announce it twice.
-            await self._store.save_finished(watch)
         for failed in kept:
             self._emit(FileFailedEvent(**_ids(watch), file=failed))
         self._emit(BatchFinished(**_ids(watch), result=result))

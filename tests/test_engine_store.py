@@ -1,0 +1,62 @@
+"""The engine with a state store that fails: an ending not on disk is never announced, and is
+retried until it is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+
+from watcher.client import ClientSettings
+from watcher.engine import Engine, EngineSettings
+from watcher.events import BatchFinished, Event
+from watcher.policy import PollSettings
+from watcher.simulator import BatchSpec, Simulator, serve_simulator
+from watcher.store import StateStore
+from watcher.watch import Phase, Watch
+
+
+class FlakyStore(StateStore):
+    """A real store whose first ``failures`` durable writes of a finished batch fail."""
+
+    def __init__(self, path: Path, failures: int) -> None:
+        super().__init__(path)
+        self.failures = failures
+
+    async def save_finished(self, watch: Watch) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise OSError("disk full")
+        await super().save_finished(watch)
+
+
+async def test_failed_durable_write_delays_the_announcement_until_it_succeeds(
+    tmp_path: Path,
+) -> None:
+    """When the finished state cannot be written, nothing is announced; the ending is retried,
+    announced once when the write succeeds, and the store then holds the result."""
+    sim = Simulator([BatchSpec("vs_s", "b_s", total_files=3, duration_seconds=0.1, failed_files=1)])
+    store = FlakyStore(tmp_path / "state.sqlite3", failures=2)
+    store.open()
+    events: list[Event] = []
+    settings = EngineSettings(
+        poll=PollSettings(interval=0.05, min_interval=0.01, max_interval=0.2),
+        max_requests_per_minute=60_000,
+    )
+    async with serve_simulator(sim) as url:
+        engine = Engine(ClientSettings(base_url=url), settings, sinks=[events.append], store=store)
+        async with anyio.create_task_group() as tg:
+            await tg.start(engine.run)
+            watch, _ = engine.add("vs_s", "b_s")
+            with anyio.fail_after(20):
+                await engine.wait_idle()
+            tg.cancel_scope.cancel()
+    finished = [e for e in events if isinstance(e, BatchFinished)]
+    assert store.failures == 0
+    assert len(finished) == 1
+    assert finished[0].result.failed_files_listed == 1
+    assert watch.phase is Phase.FINISHED
+    store.close()
+    [restored] = StateStore(tmp_path / "state.sqlite3").open()
+    assert restored.result is not None
+    assert restored.result.status == "completed"
