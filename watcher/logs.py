@@ -49,7 +49,8 @@ def _scrub_value(value: Any, secrets: list[str]) -> Any:
                 value = value.replace(raw, MASK)
         return value
     if isinstance(value, dict):
-        return {k: _scrub_value(v, secrets) for k, v in value.items()}
+        # Keys too: a mapping keyed by what a server sent (failed files by code) carries it.
+        return {_scrub_value(k, secrets): _scrub_value(v, secrets) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_scrub_value(v, secrets) for v in value]
     return value
