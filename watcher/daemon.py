@@ -11,7 +11,7 @@ import ipaddress
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import anyio
@@ -89,6 +89,7 @@ class Daemon:
     config: Config
     extra_sinks: Sequence[Sink] = ()
     grace_seconds: float = GRACE_SECONDS
+    on_listening: Callable[[str], object] | None = None  # called with the bound host:port
     store: StateStore = field(init=False)
     engine: Engine = field(init=False)
     metrics: WatcherMetrics = field(init=False)
@@ -176,6 +177,8 @@ class Daemon:
         except BaseException:
             sock.close()  # a refused state store must not leave the port held
             raise
+        if self.on_listening is not None:
+            self.on_listening(address(sock))
         state = AppState(
             engine=self.engine,
             metrics=self.metrics,

@@ -46,17 +46,19 @@ async def run_demo(listen: str, state_dir: Path | None, environ: Mapping[str, st
             env = {k: v for k, v in environ.items() if not k.startswith("BATCH_WATCHER_")}
             env.pop("OPENAI_API_KEY", None)
             config = config_from_mapping(demo_config(base_url, listen, state_path), env)
-            daemon = Daemon(config)
-            host_port = config.server.listen
-            print(
-                f"batch-watcher demo: simulator at {base_url}\n"
-                f"  status page  http://{host_port}/\n"
-                f"  metrics      http://{host_port}/metrics\n"
-                f"  watches      http://{host_port}/v1/watches\n"
-                "Ctrl-C to stop.",
-                file=sys.stderr,
-                flush=True,
-            )
+
+            def banner(listen: str) -> None:
+                print(
+                    f"batch-watcher demo: simulator at {base_url}\n"
+                    f"  status page  http://{listen}/\n"
+                    f"  metrics      http://{listen}/metrics\n"
+                    f"  watches      http://{listen}/v1/watches\n"
+                    "Ctrl-C to stop.",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+            daemon = Daemon(config, on_listening=banner)
             return await daemon.serve()
 
 
