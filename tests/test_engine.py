@@ -467,15 +467,6 @@ async def test_eta_is_known_while_in_progress(sim: Simulator, make_engine: MakeE
     assert watch.eta_seconds is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "engine: a retrieve the API rejects with a plain 4xx (a 400 for a missing api-version, "
-        "a 422) is retried forever as if it were transient, so `watch` without --timeout never "
-        "ends; it should end the watch after a confirming poll, as not_found does, with its own "
-        "status (exit 4). Needs a new ending through the engine, the report and the docs."
-    ),
-)
 async def test_request_the_api_keeps_rejecting_ends_the_watch(
     sim: Simulator, make_engine: MakeEngine
 ) -> None:
@@ -490,7 +481,8 @@ async def test_request_the_api_keeps_rejecting_ends_the_watch(
             lambda: recorder.of(BatchFinished) or len(recorder.of(PollFailed)) >= 5, "rejections"
         )
     assert [e.http_status for e in recorder.of(PollFailed)][:1] == [400]
-    assert recorder.of(BatchFinished, "vsfb_rejected")
+    assert recorder.result("vsfb_rejected").status == "rejected"
+    assert len(recorder.of(PollFailed, "vsfb_rejected")) == 2  # the third rejection ends it
 
 
 # -- refused keys, 429s, transient faults -------------------------------------------------------

@@ -23,7 +23,7 @@ from .app import AppState, build_app
 from .client import ClientSettings
 from .config import Config
 from .config_schema import parse_listen
-from .engine import Engine, EngineSettings, TooManyWatches
+from .engine import REJECTED, Engine, EngineSettings, TooManyWatches
 from .errors import ConfigError
 from .events import Sink
 from .logs import log_event, register_secret
@@ -32,7 +32,7 @@ from .notify import Notifier
 from .policy import PollSettings
 from .serving import EmbeddedServer, address, bind
 from .store import StateStore
-from .watch import WatchOptions
+from .watch import Phase, WatchOptions
 
 log = structlog.get_logger("watcher.daemon")
 
@@ -130,6 +130,10 @@ class Daemon:
                 f"state store ({self.store.path})"
             )
         for watch in restored:
+            if watch.result is not None and watch.result.status == REJECTED:
+                # Rejected requests are usually a configuration problem (a missing
+                # api-version): after a restart, presumably with a fixed configuration, try again.
+                watch.result, watch.finished_at, watch.phase = None, None, Phase.WATCHING
             self.engine.add(watch.vector_store_id, watch.batch_id, restored=watch)
         for index, spec in enumerate(self.config.watches):
             try:

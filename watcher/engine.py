@@ -58,6 +58,8 @@ log = structlog.get_logger("watcher.engine")
 
 TIMED_OUT = "timed_out"
 NOT_FOUND = "not_found"
+#: The API kept rejecting the request (a plain 4xx, e.g. a missing ``api-version``).
+REJECTED = "rejected"
 
 
 class TooManyWatches(WatcherError):
@@ -90,6 +92,7 @@ class EngineSettings:
     max_list_attempts: int = 8  # failed attempts at listing a batch's files before giving up
     auth_retry_seconds: float = 30.0
     not_found_confirmations: int = 2
+    rejections_to_end: int = 3  # consecutive plain-4xx replies that end a watch as rejected
     max_file_pages: int = 10_000
 
 
@@ -353,6 +356,11 @@ class Engine:
             self._auth_failed(watch, exc)
             return
         except APIError as exc:
+            if type(exc) is APIError:  # a plain 4xx: the API rejects the request itself
+                watch.rejections += 1
+                if watch.rejections >= self.settings.rejections_to_end:
+                    await self._finish(watch, REJECTED, note=str(exc), list_files=False)
+                    return
             self._retry(watch, exc, _outcome(exc))
             return
         if watch.removed:
@@ -365,6 +373,7 @@ class Engine:
         self._auth_ok(watch)
         watch.failures = 0
         watch.not_found_seen = 0
+        watch.rejections = 0
         watch.last_poll_at = wall
         if watch.first_seen_at is None:
             watch.first_seen_at = wall

@@ -23,14 +23,14 @@ class ExitStatus(IntEnum):
     FAILURES = 1  # a batch ended failed or cancelled, or has failed files
     USAGE = 2  # bad command line or configuration
     DEADLINE = 3  # a deadline passed first
-    REFUSED = 4  # the API refused us: bad key, batch not found
+    REFUSED = 4  # the API refused us: bad key, batch not found, request rejected
 
 
 def exit_status(results: Iterable[BatchResult]) -> ExitStatus:
     """The most serious outcome wins: refused, then deadline, then failures."""
     worst = ExitStatus.OK
     for result in results:
-        if result.status in ("not_found", AUTH_FAILED):
+        if result.status in ("not_found", "rejected", AUTH_FAILED):
             status = ExitStatus.REFUSED
         elif result.status == "timed_out":
             status = ExitStatus.DEADLINE

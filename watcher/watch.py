@@ -60,6 +60,7 @@ class Watch:
         "progress_first",
         "progress_last",
         "registered_at",
+        "rejections",
         "removed",
         "result",
         "seq",
@@ -100,6 +101,7 @@ class Watch:
         self.stalled = False
         self.failures = 0
         self.not_found_seen = 0
+        self.rejections = 0
         self.unknown_status_seen: str | None = None
         self.result: BatchResult | None = None
         # While LISTING: how the watch is ending, kept across retries of the listing.

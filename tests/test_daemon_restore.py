@@ -1,0 +1,53 @@
+"""What the daemon does with the state store at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from watcher.config import config_from_mapping
+from watcher.daemon import Daemon
+from watcher.events import BatchResult
+from watcher.store import StateStore
+from watcher.watch import Phase, Watch
+
+
+def _ended(status: str, batch_id: str) -> Watch:
+    watch = Watch("vs_r", batch_id, registered_at=1.0)
+    watch.result = BatchResult(
+        vector_store_id="vs_r",
+        batch_id=batch_id,
+        status=status,
+        file_counts=None,
+        failed_files=(),
+        failed_by_code={},
+        failed_files_listed=0,
+        failed_files_truncated=False,
+        failed_files_complete=True,
+        elapsed_seconds=1.0,
+        finished_at=2.0,
+    )
+    watch.finished_at = 2.0
+    watch.phase = Phase.FINISHED
+    return watch
+
+
+async def test_rejected_watches_are_tried_again_after_a_restart(tmp_path: Path) -> None:
+    """A watch that ended rejected (usually a configuration problem) is watched again after a
+    restart; one that really ended stays ended."""
+    path = tmp_path / "state.sqlite3"
+    store = StateStore(path)
+    store.open()
+    for status, batch_id in (("rejected", "b_rejected"), ("completed", "b_done")):
+        await store.save_finished(_ended(status, batch_id))
+    store.close()
+    daemon = Daemon(config_from_mapping({"state": {"path": str(path)}}, {}))
+    daemon.restore()
+    rejected = daemon.engine.get("vs_r", "b_rejected")
+    done = daemon.engine.get("vs_r", "b_done")
+    assert rejected is not None
+    assert rejected.phase is Phase.WATCHING
+    assert rejected.result is None
+    assert done is not None
+    assert done.phase is Phase.FINISHED
+    daemon.store.close()
+    await daemon.engine.client.aclose()

@@ -1,0 +1,45 @@
+"""The watch command's exit status from the results of its batches."""
+
+from __future__ import annotations
+
+import pytest
+
+from watcher.events import BatchResult
+from watcher.models import FileCounts
+from watcher.report import ExitStatus, exit_status
+
+
+def result(status: str, failed: int = 0) -> BatchResult:
+    return BatchResult(
+        vector_store_id="vs",
+        batch_id=f"b_{status}_{failed}",
+        status=status,
+        file_counts=FileCounts(completed=10 - failed, failed=failed, total=10),
+        failed_files=(),
+        failed_by_code={"invalid_file": failed} if failed else {},
+        failed_files_listed=failed,
+        failed_files_truncated=False,
+        failed_files_complete=True,
+        elapsed_seconds=1.0,
+        finished_at=0.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("statuses", "expected"),
+    [
+        ([("completed", 0)], ExitStatus.OK),
+        ([("completed", 0), ("completed", 2)], ExitStatus.FAILURES),
+        ([("failed", 0)], ExitStatus.FAILURES),
+        ([("cancelled", 0)], ExitStatus.FAILURES),
+        ([("failed", 3), ("timed_out", 0)], ExitStatus.DEADLINE),
+        ([("timed_out", 0), ("not_found", 0)], ExitStatus.REFUSED),
+        ([("completed", 0), ("rejected", 0)], ExitStatus.REFUSED),
+        ([("auth_failed", 0)], ExitStatus.REFUSED),
+    ],
+)
+def test_most_serious_outcome_decides(
+    statuses: list[tuple[str, int]], expected: ExitStatus
+) -> None:
+    """Refused beats a deadline, which beats failures, which beat a clean run."""
+    assert exit_status([result(s, f) for s, f in statuses]) == expected
