@@ -95,5 +95,5 @@ def _refused_result(watch: Watch | None, target: Target, error: AuthFailed) -> B
         failed_files_complete=False,
         elapsed_seconds=0.0,
         finished_at=time.time(),
-        note=f"the API refused the credentials: {error.message}",
+        note=error.message,
     )
