@@ -9,14 +9,17 @@ Both are stopped by :meth:`stop` (the fixtures in ``conftest.py`` do it for you)
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +31,19 @@ T = TypeVar("T")
 
 PYTHON = sys.executable
 START_TIMEOUT = 20.0
+
+
+_client: httpx.Client | None = None
+
+
+def http() -> httpx.Client:
+    """The HTTP client every helper shares: making a new one costs about 80 ms (its TLS
+    context), which a test that asks the daemon a thousand things would pay each time."""
+    global _client
+    if _client is None:
+        _client = httpx.Client(timeout=10)
+        atexit.register(_client.close)
+    return _client
 
 
 def wait_for(
@@ -68,7 +84,7 @@ class SimulatorProcess:
         return self.url.removesuffix("/v1")
 
     def control(self, method: str, path: str, body: Any = None) -> Any:
-        response = httpx.request(method, f"{self.root}/_sim/{path}", json=body, timeout=10)
+        response = http().request(method, f"{self.root}/_sim/{path}", json=body, timeout=10)
         response.raise_for_status()
         return response.json() if response.content else None
 
@@ -142,7 +158,7 @@ class DaemonProcess:
         headers = dict(kwargs.pop("headers", {}))
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=10, **kwargs)
+        return http().request(method, f"{self.url}{path}", headers=headers, timeout=10, **kwargs)
 
     def metrics_text(self) -> str:
         response = self.request("GET", "/metrics")
@@ -242,7 +258,8 @@ def start_daemon(
         if proc.poll() is not None:
             raise AssertionError(f"the daemon exited with {proc.returncode}: {daemon.tail()}")
         for entry in reversed(daemon.logs()):
-            if entry.get("event") == "daemon_started":
+            # A restart appends to the same log: only this process's line says where it listens.
+            if entry.get("event") == "daemon_started" and entry.get("pid") == proc.pid:
                 return str(entry["listen"])
         return None
 
@@ -278,6 +295,70 @@ def _stop(proc: subprocess.Popen[Any]) -> None:
     for stream in (proc.stdout, proc.stderr):
         if stream is not None:
             stream.close()
+
+
+@dataclass
+class Delivery:
+    """One POST the webhook receiver got."""
+
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class WebhookReceiver:
+    """An HTTP server on loopback, in a thread, that records every POST and answers 200.
+
+    Use as a context manager; ``url`` is where to point ``notify.webhook_url``.
+    """
+
+    def __init__(self) -> None:
+        self.deliveries: list[Delivery] = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                with receiver._lock:
+                    receiver.deliveries.append(Delivery(dict(self.headers.items()), body))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def received(self) -> list[Delivery]:
+        with self._lock:
+            return list(self.deliveries)
+
+    def __enter__(self) -> WebhookReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(10)
+
+
+#: The events that announce a finished batch, one per way a watch can end.
+FINISHED_EVENTS = frozenset(
+    {"batch_completed", "batch_failed", "batch_cancelled", "batch_timed_out", "batch_not_found"}
+)
+
+
+def announced(logs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The batch ids of every finished-batch announcement in ``logs``, in order."""
+    return [str(e["batch_id"]) for e in logs if e.get("event") in FINISHED_EVENTS]
 
 
 def iter_json_lines(text: str) -> Iterator[dict[str, Any]]:
