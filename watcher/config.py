@@ -234,7 +234,7 @@ def config_from_mapping(
         ("interval_seconds", "max_interval_seconds"),
         ("min_interval_seconds", "interval_seconds"),
     ):
-        _check_order(raw["poll"], values["poll"], poll, low, high, problems)
+        _check_order(raw["poll"], values["poll"], poll, low, high, origins, problems)
     state = StateConfig(**values["state"])
     config = Config(
         api=APIConfig(**values["api"], environ=environ),
@@ -323,9 +323,11 @@ def _check_order(
     config: PollConfig,
     low: str,
     high: str,
+    origins: Mapping[str, str],
     problems: list[str],
 ) -> None:
-    """Require ``low <= high`` in ``[poll]``, blaming the key the file set."""
+    """Require ``low <= high`` in ``[poll]``, blaming the key that was set (and naming the
+    variable, if the environment set it)."""
     given = raw if isinstance(raw, Mapping) else {}
     if any(name in given and name not in values for name in (low, high)):
         return  # already reported
@@ -333,9 +335,15 @@ def _check_order(
     if low_value <= high_value:
         return
     if high in given or low not in given:
-        problems.append(f"poll.{high}: {show(high_value)} is not >= poll.{low} ({low_value})")
+        source = f" (from {origins[f'poll.{high}']})" if f"poll.{high}" in origins else ""
+        problems.append(
+            f"poll.{high}: {show(high_value)} is not >= poll.{low} ({low_value}){source}"
+        )
     else:
-        problems.append(f"poll.{low}: {show(low_value)} is not <= poll.{high} ({high_value})")
+        source = f" (from {origins[f'poll.{low}']})" if f"poll.{low}" in origins else ""
+        problems.append(
+            f"poll.{low}: {show(low_value)} is not <= poll.{high} ({high_value}){source}"
+        )
 
 
 def _read_watches(
