@@ -10,8 +10,8 @@ its reset, so that we slow down before the server has to say 429.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from types import TracebackType
 
 import anyio
 
@@ -35,22 +35,31 @@ class RequestBudget:
         self._clock = clock
         self._sleep = sleep
         self._next_free = float("-inf")
-        self._lock = anyio.Lock()
-        self._limiter = anyio.CapacityLimiter(max_concurrency)
+        # Uncontended, neither yields to the event loop: a poll pays for its own sleep only.
+        self._lock = anyio.Lock(fast_acquire=True)
+        self._max_concurrency = max_concurrency
+        self._slots = anyio.Semaphore(max_concurrency, fast_acquire=True)
+        self._slot = _Slot(self)
         self.granted = 0
         self.remaining: int | None = None  # the server's last word on remaining requests
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold a concurrency slot and wait for the request's turn; send inside the block."""
+    def slot(self) -> _Slot:
+        """``async with budget.slot():`` holds a concurrency slot and waits for the request's
+        turn; send inside the block."""
+        return self._slot
+
+    async def _enter(self) -> None:
         # The slot first, the turn second: a turn taken while waiting for a slot would let
         # requests bunch up when slots free, breaking the spacing.
-        async with self._limiter:
+        await self._slots.acquire()
+        try:
             async with self._lock:
                 wait = self.reserve(self._clock())
                 if wait > 0:
                     await self._sleep(wait)
-            yield
+        except BaseException:
+            self._slots.release()
+            raise
 
     def reserve(self, now: float) -> float:
         """Take the next turn; return how long to wait for it."""
@@ -76,9 +85,30 @@ class RequestBudget:
             return
         # Requests that hold a slot beside the one just answered were sent (or given their
         # turn) before this count was made: what is left is theirs first.
-        committed = max(0, self._limiter.borrowed_tokens - 1)
+        committed = max(0, self._max_concurrency - self._slots.value - 1)
         remaining = max(0, rate_limit.remaining - committed)
         if remaining <= max(1.0, limit * self.reserve_fraction):
             at = self._clock() if now is None else now
             # Spread what is left over what is left of the window.
             self._next_free = max(self._next_free, at + reset / (remaining + 1))
+
+
+class _Slot:
+    """The async context manager :meth:`RequestBudget.slot` returns (one, shared: it keeps no
+    state of its own)."""
+
+    __slots__ = ("_budget",)
+
+    def __init__(self, budget: RequestBudget) -> None:
+        self._budget = budget
+
+    async def __aenter__(self) -> None:
+        await self._budget._enter()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._budget._slots.release()
