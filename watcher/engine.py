@@ -296,6 +296,11 @@ class Engine:
         server's long Retry-After) the heartbeat goes on: waiting for the API is not being stuck.
         A hand-over cut short may still have reached a worker, and may then arrive twice;
         workers drop an entry whose ``seq`` is stale or whose watch is already busy."""
+        try:
+            send.send_nowait((watch, seq))  # a worker is waiting for it
+            return
+        except anyio.WouldBlock:
+            pass
         while True:
             with anyio.move_on_after(1.0):
                 await send.send((watch, seq))
@@ -312,7 +317,16 @@ class Engine:
 
     async def _worker(self, receive: MemoryObjectReceiveStream[tuple[Watch, int]]) -> None:
         async with receive:
-            async for watch, seq in receive:
+            while True:
+                try:
+                    try:
+                        # When polls wait for the budget, the scheduler is already waiting
+                        # with the next watch: take it without a trip through the event loop.
+                        watch, seq = receive.receive_nowait()
+                    except anyio.WouldBlock:
+                        watch, seq = await receive.receive()
+                except anyio.EndOfStream:
+                    return
                 if watch.seq != seq or watch.busy:
                     continue
                 watch.busy = True
