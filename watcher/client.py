@@ -281,7 +281,11 @@ class APIClient:
             # httpx's timeout bounds each read, so a reply that trickles in a byte at a time
             # would never trip it: the whole exchange gets the time too.
             with anyio.fail_after(self.settings.timeout_seconds):
-                request = self._http.build_request(method, url, params=params, headers=headers)
+                # No params rather than empty ones: httpx parses the URL a second time to merge
+                # even an empty mapping, which costs more than the rest of the request.
+                request = self._http.build_request(
+                    method, url, params=params or None, headers=headers
+                )
                 response = await self._http.send(request, stream=True)
                 try:
                     meta = read_meta(response.status_code, response.headers)
