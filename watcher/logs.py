@@ -123,9 +123,19 @@ def configure(fmt: LogFormat = "auto", level: str = "info") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+_LEVEL_NUMBERS = {name: getattr(logging, name.upper()) for name in LEVELS}
+
+
 def log_event(event: Event) -> None:
     """The engine sink that writes each event as one structured log line."""
     level = event.level
     if isinstance(event, BatchFinished) and not event.result.clean:
         level = "warning"
-    log.log(getattr(logging, level.upper()), event_name(event), **event.fields())
+    number = _LEVEL_NUMBERS.get(level) or getattr(logging, level.upper())
+    # One logger for the level check and the line: below the configured level (the debug
+    # events of every poll, at the default level) the fields are never built.
+    logger = log.bind()
+    is_enabled_for = getattr(logger, "is_enabled_for", None)
+    if is_enabled_for is not None and not is_enabled_for(number):
+        return
+    logger.log(number, event_name(event), **event.fields())
