@@ -288,8 +288,9 @@ class APIClient:
                 )
                 response = await self._http.send(request, stream=True)
                 try:
-                    meta = read_meta(response.status_code, response.headers)
-                    raw = await self._read_capped(response, meta)
+                    reply_headers = _header_map(response.headers)
+                    meta = read_meta(response.status_code, reply_headers)
+                    raw = await self._read_capped(response, meta, reply_headers)
                 finally:
                     await response.aclose()
         except (httpx.TimeoutException, TimeoutError) as exc:
@@ -311,12 +312,14 @@ class APIClient:
         raw, meta = _without_key(raw, meta, key)
         self._observe(endpoint, meta.status, started, meta)
         if 200 <= meta.status < 300:
-            return self._decode(raw, meta, response.headers.get("content-type", "")), meta
-        raise self._error(endpoint, response.headers, raw, meta, key)
+            return self._decode(raw, meta, reply_headers.get("content-type", "")), meta
+        raise self._error(endpoint, reply_headers, raw, meta, key)
 
-    async def _read_capped(self, response: httpx.Response, meta: ResponseMeta) -> bytes:
+    async def _read_capped(
+        self, response: httpx.Response, meta: ResponseMeta, headers: Mapping[str, str]
+    ) -> bytes:
         cap = self.settings.max_response_bytes
-        declared = response.headers.get("content-length")
+        declared = headers.get("content-length")
         # isdigit() alone admits digits int() refuses ("²"); a lying length is only a hint here.
         if (
             declared is not None
@@ -334,7 +337,7 @@ class APIClient:
             inflate = None
         else:
             raws = response.aiter_raw()
-            inflate = _decompressor(response.headers.get("content-encoding", ""), meta)
+            inflate = _decompressor(headers.get("content-encoding", ""), meta)
         chunks: list[bytes] = []
         size = 0
         # Raw bytes, inflated here at most up to the cap: httpx would inflate each chunk whole,
@@ -394,7 +397,7 @@ class APIClient:
     def _error(
         self,
         endpoint: Endpoint,
-        headers: httpx.Headers,
+        headers: Mapping[str, str],
         raw: bytes,
         meta: ResponseMeta,
         key: str | None,
@@ -434,6 +437,16 @@ class APIClient:
             status=status,
             request_id=rid,
         )
+
+
+def _header_map(headers: httpx.Headers) -> dict[str, str]:
+    """The reply's headers as a plain dict with lower-case names, read once: each lookup in
+    ``httpx.Headers`` scans and decodes every header. Repeated headers are joined with ", ", as
+    ``httpx.Headers`` joins them."""
+    out: dict[str, str] = {}
+    for name, value in headers.multi_items():
+        out[name] = f"{out[name]}, {value}" if name in out else value
+    return out
 
 
 async def _one(body: bytes) -> AsyncIterator[bytes]:
