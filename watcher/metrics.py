@@ -230,11 +230,24 @@ class WatcherMetrics:
         )
         build = Gauge("batch_watcher_build_info", "The running version.", ["version"], registry=r)
         build.labels(__version__).set(1)
+        # The children on_exchange updates, by (endpoint, status): labels() validates and looks
+        # them up under a lock on every call, and on_exchange runs on every request.
+        self._requests_by: dict[tuple[str, int | None], Counter] = {}
+        self._duration_by: dict[str, Histogram] = {}
 
     def on_exchange(self, exchange: Exchange) -> None:
-        code = str(exchange.status) if exchange.status is not None else "error"
-        self.api_requests.labels(exchange.endpoint, code).inc()
-        self.api_duration.labels(exchange.endpoint).observe(exchange.seconds)
+        endpoint, status = exchange.endpoint, exchange.status
+        requests = self._requests_by.get((endpoint, status))
+        if requests is None:
+            code = str(status) if status is not None else "error"
+            requests = self.api_requests.labels(endpoint, code)
+            self._requests_by[endpoint, status] = requests
+        requests.inc()
+        duration = self._duration_by.get(endpoint)
+        if duration is None:
+            duration = self.api_duration.labels(endpoint)
+            self._duration_by[endpoint] = duration
+        duration.observe(exchange.seconds)
 
     def on_event(self, event: Event) -> None:
         if isinstance(event, BatchFinished):
