@@ -106,50 +106,84 @@ class BatchCollector(Collector):
         self.snapshot = Snapshot((), None, None, False)
 
     def collect(self) -> Iterator[Metric]:
-        snap = self.snapshot
+        # One family at a time, each built in one pass over the batches and handed to the
+        # exposition before the next is built: the samples of every batch (16 each) never all
+        # exist at once, and each sample's labels are one dict, not lists zipped into one.
+        batches = self.snapshot.batches
         files = _family("files", "Files in the batch by status (file_counts).", ("status",))
-        expected = _family("files_expected", "Files in the batch (file_counts.total).")
-        status = _family("status", "The batch's status: 1 for the current one.", ("status",))
-        stalled = _family("stalled", "1 while the batch makes no progress for too long.")
-        created = _family("created_timestamp_seconds", "When the batch was created (API).")
-        finished = _family("finished_timestamp_seconds", "When the batch was first seen ended.")
-        last_poll = _family("last_poll_timestamp_seconds", "When the batch was last polled.")
-        eta = _family("eta_seconds", "Estimated seconds until the batch finishes.")
-        deadline = _family("deadline_timestamp_seconds", "When the watch's deadline passes.")
-        failed = _family("failed_files", "Failed files by last_error.code.", ("code",))
-        info = Metric(f"{BATCH}_info", "The watch's labels.", "gauge")
-        states: Tally[str] = Tally(dict.fromkeys(WATCH_STATES, 0))
-        for b in snap.batches:
-            ids = [b.vector_store_id, b.batch_id]
-            states[b.state] += 1
-            if b.file_counts is not None:
-                c = b.file_counts
-                for name, value in zip(
+        add, name = files.add_sample, files.name
+        for b in batches:
+            c = b.file_counts
+            if c is not None:
+                vs, batch = b.vector_store_id, b.batch_id
+                for status, value in zip(
                     FILE_STATUSES, (c.in_progress, c.completed, c.failed, c.cancelled), strict=True
                 ):
-                    files.add_metric([*ids, name], value)
-                expected.add_metric(ids, c.total)
-            for name in STATUS_SET:
-                status.add_metric([*ids, name], 1.0 if b.status == name else 0.0)
-            if b.status not in STATUS_SET:
-                status.add_metric([*ids, b.status], 1.0)
-            stalled.add_metric(ids, 1.0 if b.stalled else 0.0)
-            info.add_sample(f"{BATCH}_info", _info_labels(b), 1.0)
-            if b.created_at is not None:
-                created.add_metric(ids, b.created_at)
-            if b.finished_at is not None:
-                finished.add_metric(ids, b.finished_at)
-            if b.last_poll_at is not None:
-                last_poll.add_metric(ids, b.last_poll_at)
-            if b.eta_seconds is not None:
-                eta.add_metric(ids, b.eta_seconds)
-            if b.deadline_at is not None:
-                deadline.add_metric(ids, b.deadline_at)
+                    add(name, {"vector_store_id": vs, "batch_id": batch, "status": status}, value)
+        yield files
+        yield _gauge(
+            "files_expected",
+            "Files in the batch (file_counts.total).",
+            ((b, b.file_counts.total) for b in batches if b.file_counts is not None),
+        )
+        status_family = _family("status", "The batch's status: 1 for the current one.", ("status",))
+        add, name = status_family.add_sample, status_family.name
+        states: Tally[str] = Tally(dict.fromkeys(WATCH_STATES, 0))
+        for b in batches:
+            states[b.state] += 1
+            vs, batch, current = b.vector_store_id, b.batch_id, b.status
+            for status in STATUS_SET:
+                one = 1.0 if current == status else 0.0
+                add(name, {"vector_store_id": vs, "batch_id": batch, "status": status}, one)
+            if current not in STATUS_SET:
+                add(name, {"vector_store_id": vs, "batch_id": batch, "status": current}, 1.0)
+        yield status_family
+        yield _gauge(
+            "stalled",
+            "1 while the batch makes no progress for too long.",
+            ((b, 1.0 if b.stalled else 0.0) for b in batches),
+        )
+        info = Metric(f"{BATCH}_info", "The watch's labels.", "gauge")
+        for b in batches:
+            info.add_sample(info.name, _info_labels(b), 1.0)
+        yield info
+        yield _gauge(
+            "created_timestamp_seconds",
+            "When the batch was created (API).",
+            ((b, b.created_at) for b in batches if b.created_at is not None),
+        )
+        yield _gauge(
+            "finished_timestamp_seconds",
+            "When the batch was first seen ended.",
+            ((b, b.finished_at) for b in batches if b.finished_at is not None),
+        )
+        yield _gauge(
+            "last_poll_timestamp_seconds",
+            "When the batch was last polled.",
+            ((b, b.last_poll_at) for b in batches if b.last_poll_at is not None),
+        )
+        yield _gauge(
+            "eta_seconds",
+            "Estimated seconds until the batch finishes.",
+            ((b, b.eta_seconds) for b in batches if b.eta_seconds is not None),
+        )
+        yield _gauge(
+            "deadline_timestamp_seconds",
+            "When the watch's deadline passes.",
+            ((b, b.deadline_at) for b in batches if b.deadline_at is not None),
+        )
+        failed = _family("failed_files", "Failed files by last_error.code.", ("code",))
+        for b in batches:
             if b.failed_by_code:
+                vs, batch = b.vector_store_id, b.batch_id
                 for code, count in b.failed_by_code.items():
-                    failed.add_metric([*ids, code], count)
-        yield from (files, expected, status, stalled, info, created, finished, last_poll, eta)
-        yield from (deadline, failed)
+                    labels = {"vector_store_id": vs, "batch_id": batch, "code": code}
+                    failed.add_sample(failed.name, labels, count)
+        yield failed
+        yield from self._watcher_families(states)
+
+    def _watcher_families(self, states: Tally[str]) -> Iterator[Metric]:
+        snap = self.snapshot
         watches = GaugeMetricFamily("batch_watcher_watches", "Watches by state.", labels=["state"])
         for state, count in sorted(states.items()):
             watches.add_metric([state], count)
@@ -177,6 +211,17 @@ class BatchCollector(Collector):
 
 def _family(name: str, doc: str, extra: Iterable[str] = ()) -> GaugeMetricFamily:
     return GaugeMetricFamily(f"{BATCH}_{name}", doc, labels=[*BATCH_LABELS, *extra])
+
+
+def _gauge(
+    name: str, doc: str, values: Iterable[tuple[BatchSample, float | int]]
+) -> GaugeMetricFamily:
+    """A family of one sample per batch, labelled by the batch's ids."""
+    family = _family(name, doc)
+    add, full_name = family.add_sample, family.name
+    for b, value in values:
+        add(full_name, {"vector_store_id": b.vector_store_id, "batch_id": b.batch_id}, value)
+    return family
 
 
 def _info_labels(b: BatchSample) -> dict[str, str]:
