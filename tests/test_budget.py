@@ -6,7 +6,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from watcher.budget import RequestBudget
+from watcher.budget import SHARE_WINDOW_SECONDS, RequestBudget
 from watcher.headers import RateLimit
 
 
@@ -97,4 +97,33 @@ async def test_slot_sleeps_for_its_turn_and_caps_concurrency() -> None:
             tg.start_soon(one)
     assert most <= 2
     assert budget.granted == 5
-    assert clock.now == pytest.approx(1004.0)  # five turns, one second apart
+    # Five turns a second apart, and no second's share (here one) sent within 1.01 s.
+    assert clock.now == pytest.approx(1000.0 + 4 * SHARE_WINDOW_SECONDS)
+
+
+class LateClock(FakeClock):
+    """A clock whose sleeps end late by turns: 4 ms late, then twice on time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.late = [0.0, 0.0, 0.004]
+
+    async def sleep(self, seconds: float) -> None:
+        self.late.append(self.late.pop(0))
+        await super().sleep(seconds + self.late[0])
+
+
+async def test_late_turns_never_put_more_than_a_seconds_share_in_a_second() -> None:
+    """When one turn's sleep ends late and the next ones on time, no window of 1.01 s holds
+    more requests than the budget's share of a second."""
+    clock = LateClock()
+    budget = RequestBudget(12_000, 1, clock=clock, sleep=clock.sleep)
+    sent: list[float] = []
+    for _ in range(1000):
+        async with budget.slot():
+            sent.append(clock.now)
+    window = SHARE_WINDOW_SECONDS
+    most = max(
+        sum(1 for t in sent[i : i + 201] if t < start + window) for i, start in enumerate(sent)
+    )
+    assert most <= 200

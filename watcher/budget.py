@@ -1,21 +1,29 @@
 """One request budget and one concurrency cap, shared by every watch.
 
 Every request the client makes passes :meth:`RequestBudget.slot` first. Requests are spaced at
-least ``60 / per_minute`` seconds apart, so no window of any length sees more than its share of the
-budget; a 429 pauses everyone for the server's wait; and when the server's
-``x-ratelimit-remaining-requests`` runs low, the remaining requests are spread over the time until
-its reset, so that we slow down before the server has to say 429.
+least ``60 / per_minute`` seconds apart, and no more than a second's share of the budget goes out
+in any 1.01 s, so that the server never counts more than its share in one second, even when one
+request is late and the next on time. A 429 pauses everyone for the server's wait. When the
+server's ``x-ratelimit-remaining-requests`` runs low, the remaining requests are spread over the
+time until its reset, so that we slow down before the server has to say 429.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 import anyio
 
 from .headers import RateLimit
+
+#: No more than a second's share of the budget is sent in any window this long. The 10 ms over a
+#: second cost 1% of the rate at most, and absorb the difference in how long requests take to
+#: reach the server.
+SHARE_WINDOW_SECONDS = 1.01
 
 
 class RequestBudget:
@@ -40,6 +48,8 @@ class RequestBudget:
         self._max_concurrency = max_concurrency
         self._slots = anyio.Semaphore(max_concurrency, fast_acquire=True)
         self._slot = _Slot(self)
+        # When the last second's share of requests went out.
+        self._sent: deque[float] = deque(maxlen=math.ceil(per_minute / 60))
         self.granted = 0
         self.remaining: int | None = None  # the server's last word on remaining requests
 
@@ -57,6 +67,15 @@ class RequestBudget:
                 wait = self.reserve(self._clock())
                 if wait > 0:
                     await self._sleep(wait)
+                # A turn's sleep may end late and the next one's on time, and requests reach the
+                # server a little sooner or later than sent: so a second's share goes out over
+                # a little more than a second, and the server never sees more in one second.
+                sent = self._sent
+                if len(sent) == sent.maxlen:
+                    wait = sent[0] + SHARE_WINDOW_SECONDS - self._clock()
+                    if wait > 0:
+                        await self._sleep(wait)
+                sent.append(self._clock())
         except BaseException:
             self._slots.release()
             raise
