@@ -52,6 +52,16 @@ CREATE TABLE IF NOT EXISTS outbox (
 Row = tuple[str, str, str, str, float, str, str | None, float | None]
 
 
+@dataclass(slots=True)
+class _Pending:
+    """What was noted, taken to be written in one transaction."""
+
+    dirty: dict[Key, Row]
+    deleted: set[Key]
+    deliveries: list[tuple[Key, str]]
+    failure: BaseException | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
     id: int
@@ -181,12 +191,12 @@ class StateStore:
         self.save(watch)
         if self._outbox and watch.result is not None:
             self._deliveries.append((watch.key, json.dumps(watch.result.as_dict())))
-        await self._in_thread(self._commit_pending)
+        await self._commit()
 
     async def flush(self) -> None:
         """Write everything noted so far, durably."""
         if self._dirty or self._deleted or self._deliveries:
-            await self._in_thread(self._commit_pending)
+            await self._commit()
 
     async def run(self) -> None:
         """Flush noted progress every ``flush_seconds`` until cancelled; then flush once more."""
@@ -226,36 +236,66 @@ class StateStore:
         async with self._lock:
             return await anyio.to_thread.run_sync(work)
 
+    async def _commit(self) -> None:
+        """Write what is noted, in a worker thread. It is taken here, on the event loop where it
+        is noted: were the thread to take it, a watch noted meanwhile (a finished result whose
+        payload is being serialised) could land in a collection already taken, and be lost."""
+        async with self._lock:
+            pending = self._take()
+            try:
+                await anyio.to_thread.run_sync(self._write, pending)
+            finally:
+                # Back on the event loop, cancelled or not: the thread has finished by now.
+                if pending.failure is not None:
+                    self._give_back(pending)
+            if pending.failure is not None:
+                raise pending.failure
+
     def _commit_pending(self) -> None:
+        """:meth:`_commit`, here and now (on closing)."""
+        pending = self._take()
+        self._write(pending)
+        if pending.failure is not None:
+            self._give_back(pending)
+            raise pending.failure
+
+    def _take(self) -> _Pending:
+        pending = _Pending(self._dirty, self._deleted, self._deliveries)
+        self._dirty, self._deleted, self._deliveries = {}, set(), []
+        return pending
+
+    def _give_back(self, pending: _Pending) -> None:
+        # Nothing noted is dropped: what failed to write is noted again, unless newer.
+        for k, row in pending.dirty.items():
+            self._dirty.setdefault(k, row)
+        self._deleted |= pending.deleted - self._dirty.keys()
+        self._deliveries[:0] = pending.deliveries  # the finished rows they go with are back too
+
+    def _write(self, pending: _Pending) -> None:
+        """One transaction; a failure is kept in ``pending.failure``, for the event loop."""
         db = self._conn()
-        dirty, self._dirty = self._dirty, {}
-        deleted, self._deleted = self._deleted, set()
-        deliveries, self._deliveries = self._deliveries, []
         try:
             db.execute("BEGIN IMMEDIATE")
-            if deleted:
+            if pending.deleted:
                 db.executemany(
-                    "DELETE FROM watches WHERE vector_store_id = ? AND batch_id = ?", deleted
+                    "DELETE FROM watches WHERE vector_store_id = ? AND batch_id = ?",
+                    pending.deleted,
                 )
-            if dirty:
+            if pending.dirty:
                 db.executemany(
                     "INSERT OR REPLACE INTO watches VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    dirty.values(),
+                    pending.dirty.values(),
                 )
-            if deliveries:
+            if pending.deliveries:
                 db.executemany(
                     "INSERT INTO outbox (vector_store_id, batch_id, payload, created_at) "
                     "VALUES (?, ?, ?, strftime('%s', 'now'))",
-                    [(*key, payload) for key, payload in deliveries],
+                    [(*key, payload) for key, payload in pending.deliveries],
                 )
             db.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            # Nothing noted is dropped: what failed to write is noted again, unless newer.
-            for k, row in dirty.items():
-                self._dirty.setdefault(k, row)
-            self._deleted |= deleted - self._dirty.keys()
-            self._deliveries[:0] = deliveries  # the finished rows they go with are noted again
-            raise
+            pending.failure = exc
+            return
         self.writes += 1
