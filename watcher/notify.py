@@ -25,6 +25,7 @@ from .store import OutboxItem, StateStore
 log = structlog.get_logger("watcher.notify")
 
 SIGNATURE_HEADER = "X-Batch-Watcher-Signature"
+PAGE = 100  # deliveries read from the outbox at a time
 DELIVERY_HEADER = "X-Batch-Watcher-Delivery"
 
 
@@ -75,9 +76,16 @@ class Notifier:
                 # A fresh event before reading the outbox: a batch that finishes while we read
                 # or deliver sets this one, and the wait below returns at once.
                 self._wake = anyio.Event()
-                for item in await self._store.pending_deliveries():
+                items = await self._store.pending_deliveries(PAGE)
+                progressed = False
+                for item in items:
                     if await self._deliver(item):
                         await self._store.delivered(item.id)
+                        progressed = True
+                if len(items) == PAGE and progressed:
+                    # More may wait behind a full page, finished before this page was read:
+                    # their wake-up is spent. Read on now, not after the idle wait.
+                    continue
                 with anyio.move_on_after(self._idle):
                     await self._wake.wait()
         finally:
