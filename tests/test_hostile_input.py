@@ -174,8 +174,8 @@ class _Chunks(httpx.AsyncByteStream):
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
 async def test_a_compression_bomb_is_refused_without_inflating_it(encoding: str) -> None:
-    """200 MiB of zeros squeezed into 200 KB are refused at the size cap, allocating about
-    twice the cap, not the bomb."""
+    """200 MiB of zeros squeezed into 200 KB are refused at the size cap, allocating a few
+    times the cap, not the bomb."""
     zeros = b"0" * (200 * 2**20)
     bomb = gzip.compress(zeros, 9) if encoding == "gzip" else _deflate(zeros)
     cap = 2**20
@@ -497,7 +497,7 @@ def test_a_bad_value_in_the_file_is_refused_naming_its_key(
     where: tuple[str, str], value: object
 ) -> None:
     """Any one value a key does not accept is refused with problems about that key alone,
-    each starting with ``section.key`` and quoting the value."""
+    each starting with ``section.key``."""
     section, key = where
     for problem in (found := _problems(lambda: config_from_mapping({section: {key: value}}, {}))):
         assert problem.startswith(f"{section}.{key}"), problem

@@ -92,9 +92,10 @@ def render(data: Mapping[str, Any]) -> str:
     if soak.get("rss_start_mib") is not None:
         memory = (
             f"\nThe soak ran {soak.get('duration_seconds')} s. The daemon's resident memory "
-            f"was {soak['rss_start_mib']} MiB after warm-up and {soak['rss_end_mib']} MiB at "
-            f"the end, with {soak.get('batches_finished')} batches watched to the end and pruned "
-            "along the way.\n"
+            f"(the mean of three samples, each taken once a wave had ended and been pruned) was "
+            f"{soak['rss_start_mib']} MiB after warm-up and {soak['rss_end_mib']} MiB at the "
+            f"end, with {soak.get('batches_finished')} batches watched to their end on the way."
+            "\n"
         )
     return f"""# Reliability figures
 
@@ -106,7 +107,8 @@ instead of writing a non-zero number here.
 
 | column | what is counted |
 | --- | --- |
-| faults injected | faults the simulator fired, or tricks the hostile server played, or `kill -9`s |
+| faults injected | faults the simulator fired (with the 429s and 401s of its rate limit and key \
+check), tricks the hostile or echoing server played, or `kill -9`s |
 | requests made | API requests the server received |
 | batches finished | batches the watcher saw to an end (each counted once, across restarts) |
 | watches lost | watches acknowledged (configured, or answered 201) but missing later |

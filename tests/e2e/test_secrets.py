@@ -164,6 +164,7 @@ def test_no_secret_shows_anywhere(
 
     # The watch command, both outputs, then refused; each run against fresh scripts.
     targets = [f"{VS}/{b.batch_id}" for b in _batches()]
+    tricks, requests = sum(echo_server.tricks_played.values()), echo_server.total_requests
     for output, trick, status in (("json", None, 1), ("text", None, 1), ("json", "echo_401", 4)):
         with HostileServer(_batches()) as server:
             server.everything = trick
@@ -173,6 +174,8 @@ def test_no_secret_shows_anywhere(
             )
             assert done.returncode == status, done.stderr[-2000:]
             assert server.tricks_played[trick or "echo_files"] >= 1
+            tricks += sum(server.tricks_played.values())
+            requests += server.total_requests
         check(f"watch --output {output} ({trick or 'echoes'}): stdout", done.stdout)
         check(f"watch --output {output} ({trick or 'echoes'}): stderr", done.stderr)
 
@@ -184,5 +187,13 @@ def test_no_secret_shows_anywhere(
     check("check-config stdout", shown.stdout)
     check("check-config stderr", shown.stderr)
 
-    record(tmp_path, "secrets", secrets_leaked=len(found), places_checked=len(checked))
+    record(
+        tmp_path,
+        "secrets",
+        faults_injected=tricks,
+        requests=requests,
+        batches_finished=len({d.json["batch_id"] for d in deliveries}),
+        secrets_leaked=len(found),
+        places_checked=len(checked),
+    )
     assert not found, "\n".join(found)
