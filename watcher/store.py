@@ -78,11 +78,14 @@ def _row(watch: Watch) -> Row:
         "first_seen_at": watch.first_seen_at,
         "last_poll_at": watch.last_poll_at,
     }
+    options = watch.options.as_dict()
+    # Most watches have no labels and no options: "{}" without a trip through the encoder (a row
+    # is made on every poll that sees new counts).
     return (
         watch.vector_store_id,
         watch.batch_id,
-        json.dumps(watch.labels),
-        json.dumps(watch.options.as_dict()),
+        json.dumps(watch.labels) if watch.labels else "{}",
+        json.dumps(options) if options else "{}",
         watch.registered_at,
         json.dumps(progress),
         json.dumps(watch.result.as_dict()) if watch.result is not None else None,
