@@ -127,3 +127,13 @@ async def test_late_turns_never_put_more_than_a_seconds_share_in_a_second() -> N
         sum(1 for t in sent[i : i + 201] if t < start + window) for i, start in enumerate(sent)
     )
     assert most <= 200
+
+
+def test_pauses_are_capped() -> None:
+    """Neither a 429's wait nor a far-off rate-limit reset holds every watch past max_pause."""
+    budget = RequestBudget(600, 8, max_pause=300.0)
+    budget.pause(86400.0, now=1000.0)
+    assert budget.reserve(1000.0) == 300.0
+    other = RequestBudget(600, 8, max_pause=300.0)
+    other.observe(RateLimit(limit=100, remaining=0, reset_seconds=86400.0), now=1000.0)
+    assert other.reserve(1000.0) == 300.0

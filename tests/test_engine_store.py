@@ -1,14 +1,15 @@
-"""The engine with a state store that fails: an ending not on disk is never announced, and is
-retried until it is."""
+"""How the engine ends a watch: an ending not on disk is never announced (and is retried until
+it is), and what it keeps of the failed files is bounded."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import anyio
 
 from watcher.client import ClientSettings
-from watcher.engine import Engine, EngineSettings
+from watcher.engine import MAX_ERROR_CODES, Engine, EngineSettings, _bounded_codes
 from watcher.events import BatchFinished, Event
 from watcher.policy import PollSettings
 from watcher.simulator import BatchSpec, Simulator, serve_simulator
@@ -60,3 +61,13 @@ async def test_failed_durable_write_delays_the_announcement_until_it_succeeds(
     [restored] = StateStore(tmp_path / "state.sqlite3").open()
     assert restored.result is not None
     assert restored.result.status == "completed"
+
+
+def test_error_codes_are_bounded_per_batch() -> None:
+    """Past twenty distinct codes the rarest are counted as 'other'; the total stays exact."""
+    by_code = Counter({f"code_{i}": 100 - i for i in range(50)})
+    kept = _bounded_codes(by_code)
+    assert len(kept) == MAX_ERROR_CODES
+    assert sum(kept.values()) == sum(by_code.values())
+    assert kept["code_0"] == 100
+    assert "code_49" not in kept

@@ -99,3 +99,9 @@ def test_eta_from_the_rate_of_finished_files() -> None:
     assert eta_seconds(Progress(0, 0), Progress(0, 0), 100) is None
     assert eta_seconds(Progress(0, 5), Progress(10, 5), 100) is None
     assert eta_seconds(Progress(0, 0), Progress(10, 100), 100) == 0.0
+
+
+def test_an_absurd_retry_after_is_capped_at_max_interval() -> None:
+    """A day-long Retry-After is not obeyed: the watch looks again after max_interval."""
+    decision = next_poll(S, outcome=Outcome.RATE_LIMITED, retry_after=86400.0, random=fixed(0.0))
+    assert decision == Decision(300.0, Reason.RETRY_AFTER)

@@ -33,6 +33,7 @@ class RequestBudget:
         max_concurrency: int,
         *,
         reserve_fraction: float = 0.1,
+        max_pause: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
@@ -40,6 +41,9 @@ class RequestBudget:
             raise ValueError("the budget needs per_minute > 0 and max_concurrency >= 1")
         self.spacing = 60.0 / per_minute
         self.reserve_fraction = reserve_fraction
+        # However long a server asks everyone to wait, we look again after this: a misbehaving
+        # or hostile server must not be able to stop all polling for a day.
+        self.max_pause = max_pause
         self._clock = clock
         self._sleep = sleep
         self._next_free = float("-inf")
@@ -89,7 +93,7 @@ class RequestBudget:
 
     def pause(self, seconds: float, now: float | None = None) -> None:
         """No request for ``seconds`` (the server's wait after a 429 applies to every watch)."""
-        at = (self._clock() if now is None else now) + seconds
+        at = (self._clock() if now is None else now) + min(seconds, self.max_pause)
         self._next_free = max(self._next_free, at)
 
     def observe(self, rate_limit: RateLimit | None, now: float | None = None) -> None:
@@ -107,9 +111,8 @@ class RequestBudget:
         committed = max(0, self._max_concurrency - self._slots.value - 1)
         remaining = max(0, rate_limit.remaining - committed)
         if remaining <= max(1.0, limit * self.reserve_fraction):
-            at = self._clock() if now is None else now
             # Spread what is left over what is left of the window.
-            self._next_free = max(self._next_free, at + reset / (remaining + 1))
+            self.pause(reset / (remaining + 1), now)
 
 
 class _Slot:

@@ -117,6 +117,7 @@ class Engine:
         self.budget = RequestBudget(
             self.settings.max_requests_per_minute,
             self.settings.max_concurrency,
+            max_pause=self.settings.poll.max_interval,
             clock=clock,
             sleep=sleep,
         )
@@ -572,7 +573,7 @@ class Engine:
             status=status,
             file_counts=counts,
             failed_files=tuple(kept),
-            failed_by_code=dict(by_code),
+            failed_by_code=_bounded_codes(by_code),
             failed_files_listed=listed,
             failed_files_truncated=listed > len(kept),
             failed_files_complete=complete,
@@ -644,6 +645,19 @@ class Engine:
                 sink(event)
             except Exception:
                 log.exception("sink_failed", sink_event=type(event).__name__)
+
+
+#: Distinct error codes kept per batch; the rest are counted under "other". The API has a
+#: handful; a server that invents one per file must not invent as many metric series.
+MAX_ERROR_CODES = 20
+
+
+def _bounded_codes(by_code: Counter[str]) -> dict[str, int]:
+    if len(by_code) <= MAX_ERROR_CODES:
+        return dict(by_code)
+    kept = dict(by_code.most_common(MAX_ERROR_CODES - 1))
+    kept["other"] = kept.get("other", 0) + sum(by_code.values()) - sum(kept.values())
+    return kept
 
 
 def _outcome(exc: APIError) -> Outcome:

@@ -87,9 +87,11 @@ def _wait(
     if outcome is Outcome.NOT_FOUND:
         return Decision(_clamp(min(s.interval, 2.0), s), Reason.CONFIRM_NOT_FOUND)
     if outcome is Outcome.RATE_LIMITED and retry_after is not None:
-        # At least the server's wait, plus a little jitter so that watches do not return together.
-        spread = min(1.0, 0.1 * retry_after) * random()
-        return Decision(max(retry_after, s.min_interval) + spread, Reason.RETRY_AFTER)
+        # At least the server's wait (up to max_interval: a day-long Retry-After is not obeyed),
+        # plus a little jitter so that watches do not return together.
+        wait = _clamp(retry_after, s)
+        spread = min(1.0, 0.1 * wait) * random()
+        return Decision(wait + spread, Reason.RETRY_AFTER)
     if outcome in (Outcome.TRANSIENT, Outcome.RATE_LIMITED):
         return Decision(backoff(s, max(failures, 1), random), Reason.BACKOFF)
     if poll_after is not None:
