@@ -4,31 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from factories import ended_watch
+
 from watcher.config import config_from_mapping
 from watcher.daemon import Daemon
-from watcher.events import BatchResult
 from watcher.store import StateStore
-from watcher.watch import Phase, Watch
-
-
-def _ended(status: str, batch_id: str) -> Watch:
-    watch = Watch("vs_r", batch_id, registered_at=1.0)
-    watch.result = BatchResult(
-        vector_store_id="vs_r",
-        batch_id=batch_id,
-        status=status,
-        file_counts=None,
-        failed_files=(),
-        failed_by_code={},
-        failed_files_listed=0,
-        failed_files_truncated=False,
-        failed_files_complete=True,
-        elapsed_seconds=1.0,
-        finished_at=2.0,
-    )
-    watch.finished_at = 2.0
-    watch.phase = Phase.FINISHED
-    return watch
+from watcher.watch import Phase
 
 
 async def test_rejected_watches_are_tried_again_after_a_restart(tmp_path: Path) -> None:
@@ -38,7 +19,7 @@ async def test_rejected_watches_are_tried_again_after_a_restart(tmp_path: Path) 
     store = StateStore(path)
     store.open()
     for status, batch_id in (("rejected", "b_rejected"), ("completed", "b_done")):
-        await store.save_finished(_ended(status, batch_id))
+        await store.save_finished(ended_watch("vs_r", batch_id, status))
     store.close()
     daemon = Daemon(config_from_mapping({"state": {"path": str(path)}}, {}))
     daemon.restore()

@@ -10,10 +10,11 @@ from typing import Any
 
 import anyio
 import pytest
+from factories import ended_watch
 
 from watcher.events import BatchResult
 from watcher.store import StateStore
-from watcher.watch import Phase, Watch
+from watcher.watch import Watch
 
 VS = "vs_store"
 
@@ -34,22 +35,7 @@ class _Connection:
 
 
 def _finished(batch_id: str) -> Watch:
-    watch = Watch(VS, batch_id, registered_at=0.0)
-    watch.result = BatchResult(
-        vector_store_id=VS,
-        batch_id=batch_id,
-        status="completed",
-        file_counts=None,
-        failed_files=(),
-        failed_by_code={},
-        failed_files_listed=0,
-        failed_files_truncated=False,
-        failed_files_complete=True,
-        elapsed_seconds=1.0,
-        finished_at=1.0,
-    )
-    watch.finished_at, watch.phase = 1.0, Phase.FINISHED
-    return watch
+    return ended_watch(VS, batch_id)
 
 
 async def test_a_batch_finishing_while_a_flush_writes_keeps_its_webhook(

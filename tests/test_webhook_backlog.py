@@ -7,11 +7,10 @@ from pathlib import Path
 
 import anyio
 import httpx
+from factories import ended_watch
 
-from watcher.events import BatchResult
 from watcher.notify import PAGE, Notifier
 from watcher.store import StateStore
-from watcher.watch import Phase, Watch
 
 
 async def test_a_backlog_longer_than_a_page_is_delivered_without_waiting_for_a_wake_up(
@@ -22,21 +21,7 @@ async def test_a_backlog_longer_than_a_page_is_delivered_without_waiting_for_a_w
     store = StateStore(tmp_path / "state.sqlite3", outbox=True)
     store.open()
     for n in range(PAGE + PAGE // 2):
-        watch = Watch("vs_1", f"vsfb_{n:04d}", registered_at=0.0)
-        watch.result = BatchResult(
-            vector_store_id="vs_1",
-            batch_id=watch.batch_id,
-            status="completed",
-            file_counts=None,
-            failed_files=(),
-            failed_by_code={},
-            failed_files_listed=0,
-            failed_files_truncated=False,
-            failed_files_complete=True,
-            elapsed_seconds=1.0,
-            finished_at=1.0,
-        )
-        watch.finished_at, watch.phase = 1.0, Phase.FINISHED
+        watch = ended_watch("vs_1", f"vsfb_{n:04d}")
         await store.save_finished(watch)
     received: list[str] = []
     everything = anyio.Event()
