@@ -1,4 +1,4 @@
-"""The API boundary: one async client over one httpx transport (a connection pool).
+"""The API boundary: one async client over one ``httpx.AsyncClient``.
 
 Everything above this module speaks in :mod:`watcher.models` and :mod:`watcher.errors`. Errors
 are translated here, once, at the call; every error carries the HTTP status and the request id,
@@ -142,31 +142,28 @@ class APIClient:
         self._observer = observer
         self._clock = clock
         self._query = dict(settings.query)
-        # The headers an httpx.AsyncClient with these defaults sends, in its order (it adds
-        # Connection; Host comes from the URL).
-        headers = [
-            ("Connection", "keep-alive"),
-            ("User-Agent", USER_AGENT),
-            ("Accept", "application/json"),
-            ("Accept-Encoding", "gzip, deflate"),
-            ("OpenAI-Beta", "assistants=v2"),
-        ]
+        headers = {
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",
+            "OpenAI-Beta": "assistants=v2",
+        }
         if settings.organization:
-            headers.append(("OpenAI-Organization", settings.organization))
+            headers["OpenAI-Organization"] = settings.organization
         if settings.project:
-            headers.append(("OpenAI-Project", settings.project))
-        self._headers = headers
-        self._extensions = {"timeout": httpx.Timeout(settings.timeout_seconds).as_dict()}
+            headers["OpenAI-Project"] = settings.project
         limits = httpx.Limits(
             max_connections=settings.max_connections,
             max_keepalive_connections=settings.max_connections,
         )
-        # The transport, not an httpx.AsyncClient over it: the client's layers (auth flow,
-        # redirects, event hooks, URL and header merging, a cookie-jar round trip through
-        # urllib on every reply) cost more per request than everything this class does, and we
-        # use none of them but the cookies, kept below as the client keeps them.
-        self._transport = transport or httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
-        self._cookies = httpx.Cookies()
+        self._http = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(settings.timeout_seconds),
+            limits=limits,
+            transport=transport,
+            follow_redirects=False,
+            trust_env=False,
+        )
 
     async def __aenter__(self) -> APIClient:
         return self
@@ -175,7 +172,7 @@ class APIClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._transport.aclose()
+        await self._http.aclose()
 
     # -- the API ---------------------------------------------------------------------------
 
@@ -286,20 +283,12 @@ class APIClient:
             with anyio.fail_after(self.settings.timeout_seconds):
                 # No params rather than empty ones: httpx parses the URL a second time to merge
                 # even an empty mapping, which costs more than the rest of the request.
-                request = httpx.Request(
-                    method,
-                    url,
-                    params=params or None,
-                    headers=[*self._headers, *headers.items()],
-                    cookies=self._cookies or None,
-                    extensions=self._extensions,
+                request = self._http.build_request(
+                    method, url, params=params or None, headers=headers
                 )
-                response = await self._transport.handle_async_request(request)
-                response.request = request
+                response = await self._http.send(request, stream=True)
                 try:
                     reply_headers = _header_map(response.headers)
-                    if "set-cookie" in reply_headers:
-                        self._cookies.extract_cookies(response)
                     meta = read_meta(response.status_code, reply_headers)
                     raw = await self._read_capped(response, meta, reply_headers)
                 finally:
