@@ -52,7 +52,10 @@ async def _worker(pacer: Pacer, ids: Iterator[str], fetch: Fetch) -> None:
 
 
 async def _run_raw(args: argparse.Namespace, ids: Iterator[str]) -> None:
-    import httpx
+    import importlib
+
+    # httpx2 (pydantic's fork, which the openai SDK uses) has the same API.
+    httpx = importlib.import_module("httpx2" if args.kind == "raw-httpx2" else "httpx")
 
     headers = {
         "Authorization": f"Bearer {os.environ.get('OPENAI_API_KEY', '')}",
@@ -98,7 +101,7 @@ async def _serve(args: argparse.Namespace, ids: Iterator[str], fetch: Fetch) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.baselines")
-    parser.add_argument("kind", choices=("raw", "sdk"))
+    parser.add_argument("kind", choices=("raw", "raw-httpx2", "sdk"))
     parser.add_argument("--base-url", required=True, help="the API's base URL, ending in /v1")
     parser.add_argument("--vector-store-id", required=True)
     parser.add_argument("--ids-file", type=Path, required=True, help="batch ids, one a line")
@@ -107,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     batch_ids = args.ids_file.read_text(encoding="utf-8").split()
     ids = itertools.cycle(batch_ids)
-    run = _run_raw if args.kind == "raw" else _run_sdk
+    run = _run_sdk if args.kind == "sdk" else _run_raw
     asyncio.run(run(args, ids))
     return 0
 

@@ -112,8 +112,11 @@ async def _until(predicate: Callable[[], bool]) -> None:
         await anyio.sleep(0.02)
 
 
-async def watcher_loop(n: int, polls: int, concurrency: int) -> tuple[float, float]:
-    """CPU seconds and loop steps per poll of the daemon's engine, after its first sweep."""
+async def watcher_loop(
+    n: int, polls: int, concurrency: int, without: frozenset[str] = frozenset()
+) -> tuple[float, float]:
+    """CPU seconds and loop steps per poll of the daemon's engine, after its first sweep.
+    ``without`` leaves parts out, to see what they cost: ``store``, ``log``, ``metrics``."""
     from watcher.config import config_from_mapping
     from watcher.daemon import Daemon, client_settings, engine_settings
     from watcher.engine import Engine
@@ -140,12 +143,15 @@ async def watcher_loop(n: int, polls: int, concurrency: int) -> tuple[float, flo
         )
         daemon = Daemon(config)
         # The daemon's own wiring (see Daemon.__post_init__), over the mock transport.
+        sinks = [] if "log" in without else [log_event]
+        if "metrics" not in without:
+            sinks.append(daemon.metrics.on_event)
         daemon.engine = engine = Engine(
             client_settings(config),
             engine_settings(config),
-            sinks=[log_event, daemon.metrics.on_event],
-            observers=[daemon.metrics.on_exchange],
-            store=daemon.store,
+            sinks=sinks,
+            observers=[] if "metrics" in without else [daemon.metrics.on_exchange],
+            store=None if "store" in without else daemon.store,
             transport=httpx.MockTransport(_handler()),
         )
         daemon.restore()
@@ -170,16 +176,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--polls", type=int, default=20_000, help="measured polls per run")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; the best counts")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--without",
+        default="",
+        help="comma-separated parts of the daemon to leave out: store, log, metrics",
+    )
     args = parser.parse_args(argv)
+    without = frozenset(filter(None, args.without.split(",")))
     _count_steps()
     raw = [asyncio.run(raw_loop(args.n, args.polls, args.concurrency)) for _ in range(args.repeat)]
     ours = [
-        anyio.run(watcher_loop, args.n, args.polls, args.concurrency) for _ in range(args.repeat)
+        anyio.run(watcher_loop, args.n, args.polls, args.concurrency, without)
+        for _ in range(args.repeat)
     ]
     raw_cpu, raw_steps = min(raw)
     our_cpu, our_steps = min(ours)
     print(f"raw httpx loop: {raw_cpu * 1e6:7.1f} µs CPU per poll, {raw_steps:.2f} loop steps")
-    print(f"watcher:        {our_cpu * 1e6:7.1f} µs CPU per poll, {our_steps:.2f} loop steps")
+    label = f"watcher{' without ' + ', '.join(sorted(without)) if without else ''}:"
+    print(f"{label:16s}{our_cpu * 1e6:7.1f} µs CPU per poll, {our_steps:.2f} loop steps")
     print(f"watcher - raw:  {(our_cpu - raw_cpu) * 1e6:7.1f} µs per poll")
     print("all runs (µs): raw " + ", ".join(f"{c * 1e6:.0f}" for c, _ in raw), end="; ")
     print("watcher " + ", ".join(f"{c * 1e6:.0f}" for c, _ in ours))

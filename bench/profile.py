@@ -33,32 +33,17 @@ from .scenarios import (
 )
 
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]*)(?::\d+)?\)$")
-#: Package shares are reported for these, in this order; anything else is "other".
-PACKAGES = (
-    "watcher",
-    "httpx",
-    "httpcore",
-    "h11",
-    "anyio",
-    "asyncio",
-    "json",
-    "structlog",
-    "prometheus_client",
-    "sqlite3",
-    "openai",
-    "pydantic",
-    "ssl",
-)
 
 
 def _package(path: str) -> str:
+    """The package a frame's file belongs to, from the path py-spy shows (``httpx/_client.py``,
+    ``asyncio/events.py``; a lone ``selectors.py`` is a module of the standard library)."""
     parts = Path(path).parts
-    for name in PACKAGES:
-        if name in parts or f"{name}.py" in parts:
-            return name
     if "site-packages" in parts:
         return parts[parts.index("site-packages") + 1]
-    return "other (stdlib, interpreter)"
+    if len(parts) > 1 and not Path(path).is_absolute():
+        return parts[0]
+    return "other (stdlib modules, interpreter)"
 
 
 def _frame(text: str) -> tuple[str, str]:
@@ -68,8 +53,9 @@ def _frame(text: str) -> tuple[str, str]:
     return match["func"], match["file"]
 
 
-def summarize(collapsed: str, top: int = 30) -> str:
-    """Shares of samples by package (self time) and the hottest functions."""
+def summarize(collapsed: str, top: int = 30, polls: int = 0) -> str:
+    """Shares of samples by package (self time) and the hottest functions; with ``polls``, the
+    samples per 1,000 polls too, to compare clients polling at the same rate."""
     total = 0
     self_by_func: Counter[str] = Counter()
     incl_by_func: Counter[str] = Counter()
@@ -91,8 +77,12 @@ def summarize(collapsed: str, top: int = 30) -> str:
             incl_by_func[fname] += count
     if not total:
         return "no samples"
-    out = [f"{total} samples", "", "self time by package:"]
-    out += [f"  {n / total:6.1%}  {pkg}" for pkg, n in by_package.most_common()]
+    out = [f"{total} samples" + (f", {1000 * total / polls:.0f} per 1,000 polls" if polls else "")]
+    out += ["", "self time by package" + (" (samples per 1,000 polls):" if polls else ":")]
+    out += [
+        f"  {n / total:6.1%}  {pkg}" + (f"  ({1000 * n / polls:.0f})" if polls else "")
+        for pkg, n in by_package.most_common()
+    ]
     out += ["", "hottest functions, self time:"]
     out += [f"  {n / total:6.1%}  {f}" for f, n in self_by_func.most_common(top)]
     out += ["", "hottest functions, inclusive time:"]
@@ -145,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     workdir / "client.log",
                 )
             time.sleep(plan.warmup_seconds)
+            before = sim.stats()["requests"]
             subprocess.run(
                 [
                     py_spy,
@@ -164,12 +155,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 check=True,
                 stdout=subprocess.DEVNULL,
             )
+            polls = sim.stats()["requests"] - before
         finally:
             if client is not None:
                 client.stop()
             sim.stop()
-    print(f"collapsed stacks: {args.output}")
-    print(summarize(args.output.read_text(encoding="utf-8")))
+    print(f"collapsed stacks: {args.output}; {polls} polls while sampling")
+    print(summarize(args.output.read_text(encoding="utf-8"), polls=polls))
     return 0
 
 
