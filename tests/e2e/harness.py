@@ -322,7 +322,14 @@ class WebhookReceiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                declared = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(declared)
+                if len(body) < declared:
+                    # The sender died mid-request (a kill -9 in a restart test): a real receiver
+                    # never sees that as a delivery, and neither does this one.
+                    self.send_response(400)
+                    self.end_headers()
+                    return
                 with receiver._lock:
                     receiver.deliveries.append(Delivery(dict(self.headers.items()), body))
                 self.send_response(200)
