@@ -36,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=Path("docs/benchmarks.md"))
     parser.add_argument("--json", type=Path, help="also write every number as JSON here")
     parser.add_argument("--workdir", type=Path, help="keep configs and logs here")
+    parser.add_argument("--commit", help="the commit measured (default: asked of git here)")
     args = parser.parse_args(argv)
     sizes = [SMOKE_N] if args.smoke else args.n
 
@@ -55,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
 
     info = machine()
+    if args.commit:
+        info["commit"] = args.commit
     header = ["", *(f"N={r.plan.n:,}" for r in results), "target"]
     rows = [header, *([what, *values, target] for what, values, target in summary_rows(results))]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
