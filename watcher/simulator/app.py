@@ -24,6 +24,7 @@ from .stats import UNKNOWN_ENDPOINT, RequestRecord
 from .wire import (
     HTML,
     Reply,
+    client_gone,
     drop_connection,
     error_reply,
     json_reply,
@@ -139,6 +140,9 @@ class SimulatorApp:
                 return
             if kind is FaultKind.SLOW:
                 await anyio.sleep(fault.delay_seconds)
+                if client_gone(scope):
+                    # It gave up waiting: no one sees this reply, so no one saw the batch end.
+                    return
             elif kind is FaultKind.VANISH and found is not None:
                 sim.vanish(batch_id)
             else:

@@ -79,6 +79,13 @@ async def send_cut(
     await close_connection(scope, receive, abort=False)
 
 
+def client_gone(scope: Scope) -> bool:
+    """Whether the client has already closed this request's connection (a timeout on its side).
+    False when it cannot be known (no transport at hand)."""
+    transport: asyncio.Transport | None = scope.get("state", {}).get(TRANSPORT_KEY)
+    return transport is not None and transport.is_closing()
+
+
 async def drop_connection(scope: Scope, receive: Receive, send: Send) -> None:
     """End the exchange without a reply: the client sees its connection closed.
 
