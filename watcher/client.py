@@ -101,22 +101,31 @@ class ClientSettings:
         return dataclasses.replace(self, **changes)
 
 
-def validate_base_url(url: str) -> str:
-    """The URL without a trailing slash, or a :class:`ValueError` saying what is wrong."""
+def check_base_url(url: str) -> str:
+    """The URL without a trailing slash, or a :class:`ValueError` saying what is wrong with it
+    (without repeating it). The configuration's check adds its own rules on top."""
     if any(ch.isspace() or not ch.isprintable() for ch in url):
-        raise ValueError(f"{url!r} contains spaces or control characters")
+        raise ValueError("contains spaces or control characters")
     try:
         parts = urlsplit(url)
         # A port that is no number in 0..65535 fails only here, not when the URL is split; left
         # for later, it failed every request with an error no one translated.
         parts.port  # noqa: B018
     except ValueError as exc:
-        raise ValueError(f"{url!r} is not a URL: {exc}") from None
+        raise ValueError(f"is not a URL: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{url!r} is not an http(s) URL with a host")
+        raise ValueError("is not an http(s) URL with a host")
     if parts.query or parts.fragment:
-        raise ValueError(f"{url!r} must not carry a query or fragment")
+        raise ValueError("has a query or fragment")
     return url.rstrip("/")
+
+
+def validate_base_url(url: str) -> str:
+    """:func:`check_base_url`, with the URL named in the error."""
+    try:
+        return check_base_url(url)
+    except ValueError as exc:
+        raise ValueError(f"{url!r} {exc}") from None
 
 
 class APIClient:

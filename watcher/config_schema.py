@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, get_args
 from urllib.parse import urlsplit
 
+from .client import check_base_url
 from .logs import LEVELS, LogFormat
 
 Kind = Literal[
@@ -241,20 +242,11 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def _check_url(value: str) -> str:
-    if any(ch.isspace() or not ch.isprintable() for ch in value):
-        raise ValueError("contains spaces or control characters")
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError:
-        raise ValueError("is not a URL") from None
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ValueError("is not an http(s) URL with a host")
+    url = check_base_url(value)
+    parts = urlsplit(value)
     if parts.username is not None or parts.password is not None:
         raise ValueError("holds credentials; give secrets by *_env or *_file instead")
-    if parts.query or parts.fragment:
-        raise ValueError("has a query or fragment")
-    return value.rstrip("/")
+    return url
 
 
 def _from_text(kind: Kind, text: str) -> object:
