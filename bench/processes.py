@@ -221,8 +221,8 @@ class DaemonProcess(Process):
         self.entries += entries
         return entries
 
-    def get(self, path: str) -> httpx.Response:
-        response = self._http.get(path)
+    def get(self, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        response = self._http.get(path, headers=headers)
         response.raise_for_status()
         return response
 

@@ -55,7 +55,9 @@ class Plan:
     window_seconds: float = 30.0
     idle_seconds: float = 5.0
     rounds: int = 3
-    scrapes: int = 5
+    #: Scrapes after the first, this far apart (the scrape interval deploy/ ships).
+    scrapes: int = 4
+    scrape_interval: float = 30.0
     detect_interval: float = 6.0
     detect_files: int = 1000
     detect_duration: float = 30.0
@@ -75,7 +77,8 @@ PLANS = {
         window_seconds=6.0,
         rounds=2,
         idle_seconds=2.0,
-        scrapes=3,
+        scrapes=2,
+        scrape_interval=3.0,
         detect_interval=2.5,
         detect_duration=10.0,
     ),
@@ -145,7 +148,9 @@ class SteadyResult:
     sdk: ClientRun
     idle_rss: int
     rss_after_scrapes: int
-    scrape_seconds: list[float]
+    first_scrape_seconds: float  # the first scrape: every line rendered
+    scrape_seconds: list[float]  # the scrapes after it, plan.scrape_interval apart
+    polls_between_scrapes: list[int]  # requests the simulator saw since the scrape before
     scrape_bytes: int
     batch_series: int  # the batches /metrics showed
     api_requests_metric: float  # the daemon's own count of its requests
@@ -217,6 +222,11 @@ def daemon_sections(
 
 
 _SAMPLE = re.compile(r"^batch_watcher_api_requests_total\{[^}]*\} (\S+)$", re.MULTILINE)
+#: What Prometheus 2 asks /metrics for (OpenMetrics first); Debian's prometheus is 2.x.
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
 
 
 def run_steady(plan: Plan, workdir: Path, say: Any = print) -> SteadyResult:
@@ -280,11 +290,27 @@ def run_steady(plan: Plan, workdir: Path, say: Any = print) -> SteadyResult:
                 client.pause()
 
         daemon.resume()
-        scrapes, body = [], b""
-        for _ in range(plan.scrapes):
+        say(f"N={plan.n}: scrapes, {plan.scrape_interval:g}s apart, while polling")
+        time.sleep(plan.warmup_seconds)
+
+        def scrape() -> tuple[float, bytes]:
             started = time.perf_counter()
-            body = daemon.get("/metrics").content
-            scrapes.append(time.perf_counter() - started)
+            body = daemon.get("/metrics", headers={"accept": PROMETHEUS_ACCEPT}).content
+            return time.perf_counter() - started, body
+
+        # Scrapes start scrape_interval apart, as Prometheus's do.
+        polled = sim.stats()["requests"]
+        first, body = scrape()
+        scrapes: list[float] = []
+        between: list[int] = []
+        last = first
+        for _ in range(plan.scrapes):
+            time.sleep(max(0.0, plan.scrape_interval - last))
+            requests = sim.stats()["requests"]
+            between.append(requests - polled)
+            polled = requests
+            last, body = scrape()
+            scrapes.append(last)
         rss_after_scrapes = daemon.rss()
         text = body.decode()
     finally:
@@ -299,7 +325,9 @@ def run_steady(plan: Plan, workdir: Path, say: Any = print) -> SteadyResult:
         sdk=runs["sdk"],
         idle_rss=idle_rss,
         rss_after_scrapes=rss_after_scrapes,
+        first_scrape_seconds=first,
         scrape_seconds=scrapes,
+        polls_between_scrapes=between,
         scrape_bytes=len(body),
         batch_series=text.count("\nopenai_vector_store_file_batch_info{"),
         api_requests_metric=sum(float(v) for v in _SAMPLE.findall(text)),
