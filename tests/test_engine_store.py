@@ -63,6 +63,58 @@ async def test_failed_durable_write_delays_the_announcement_until_it_succeeds(
     assert restored.result.status == "completed"
 
 
+class RecordingStore(StateStore):
+    """A real store that keeps the name of each call the engine makes to note a watch."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.calls: list[str] = []
+
+    def save(self, watch: Watch) -> None:
+        self.calls.append("save")
+        super().save(watch)
+
+    def note_progress(self, watch: Watch) -> None:
+        self.calls.append("note_progress")
+        super().note_progress(watch)
+
+    async def save_finished(self, watch: Watch) -> None:
+        self.calls.append("save_finished")
+        await super().save_finished(watch)
+
+
+async def test_progress_after_the_first_reply_is_only_noted(tmp_path: Path) -> None:
+    """The engine saves a new watch and its first reply, only notes the progress seen after,
+    and writes the ending durably; the store then holds the result."""
+    sim = Simulator([BatchSpec("vs_p", "b_p", total_files=20, duration_seconds=0.5)])
+    store = RecordingStore(tmp_path / "state.sqlite3")
+    store.open()
+    settings = EngineSettings(
+        poll=PollSettings(interval=0.02, min_interval=0.01, max_interval=0.05),
+        max_requests_per_minute=60_000,
+    )
+    async with serve_simulator(sim) as url:
+        engine = Engine(ClientSettings(base_url=url), settings, store=store)
+        async with anyio.create_task_group() as tg:
+            await tg.start(engine.run)
+            engine.add("vs_p", "b_p")
+            with anyio.fail_after(20):
+                await engine.wait_idle()
+            tg.cancel_scope.cancel()
+    # save_finished saves the finished watch itself, hence its inner "save".
+    assert store.calls[:2] == ["save", "save"]
+    assert store.calls[-2:] == ["save_finished", "save"]
+    noted = store.calls[2:-2]
+    assert noted
+    assert set(noted) == {"note_progress"}
+    store.close()
+    again = StateStore(tmp_path / "state.sqlite3")
+    [restored] = again.open()
+    again.close()
+    assert restored.result is not None
+    assert restored.result.status == "completed"
+
+
 def test_error_codes_are_bounded_per_batch() -> None:
     """Past twenty distinct codes the rarest are counted as 'other'; the total stays exact."""
     by_code = Counter({f"code_{i}": 100 - i for i in range(50)})

@@ -195,6 +195,140 @@ async def test_the_run_loop_flushes_progress_and_flushes_again_when_cancelled(
     store.close()
 
 
+def _completed(path: Path) -> dict[str, int]:
+    """Each stored watch's ``file_counts.completed``, by batch id, as on disk."""
+    return {
+        r["batch_id"]: json.loads(r["progress"])["file_counts"]["completed"] for r in _rows(path)
+    }
+
+
+async def test_noted_progress_waits_for_a_checkpoint(store: StateStore) -> None:
+    """Noted progress is not written by a flush, only by a checkpoint, as the watch is then."""
+    watch = _watch()
+    store.note_progress(watch)
+    await store.flush()
+    assert _rows(store.path) == []
+    assert store.writes == 0
+
+    watch.file_counts = FileCounts(completed=7, total=10)  # moved again, not noted again
+    await store.flush(progress=True)
+    assert store.writes == 1
+    assert _completed(store.path) == {"vsfb_1": 7}
+
+    await store.flush(progress=True)  # nothing noted since: nothing written
+    assert store.writes == 1
+
+
+async def test_the_run_loop_checkpoints_progress_every_progress_seconds(tmp_path: Path) -> None:
+    """``run`` leaves noted progress to the checkpoint while it flushes saved watches, writes
+    it when ``progress_seconds`` come, and writes what is noted after once more when cancelled."""
+    store = StateStore(tmp_path / "state.sqlite3", flush_seconds=0.01, progress_seconds=3600.0)
+    store.open()
+    noted = _watch("vsfb_noted")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(store.run)
+        store.note_progress(noted)
+        store.save(_watch("vsfb_saved"))
+        with anyio.fail_after(5):
+            while True:
+                if _rows(store.path):
+                    break
+                await anyio.sleep(0.01)
+        # A flush that came after the note wrote the saved watch, and left the note alone.
+        assert [r["batch_id"] for r in _rows(store.path)] == ["vsfb_saved"]
+
+        store.progress_seconds = 0.01
+        with anyio.fail_after(5):
+            while True:
+                if len(_rows(store.path)) == 2:
+                    break
+                await anyio.sleep(0.01)
+        store.progress_seconds = 3600.0
+        noted.file_counts = FileCounts(completed=9, total=10)
+        store.note_progress(noted)
+        tg.cancel_scope.cancel()  # no await since the note: only the last flush can write it
+    assert _completed(store.path) == {"vsfb_noted": 9, "vsfb_saved": 5}
+    store.close()
+
+
+async def test_a_clean_close_writes_noted_progress(store: StateStore) -> None:
+    """Progress noted and never checkpointed is on disk once the store is closed."""
+    watch = _watch()
+    await store.save_finished(_finish(_watch("vsfb_done")))  # the file holds something already
+    watch.file_counts = FileCounts(completed=6, total=10)
+    store.note_progress(watch)
+    store.close()
+    again = StateStore(store.path)
+    restored = {w.batch_id: w for w in again.open()}
+    again.close()
+    assert sorted(restored) == ["vsfb_1", "vsfb_done"]
+    assert restored["vsfb_1"].file_counts == FileCounts(completed=6, total=10)
+
+
+async def test_a_save_supersedes_noted_progress(store: StateStore) -> None:
+    """A save after a progress note writes the watch at once, and leaves no note to write."""
+    watch = _watch()
+    store.note_progress(watch)
+    watch.file_counts = FileCounts(completed=8, total=10)
+    store.save(watch)
+    await store.flush()
+    assert _completed(store.path) == {"vsfb_1": 8}
+    assert store.writes == 1
+
+    watch.file_counts = FileCounts(completed=9, total=10)  # moved, but neither saved nor noted
+    await store.flush(progress=True)
+    assert store.writes == 1
+    assert _completed(store.path) == {"vsfb_1": 8}
+
+
+async def test_progress_noted_after_a_save_is_written_over_it(store: StateStore) -> None:
+    """When a watch is saved, then noted, a checkpoint writes the noted (newer) state."""
+    watch = _watch()
+    store.save(watch)
+    watch.file_counts = FileCounts(completed=9, total=10)
+    store.note_progress(watch)
+    await store.flush(progress=True)
+    assert store.writes == 1
+    assert _completed(store.path) == {"vsfb_1": 9}
+
+
+async def test_a_delete_supersedes_noted_progress(store: StateStore) -> None:
+    """A watch deleted after a progress note is not written back by the next checkpoint."""
+    store.save(_watch("vsfb_keep"))
+    store.save(_watch("vsfb_gone"))
+    await store.flush()
+    store.note_progress(_watch("vsfb_gone"))
+    store.note_progress(_watch("vsfb_brief"))  # never written at all
+    store.delete(("vs_1", "vsfb_gone"))
+    store.delete(("vs_1", "vsfb_brief"))
+    await store.flush(progress=True)
+    assert [r["batch_id"] for r in _rows(store.path)] == ["vsfb_keep"]
+    store.close()
+    again = StateStore(store.path)
+    assert [w.batch_id for w in again.open()] == ["vsfb_keep"]
+    again.close()
+
+
+async def test_a_watch_finished_after_progress_notes_keeps_its_result(store: StateStore) -> None:
+    """A watch noted several times then finished is on disk with its result, and no pending
+    note writes it again."""
+    watch = _watch()
+    for completed in (6, 7):
+        watch.file_counts = FileCounts(completed=completed, total=10)
+        store.note_progress(watch)
+    await store.save_finished(_finish(watch))
+    assert store.writes == 1
+    await store.flush(progress=True)
+    assert store.writes == 1
+    store.close()
+    again = StateStore(store.path)
+    [restored] = again.open()
+    again.close()
+    assert restored.phase is Phase.FINISHED
+    assert restored.result == watch.result
+    assert [r["batch_id"] for r in _rows(store.path, "outbox")] == ["vsfb_1"]
+
+
 async def test_delete_removes_the_watch(store: StateStore) -> None:
     """A deleted watch is gone from disk after the next flush, and does not come back."""
     store.save(_watch("vsfb_keep"))
@@ -271,6 +405,37 @@ async def test_the_outbox_row_and_the_finished_state_commit_together(store: Stat
     assert sorted(r["batch_id"] for r in _rows(store.path)) == ["vsfb_bystander", "vsfb_done"]
     # ... with its delivery: a finished batch on disk always has its webhook payload queued.
     assert [r["batch_id"] for r in _rows(store.path, "outbox")] == ["vsfb_done"]
+
+
+async def test_a_failed_checkpoint_gives_noted_progress_back(store: StateStore) -> None:
+    """Progress whose checkpoint fails is noted again, and written by the next checkpoint as the
+    watch is then; a watch deleted meanwhile is not."""
+    moving, gone = _watch("vsfb_moving"), _watch("vsfb_gone")
+    store.save(moving)
+    store.save(gone)
+    await store.flush()
+    db = sqlite3.connect(store.path)
+    db.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON watches BEGIN SELECT RAISE(ABORT, 'full'); END"
+    )
+    db.commit()
+    moving.file_counts = FileCounts(completed=6, total=10)
+    store.note_progress(moving)
+    store.note_progress(gone)
+    store.note_progress(_watch("vsfb_new"))
+    with pytest.raises(sqlite3.IntegrityError, match="full"):
+        await store.flush(progress=True)
+    assert _completed(store.path) == {"vsfb_moving": 5, "vsfb_gone": 5}
+
+    db.execute("DROP TRIGGER refuse")
+    db.commit()
+    db.close()
+    store.delete(("vs_1", "vsfb_gone"))
+    moving.file_counts = FileCounts(completed=7, total=10)
+    await store.flush()  # the deletion; the notes came back as notes, not as saved rows
+    assert _completed(store.path) == {"vsfb_moving": 5}
+    await store.flush(progress=True)
+    assert _completed(store.path) == {"vsfb_moving": 7, "vsfb_new": 5}
 
 
 def test_a_damaged_file_is_refused_naming_the_key(tmp_path: Path) -> None:

@@ -72,6 +72,10 @@ class WatchStore(Protocol):
     def save(self, watch: Watch) -> None:
         """Note the watch's latest state; may be written a little later."""
 
+    def note_progress(self, watch: Watch) -> None:
+        """The watch's counts or status moved; written at the next progress checkpoint, may be
+        lost in a crash."""
+
     async def save_finished(self, watch: Watch) -> None:
         """Write the ended watch durably; returns once it is on disk."""
 
@@ -390,7 +394,8 @@ class Engine:
         watch.not_found_seen = 0
         watch.rejections = 0
         watch.last_poll_at = wall
-        if watch.first_seen_at is None:
+        first_reply = watch.first_seen_at is None
+        if first_reply:
             watch.first_seen_at = wall
             watch.last_change = now
         watch.created_at = batch.created_at
@@ -419,7 +424,12 @@ class Engine:
                 )
             )
             if self._store is not None:
-                self._store.save(watch)
+                # Counts and status lost in a crash come back with the next poll; the first
+                # reply's ``first_seen_at`` would not (a result's elapsed time starts there).
+                if first_reply:
+                    self._store.save(watch)
+                else:
+                    self._store.note_progress(watch)
         if batch.status not in KNOWN_STATUSES and watch.unknown_status_seen != batch.status:
             watch.unknown_status_seen = batch.status
             self._emit(StatusUnknown(**_ids(watch), status=batch.status))

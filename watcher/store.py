@@ -1,18 +1,23 @@
 """The daemon's state: every watch and how it stands, in SQLite (WAL mode), across restarts.
 
-Progress is written in batches (one transaction a second at most), because a lost progress
-update costs nothing: the next poll brings it back. What must not be lost is written at once and
-durably: a watch registered through the API (:meth:`StateStore.flush` before answering), and a
-finished batch (:meth:`StateStore.save_finished` before it is announced, so that a restart never
-announces it twice). Webhook deliveries wait in an outbox table until they succeed.
+Writes follow two cadences. A watch saved (:meth:`StateStore.save`: a new watch, its first
+reply) or deleted is written within ``flush_seconds`` (1 s), in one transaction with everything
+else saved meanwhile. Progress (:meth:`StateStore.note_progress`: new counts or a new status) is
+only noted, and written every ``progress_seconds`` (30 s), because a lost progress update costs
+nothing: the next poll brings it back; a crash loses up to that much of it, a clean shutdown
+none. What must not be lost is written at once and durably: a watch registered through the API
+(:meth:`StateStore.flush` before answering), and a finished batch
+(:meth:`StateStore.save_finished` before it is announced, so that a restart never announces it
+twice). Webhook deliveries wait in an outbox table until they succeed.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -59,6 +64,9 @@ class _Pending:
     dirty: dict[Key, Row]
     deleted: set[Key]
     deliveries: list[tuple[Key, str]]
+    # Noted progress (at a checkpoint), and the rows made of it: newer than ``dirty``'s.
+    progress: dict[Key, Watch] = field(default_factory=dict)
+    progress_rows: list[Row] = field(default_factory=list)
     failure: BaseException | None = None
 
 
@@ -80,7 +88,7 @@ def _row(watch: Watch) -> Row:
     }
     options = watch.options.as_dict()
     # Most watches have no labels and no options: "{}" without a trip through the encoder (a row
-    # is made on every poll that sees new counts).
+    # is made of every watch whose counts moved, at each progress checkpoint).
     return (
         watch.vector_store_id,
         watch.batch_id,
@@ -119,15 +127,25 @@ def _watch(row: sqlite3.Row) -> Watch:
 class StateStore:
     """One SQLite file. Open with :meth:`open`; run :meth:`run` in the task group to flush."""
 
-    def __init__(self, path: Path, *, flush_seconds: float = 1.0, outbox: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        flush_seconds: float = 1.0,
+        progress_seconds: float = 30.0,
+        outbox: bool = False,
+    ) -> None:
         """``outbox``: keep each finished batch's result for the webhook notifier."""
         self.path = path
         self._outbox = outbox
         self.flush_seconds = flush_seconds
+        self.progress_seconds = progress_seconds
         self._db: sqlite3.Connection | None = None
         self._lock = anyio.Lock()
         self._dirty: dict[Key, Row] = {}
         self._deleted: set[Key] = set()
+        # Watches whose progress moved since the last checkpoint; their rows are made when taken.
+        self._progress: dict[Key, Watch] = {}
         # Webhook payloads of finished watches, written in the transaction that writes the watch.
         self._deliveries: list[tuple[Key, str]] = []
         self.writes = 0
@@ -184,10 +202,17 @@ class StateStore:
 
     def save(self, watch: Watch) -> None:
         self._deleted.discard(watch.key)
+        self._progress.pop(watch.key, None)  # the row made now is newer
         self._dirty[watch.key] = _row(watch)
+
+    def note_progress(self, watch: Watch) -> None:
+        """Note that the watch's progress moved; its row is made and written at the next
+        checkpoint (every ``progress_seconds``), from the watch as it is then."""
+        self._progress[watch.key] = watch
 
     def delete(self, key: Key) -> None:
         self._dirty.pop(key, None)
+        self._progress.pop(key, None)
         self._deleted.add(key)
 
     async def save_finished(self, watch: Watch) -> None:
@@ -196,20 +221,30 @@ class StateStore:
             self._deliveries.append((watch.key, json.dumps(watch.result.as_dict())))
         await self._commit()
 
-    async def flush(self) -> None:
-        """Write everything noted so far, durably."""
-        if self._dirty or self._deleted or self._deliveries:
-            await self._commit()
+    async def flush(self, *, progress: bool = False) -> None:
+        """Write everything saved so far, durably; noted progress only with ``progress`` (a
+        checkpoint). The control API flushes without it: a registration needs its own saved row
+        on disk before the answer, not the latest counts of every other watch."""
+        if self._dirty or self._deleted or self._deliveries or (progress and self._progress):
+            await self._commit(progress=progress)
 
     async def run(self) -> None:
-        """Flush noted progress every ``flush_seconds`` until cancelled; then flush once more."""
+        """Flush saved watches every ``flush_seconds`` and noted progress every
+        ``progress_seconds`` until cancelled; then flush both once more."""
+        last_checkpoint = anyio.current_time()
         try:
             while True:
-                await anyio.sleep(self.flush_seconds)
-                await self.flush()
+                until_checkpoint = last_checkpoint + self.progress_seconds - anyio.current_time()
+                await anyio.sleep(max(0.0, min(self.flush_seconds, until_checkpoint)))
+                now = anyio.current_time()
+                if now >= last_checkpoint + self.progress_seconds:
+                    last_checkpoint = now
+                    await self.flush(progress=True)
+                else:
+                    await self.flush()
         finally:
             with anyio.CancelScope(shield=True):
-                await self.flush()
+                await self.flush(progress=True)
 
     # -- the notifier's side -------------------------------------------------------------------
 
@@ -239,12 +274,12 @@ class StateStore:
         async with self._lock:
             return await anyio.to_thread.run_sync(work)
 
-    async def _commit(self) -> None:
+    async def _commit(self, *, progress: bool = False) -> None:
         """Write what is noted, in a worker thread. It is taken here, on the event loop where it
         is noted: were the thread to take it, a watch noted meanwhile (a finished result whose
         payload is being serialised) could land in a collection already taken, and be lost."""
         async with self._lock:
-            pending = self._take()
+            pending = self._take(progress=progress)
             try:
                 await anyio.to_thread.run_sync(self._write, pending)
             finally:
@@ -255,20 +290,28 @@ class StateStore:
                 raise pending.failure
 
     def _commit_pending(self) -> None:
-        """:meth:`_commit`, here and now (on closing)."""
-        pending = self._take()
+        """:meth:`_commit` with noted progress, here and now (on closing)."""
+        pending = self._take(progress=True)
         self._write(pending)
         if pending.failure is not None:
             self._give_back(pending)
             raise pending.failure
 
-    def _take(self) -> _Pending:
+    def _take(self, *, progress: bool) -> _Pending:
         pending = _Pending(self._dirty, self._deleted, self._deliveries)
         self._dirty, self._deleted, self._deliveries = {}, set(), []
+        if progress and self._progress:
+            pending.progress, self._progress = self._progress, {}
+            # Made here, not in the writer thread: the engine changes these watches meanwhile.
+            pending.progress_rows = [_row(watch) for watch in pending.progress.values()]
         return pending
 
     def _give_back(self, pending: _Pending) -> None:
-        # Nothing noted is dropped: what failed to write is noted again, unless newer.
+        # Nothing noted is dropped: what failed to write is noted again, unless newer. Progress
+        # first, while ``_dirty`` and ``_deleted`` hold only what was noted since the take.
+        for k, watch in pending.progress.items():
+            if k not in self._dirty and k not in self._deleted:
+                self._progress.setdefault(k, watch)
         for k, row in pending.dirty.items():
             self._dirty.setdefault(k, row)
         self._deleted |= pending.deleted - self._dirty.keys()
@@ -284,10 +327,11 @@ class StateStore:
                     "DELETE FROM watches WHERE vector_store_id = ? AND batch_id = ?",
                     pending.deleted,
                 )
-            if pending.dirty:
+            if pending.dirty or pending.progress_rows:
+                # A watch in both was noted after it was saved: its progress row comes last.
                 db.executemany(
                     "INSERT OR REPLACE INTO watches VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    pending.dirty.values(),
+                    itertools.chain(pending.dirty.values(), pending.progress_rows),
                 )
             if pending.deliveries:
                 db.executemany(

@@ -104,7 +104,9 @@ def test_kill_9_at_random_points_loses_nothing_and_repeats_nothing(
     configured = sim.control("POST", "batches", _template("vsfb_cfg_", 30, 1, 4.0))["ids"]
     big = {"vector_store_id": VS, "batch_id": BIG, "total_files": 6000, "failed_files": 4000}
     sim.control("POST", "batches", {**big, "duration_seconds": 0.5})
-    later = sim.control("POST", "batches", _template("vsfb_api_", 300, 2, 10.0))["ids"]
+    # Registered as fast as answered (a few hundred a second), these must outlast the first of
+    # the random kills below, or no kill catches a registration.
+    later = sim.control("POST", "batches", _template("vsfb_api_", 600, 2, 10.0))["ids"]
     state_path = tmp_path / "state.sqlite3"
     kills = 0
 
