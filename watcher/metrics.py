@@ -16,6 +16,7 @@ import re
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from operator import attrgetter
 
 from prometheus_client import (
@@ -30,6 +31,10 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.openmetrics.exposition import ALLOWUTF8, UNDERSCORES
+from prometheus_client.openmetrics.exposition import (
+    generate_latest as openmetrics_generate_latest,
+)
 from prometheus_client.registry import Collector
 
 from . import __version__
@@ -343,15 +348,38 @@ class _Lines:
 
     def __init__(self) -> None:
         self.keys: list[object] = [None] * len(_PARTS)
+        #: Each part's lines, without the last newline.
         self.lines: list[bytes] = [b""] * len(_PARTS)
+
+
+def _line_encoder(encoder: Encoder) -> Encoder:
+    """An encoder that writes what ``encoder`` writes for the per-batch families, faster.
+
+    prometheus-client's OpenMetrics encoder, asked for the "underscores" escaping (Prometheus 2
+    asks for no escaping, and gets that), walks every sample's metric name character by character
+    to escape it. Every name and label name of the per-batch families is a legacy Prometheus name
+    (user label names that are not are left out), which no escaping changes; "allow-utf-8" leaves
+    them as they are without the walk. Label values are escaped alike in both.
+    """
+    if (
+        isinstance(encoder, partial)
+        and encoder.func is openmetrics_generate_latest
+        and encoder.keywords.get("escaping") == UNDERSCORES
+    ):
+        return partial(encoder.func, *encoder.args, **{**encoder.keywords, "escaping": ALLOWUTF8})
+    return encoder
 
 
 class _Format:
     """One exposition format: its encoder, the frame it puts around a family, and the lines of
     the last scrape, by batch."""
 
+    #: Samples given to the encoder at a time: the samples and their labels, made for it, are
+    #: many small objects, which are better reused a slice at a time than made all at once.
+    SLICE = 4096
+
     def __init__(self, encoder: Encoder) -> None:
-        self.encoder = encoder
+        self.encoder = _line_encoder(encoder)
         # An encoder writes each family as a header and one line per gauge sample, then a
         # trailer ("# EOF" in OpenMetrics). Both are taken from the encoder itself.
         self.trailer = encoder(_Families(()))
@@ -364,7 +392,14 @@ class _Format:
         return output[: len(output) - len(self.trailer)]
 
     def lines(self, i: int, dirty: Sequence[tuple[_Lines, int, BatchSample]]) -> list[bytes]:
-        """The encoder's lines for the samples of each (batch, part) in family ``i``."""
+        """The encoder's lines for the samples of each (batch, part) in family ``i``: for each,
+        its lines without their last newline (b"" for none)."""
+        out: list[bytes] = []
+        for start in range(0, len(dirty), self.SLICE):
+            out += self._lines(i, dirty[start : start + self.SLICE])
+        return out
+
+    def _lines(self, i: int, dirty: Sequence[tuple[_Lines, int, BatchSample]]) -> list[bytes]:
         family = BATCH_FAMILIES[i]
         metric = family.metric()
         sizes = [family.add(metric, b, _PARTS[p]) for _, p, b in dirty]
@@ -372,14 +407,14 @@ class _Format:
         header = self.headers[i]
         if not body.startswith(header):
             raise RuntimeError(f"the encoder framed {family.name} differently")
-        lines = body[len(header) :].split(b"\n")
-        if len(lines) != sum(sizes) + 1 or lines[-1]:
+        lines = body[len(header) : -1].split(b"\n") if len(body) > len(header) else []
+        if len(lines) != sum(sizes) or not body.endswith(b"\n"):
             raise RuntimeError(f"the encoder wrote {family.name} in other than a line a sample")
         if all(size == 1 for size in sizes):  # most parts: a sample each
-            return [line + b"\n" for line in lines[:-1]]
+            return lines
         chunks, at = [], 0
         for size in sizes:
-            chunks.append(b"".join(line + b"\n" for line in lines[at : at + size]))
+            chunks.append(b"\n".join(lines[at : at + size]))
             at += size
         return chunks
 
@@ -444,9 +479,12 @@ class BatchExposition:
                 self.rendered += len(chunks)
             out.append(fmt.headers[i])
             if end - start == 1:
-                out.extend(entry.lines[start] for entry in entries)
+                lines = [line for entry in entries if (line := entry.lines[start])]
             else:
-                out.extend(line for entry in entries for line in entry.lines[start:end])
+                lines = [line for entry in entries for line in entry.lines[start:end] if line]
+            if lines:
+                out.append(b"\n".join(lines))
+                out.append(b"\n")
         return b"".join(out)
 
 
