@@ -1,6 +1,6 @@
 """``python -m bench``: run the benchmark and write ``docs/benchmarks.md``.
 
-    python -m bench                 # N = 1,000 and 10,000 (about 15 minutes on 2 cores)
+    python -m bench                 # N = 1,000 and 10,000 (about 20 minutes on 2 cores)
     python -m bench --n 1000        # one size
     python -m bench --smoke         # N = 200 in about a minute; checks correctness, not timing
 
