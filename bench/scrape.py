@@ -7,7 +7,7 @@ Builds N watched batches as the daemon's snapshot holds them, renders them once 
 scrape: every line), then ``--rounds`` times after ``--changed`` of them moved as a poll moves a
 batch (two file counts, the last poll, the ETA), in the text format and in OpenMetrics, and prints
 the CPU seconds of each render and the RSS before and after. ``--profile`` runs one render
-after changes under pyinstrument (``pip install pyinstrument``) and prints its tree.
+after changes under pyinstrument (in the ``bench`` extra) and prints its tree.
 """
 
 from __future__ import annotations
