@@ -65,10 +65,6 @@ class _Nothing(Collector):
         return []
 
 
-def _encoder(accept: str) -> tuple[Encoder, str]:
-    return choose_encoder(accept)
-
-
 counts = st.builds(
     FileCounts,
     in_progress=st.integers(0, 3),
@@ -113,7 +109,7 @@ def test_every_scrape_is_what_the_encoder_writes_for_the_whole_families(
     """Over a run of scrapes in which batches come, go, change and come back, each render is
     byte for byte the encoder's output for the whole families at that moment."""
     exposition = BatchExposition()
-    encoder, content_type = _encoder(accept)
+    encoder, content_type = choose_encoder(accept)
     for scrape in scrapes:
         batches = [batch(n, **c) for n, c in scrape]
         assert exposition.render(batches, encoder, content_type) == whole(batches, encoder)
@@ -123,7 +119,7 @@ def test_a_scrape_renders_only_what_changed_since_the_last() -> None:
     """Lines whose values did not change are reused; a moved count renders its own line only,
     not the batch's other counts."""
     exposition = BatchExposition()
-    encoder, content_type = _encoder(TEXT)
+    encoder, content_type = choose_encoder(TEXT)
     batches = [batch(n) for n in range(3)]
     exposition.render(batches, encoder, content_type)
     first = exposition.rendered
@@ -147,16 +143,16 @@ def test_formats_keep_their_own_lines() -> None:
     exposition = BatchExposition()
     batches = [batch(n) for n in range(2)]
     for accept in (TEXT, OPENMETRICS, TEXT, OPENMETRICS):
-        encoder, content_type = _encoder(accept)
+        encoder, content_type = choose_encoder(accept)
         assert exposition.render(batches, encoder, content_type) == whole(batches, encoder)
     assert exposition.rendered == 2 * 2 * 11  # each format rendered the batches once
 
-    encoder, content_type = _encoder(OPENMETRICS_UTF8)
+    encoder, content_type = choose_encoder(OPENMETRICS_UTF8)
     exposition.render(batches, encoder, content_type)  # evicts text, the least recent
-    encoder, content_type = _encoder(OPENMETRICS)
+    encoder, content_type = choose_encoder(OPENMETRICS)
     exposition.render(batches, encoder, content_type)
     assert exposition.rendered == 3 * 2 * 11
-    encoder, content_type = _encoder(TEXT)
+    encoder, content_type = choose_encoder(TEXT)
     exposition.render(batches, encoder, content_type)
     assert exposition.rendered == 4 * 2 * 11
 
@@ -165,7 +161,7 @@ def test_a_failed_render_leaves_no_stale_lines() -> None:
     """If the encoder fails midway, the next scrape renders everything again rather than trust
     keys that were noted for lines never written."""
     exposition = BatchExposition()
-    real, content_type = _encoder(TEXT)
+    real, content_type = choose_encoder(TEXT)
     fail = False
 
     def encoder(registry: Collector) -> bytes:

@@ -17,6 +17,7 @@ from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from itertools import accumulate
 from operator import attrgetter
 
 from prometheus_client import (
@@ -268,12 +269,11 @@ BATCH_FAMILIES = (
 )
 #: Every family's parts, in order, and where each family's begin and end among them.
 _PARTS = tuple(part for family in BATCH_FAMILIES for part in family.parts)
-_SPANS = tuple(
-    (
-        sum(len(f.parts) for f in BATCH_FAMILIES[:i]),
-        sum(len(f.parts) for f in BATCH_FAMILIES[: i + 1]),
-    )
-    for i in range(len(BATCH_FAMILIES))
+_ENDS = tuple(accumulate(len(family.parts) for family in BATCH_FAMILIES))
+_SPANS = tuple(zip((0, *_ENDS[:-1]), _ENDS, strict=True))
+#: (part, its key, its family) for every part, as a scrape walks them for each batch.
+_PART_KEYS = tuple(
+    (p, _PARTS[p].key, i) for i, (start, end) in enumerate(_SPANS) for p in range(start, end)
 )
 
 
@@ -434,7 +434,7 @@ class BatchExposition:
 
     def __init__(self) -> None:
         self._formats: dict[str, _Format] = {}
-        self.rendered = 0  # (batch, part) lines rendered by the encoder, for tests and the bench
+        self.rendered = 0  # (batch, part) lines rendered by the encoder, for the tests
 
     def render(self, batches: Sequence[BatchSample], encoder: Encoder, content_type: str) -> bytes:
         """The per-batch families of ``batches``, without the encoder's trailer."""
@@ -451,17 +451,12 @@ class BatchExposition:
         previous, current = fmt.by_batch, {}
         entries: list[_Lines] = []
         dirty: list[list[tuple[_Lines, int, BatchSample]]] = [[] for _ in BATCH_FAMILIES]
-        parts = [
-            (p, part.key, i)
-            for i, (start, end) in enumerate(_SPANS)
-            for p, part in enumerate(_PARTS[start:end], start)
-        ]
         for b in batches:
             entry = previous.get(b.key) or _Lines()
             current[b.key] = entry
             entries.append(entry)
             old = entry.keys
-            for p, key, i in parts:
+            for p, key, i in _PART_KEYS:
                 value = key(b)
                 if value != old[p]:
                     old[p] = value
