@@ -76,6 +76,15 @@ def _rows(path: Path, table: str = "watches") -> list[sqlite3.Row]:
         db.close()
 
 
+def _reopened(path: Path) -> list[Watch]:
+    """The watches a new store opens the file with."""
+    again = StateStore(path)
+    try:
+        return again.open()
+    finally:
+        again.close()
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[StateStore]:
     """An open, empty store that keeps an outbox."""
@@ -110,9 +119,7 @@ async def test_every_field_survives_a_restart(store: StateStore) -> None:
     await store.save_finished(done)
     store.close()
 
-    again = StateStore(store.path)
-    restored = {w.batch_id: w for w in again.open()}
-    again.close()
+    restored = {w.batch_id: w for w in _reopened(store.path)}
 
     assert sorted(restored) == ["vsfb_done", "vsfb_running"]
     for original in (running, done):
@@ -258,9 +265,7 @@ async def test_a_clean_close_writes_noted_progress(store: StateStore) -> None:
     watch.file_counts = FileCounts(completed=6, total=10)
     store.note_progress(watch)
     store.close()
-    again = StateStore(store.path)
-    restored = {w.batch_id: w for w in again.open()}
-    again.close()
+    restored = {w.batch_id: w for w in _reopened(store.path)}
     assert sorted(restored) == ["vsfb_1", "vsfb_done"]
     assert restored["vsfb_1"].file_counts == FileCounts(completed=6, total=10)
 
@@ -304,9 +309,7 @@ async def test_a_delete_supersedes_noted_progress(store: StateStore) -> None:
     await store.flush(progress=True)
     assert [r["batch_id"] for r in _rows(store.path)] == ["vsfb_keep"]
     store.close()
-    again = StateStore(store.path)
-    assert [w.batch_id for w in again.open()] == ["vsfb_keep"]
-    again.close()
+    assert [w.batch_id for w in _reopened(store.path)] == ["vsfb_keep"]
 
 
 async def test_a_watch_finished_after_progress_notes_keeps_its_result(store: StateStore) -> None:
@@ -321,9 +324,7 @@ async def test_a_watch_finished_after_progress_notes_keeps_its_result(store: Sta
     await store.flush(progress=True)
     assert store.writes == 1
     store.close()
-    again = StateStore(store.path)
-    [restored] = again.open()
-    again.close()
+    [restored] = _reopened(store.path)
     assert restored.phase is Phase.FINISHED
     assert restored.result == watch.result
     assert [r["batch_id"] for r in _rows(store.path, "outbox")] == ["vsfb_1"]
@@ -338,9 +339,7 @@ async def test_delete_removes_the_watch(store: StateStore) -> None:
     await store.flush()
     assert [r["batch_id"] for r in _rows(store.path)] == ["vsfb_keep"]
     store.close()
-    again = StateStore(store.path)
-    assert [w.batch_id for w in again.open()] == ["vsfb_keep"]
-    again.close()
+    assert [w.batch_id for w in _reopened(store.path)] == ["vsfb_keep"]
 
 
 async def test_a_watch_deleted_before_its_flush_is_never_written(store: StateStore) -> None:
