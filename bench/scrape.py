@@ -22,8 +22,8 @@ from collections.abc import Sequence
 
 import psutil
 
-from watcher.metrics import BatchSample, Snapshot, WatcherMetrics
-from watcher.models import FileCounts
+from watcher.api.models import FileCounts
+from watcher.daemon.metrics import BatchSample, Snapshot, WatcherMetrics
 
 FORMATS = {
     "text": "text/plain; version=0.0.4",

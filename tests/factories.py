@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from watcher.events import BatchResult
-from watcher.watch import Phase, Watch
+from watcher.core.events import BatchResult
+from watcher.core.watch import Phase, Watch
 
 
 def ended_watch(vector_store_id: str, batch_id: str, status: str = "completed") -> Watch:

@@ -17,15 +17,15 @@ import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-import watcher.daemon
-from watcher.app import HEALTHY_TICK_SECONDS, AppState, build_app
-from watcher.client import ClientSettings
+import watcher.daemon.service
+from watcher.api.client import ClientSettings
 from watcher.config import Config, config_from_mapping
+from watcher.core.engine import Engine, EngineSettings
+from watcher.core.policy import PollSettings
 from watcher.credentials import Secret
-from watcher.daemon import Daemon
-from watcher.engine import Engine, EngineSettings
+from watcher.daemon.service import Daemon
+from watcher.daemon.web import HEALTHY_TICK_SECONDS, AppState, build_app
 from watcher.errors import ConfigError
-from watcher.policy import PollSettings
 from watcher.serving import EmbeddedServer, bind
 from watcher.simulator import BatchSpec, Fault, FaultKind, Simulator, serve_simulator
 
@@ -77,7 +77,7 @@ async def running_daemon(
         bound.append(sock)
         return sock
 
-    monkeypatch.setattr(watcher.daemon, "bind", capture)
+    monkeypatch.setattr(watcher.daemon.service, "bind", capture)
     async with anyio.create_task_group() as tg:
         tg.start_soon(daemon.serve)
         with anyio.fail_after(10):
@@ -494,7 +494,7 @@ async def test_a_damaged_state_store_stops_the_start_and_frees_the_port(
         bound.append(bind(host, port))
         return bound[-1]
 
-    monkeypatch.setattr(watcher.daemon, "bind", capture)
+    monkeypatch.setattr(watcher.daemon.service, "bind", capture)
     daemon = Daemon(_config(tmp_path, url))
     with pytest.raises(ConfigError, match=r"^state\.path: "):
         await daemon.serve()

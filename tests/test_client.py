@@ -18,13 +18,15 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from watcher import __version__
-from watcher.client import (
+from watcher.api.client import (
     DEFAULT_BASE_URL,
     APIClient,
     ClientSettings,
     Exchange,
     validate_base_url,
 )
+from watcher.api.headers import RateLimit as HeaderRateLimit
+from watcher.api.models import BatchFile, FileBatch
 from watcher.credentials import Secret, SecretSource
 from watcher.errors import (
     APIError,
@@ -36,8 +38,6 @@ from watcher.errors import (
     Transient,
     WatcherError,
 )
-from watcher.headers import RateLimit as HeaderRateLimit
-from watcher.models import BatchFile, FileBatch
 from watcher.simulator import BatchSpec, Fault, FaultKind, RateLimit, Simulator, serve_simulator
 
 VS = "vs_client"

@@ -7,9 +7,9 @@ from pathlib import Path
 from factories import ended_watch
 
 from watcher.config import config_from_mapping
-from watcher.daemon import Daemon
-from watcher.store import StateStore
-from watcher.watch import Phase
+from watcher.core.watch import Phase
+from watcher.daemon.service import Daemon
+from watcher.store.sqlite import StateStore
 
 
 async def test_rejected_watches_are_tried_again_after_a_restart(tmp_path: Path) -> None:

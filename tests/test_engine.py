@@ -15,10 +15,9 @@ import httpx
 import pytest
 import structlog
 
-from watcher.client import ClientSettings
-from watcher.credentials import Secret
-from watcher.engine import Engine, EngineSettings, TooManyWatches
-from watcher.events import (
+from watcher.api.client import ClientSettings
+from watcher.core.engine import Engine, EngineSettings, TooManyWatches
+from watcher.core.events import (
     AuthFailed,
     AuthRecovered,
     BatchCancelRequested,
@@ -33,10 +32,11 @@ from watcher.events import (
     StatusUnknown,
     WatchRemoved,
 )
+from watcher.core.policy import PollSettings
+from watcher.core.watch import Phase, WatchOptions
+from watcher.credentials import Secret
 from watcher.logs import log_event
-from watcher.policy import PollSettings
 from watcher.simulator import BatchSpec, Fault, FaultKind, Simulator, serve_simulator
-from watcher.watch import Phase, WatchOptions
 
 VS = "vs_engine"
 KEY = "sk-engine-test-key-0123456789"

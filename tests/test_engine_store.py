@@ -8,13 +8,13 @@ from pathlib import Path
 
 import anyio
 
-from watcher.client import ClientSettings
-from watcher.engine import MAX_ERROR_CODES, Engine, EngineSettings, _bounded_codes
-from watcher.events import BatchFinished, Event
-from watcher.policy import PollSettings
+from watcher.api.client import ClientSettings
+from watcher.core.engine import MAX_ERROR_CODES, Engine, EngineSettings, _bounded_codes
+from watcher.core.events import BatchFinished, Event
+from watcher.core.policy import PollSettings
+from watcher.core.watch import Phase, Watch
 from watcher.simulator import BatchSpec, Simulator, serve_simulator
-from watcher.store import StateStore
-from watcher.watch import Phase, Watch
+from watcher.store.sqlite import StateStore
 
 
 class FlakyStore(StateStore):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from watcher.headers import (
+from watcher.api.headers import (
     RateLimit,
     parse_duration,
     parse_poll_after,

@@ -24,12 +24,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from watcher import logs
-from watcher.app import AppState, build_app
-from watcher.client import APIClient, ClientSettings
+from watcher.api.client import APIClient, ClientSettings
 from watcher.config import config_from_mapping, env_name, load_config
 from watcher.config_schema import SCHEMA, WATCH_SCHEMA
 from watcher.credentials import Secret, SecretSource
-from watcher.daemon import Daemon
+from watcher.daemon.service import Daemon
+from watcher.daemon.web import AppState, build_app
 from watcher.errors import ConfigError, Transient, WatcherError
 from watcher.logs import register_secret
 

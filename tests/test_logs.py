@@ -10,8 +10,8 @@ import pytest
 import structlog
 
 from watcher import logs
+from watcher.core.events import PollFailed
 from watcher.credentials import Secret, SecretSource
-from watcher.events import PollFailed
 
 
 @pytest.fixture(autouse=True)

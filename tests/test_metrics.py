@@ -13,14 +13,14 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from watcher import __version__
-from watcher.client import ClientSettings, Exchange
-from watcher.engine import Engine
+from watcher.api.client import ClientSettings, Exchange
+from watcher.api.headers import RateLimit, ResponseMeta
+from watcher.api.models import FileCounts, LastError
+from watcher.core.engine import Engine
+from watcher.core.events import BatchFinished, BatchResult, FailedFile
+from watcher.core.watch import Phase, Watch, WatchOptions
+from watcher.daemon.metrics import STATUS_SET, WATCH_STATES, WatcherMetrics, take_snapshot
 from watcher.errors import AuthError
-from watcher.events import BatchFinished, BatchResult, FailedFile
-from watcher.headers import RateLimit, ResponseMeta
-from watcher.metrics import STATUS_SET, WATCH_STATES, WatcherMetrics, take_snapshot
-from watcher.models import FileCounts, LastError
-from watcher.watch import Phase, Watch, WatchOptions
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 BATCH = "openai_vector_store_file_batch"

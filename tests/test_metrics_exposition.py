@@ -13,14 +13,14 @@ from hypothesis import strategies as st
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from watcher.metrics import (
+from watcher.api.models import FileCounts
+from watcher.daemon.metrics import (
     BatchCollector,
     BatchExposition,
     BatchSample,
     Encoder,
     Snapshot,
 )
-from watcher.models import FileCounts
 
 TEXT = "text/plain"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"

@@ -10,14 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from watcher.errors import ProtocolError
-from watcher.models import (
+from watcher.api.models import (
     FileCounts,
     LastError,
     parse_batch_file,
     parse_file_batch,
     parse_file_page,
 )
+from watcher.errors import ProtocolError
 
 BATCH: dict[str, Any] = {
     "id": "vsfb_abc123",

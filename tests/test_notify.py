@@ -18,12 +18,12 @@ import anyio
 import pytest
 import stamina
 
+from watcher.api.models import FileCounts
+from watcher.core.events import BatchFinished, BatchResult
+from watcher.core.watch import Phase, Watch
 from watcher.credentials import SecretSource
-from watcher.events import BatchFinished, BatchResult
-from watcher.models import FileCounts
-from watcher.notify import Notifier, signature
-from watcher.store import StateStore
-from watcher.watch import Phase, Watch
+from watcher.daemon.notify import Notifier, signature
+from watcher.store.sqlite import StateStore
 
 #: An answer: status, extra headers, body.
 Answer = tuple[int, dict[str, str], bytes]

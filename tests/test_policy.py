@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from watcher.policy import (
+from watcher.core.policy import (
     Decision,
     Outcome,
     PollSettings,

@@ -6,9 +6,9 @@ import io
 
 from rich.console import Console
 
-from watcher.events import BatchProgressed, WatchStarted
-from watcher.models import FileCounts
-from watcher.progress import ProgressDisplay
+from watcher.api.models import FileCounts
+from watcher.cli.progress import ProgressDisplay
+from watcher.core.events import BatchProgressed, WatchStarted
 
 
 def test_bars_render_before_and_after_the_size_is_known() -> None:

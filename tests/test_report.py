@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from watcher.events import BatchResult
-from watcher.models import FileCounts
-from watcher.report import ExitStatus, exit_status
+from watcher.api.models import FileCounts
+from watcher.cli.report import ExitStatus, exit_status
+from watcher.core.events import BatchResult
 
 
 def result(status: str, failed: int = 0) -> BatchResult:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from watcher.models import FILE_STATUSES, TERMINAL_STATUSES, LastError
+from watcher.api.models import FILE_STATUSES, TERMINAL_STATUSES, LastError
 from watcher.simulator import BatchSpec, Fault, FaultKind, RateLimit, format_duration
 from watcher.simulator.faults import FaultBook
 from watcher.simulator.files import Order, PageQuery, file_id, file_index, page_indices

@@ -11,11 +11,11 @@ import anyio
 import psutil
 import pytest
 
+from watcher.api.models import FileCounts, LastError
+from watcher.core.events import BatchResult, FailedFile
+from watcher.core.watch import Phase, Watch, WatchOptions
 from watcher.errors import ConfigError
-from watcher.events import BatchResult, FailedFile
-from watcher.models import FileCounts, LastError
-from watcher.store import SCHEMA_VERSION, StateStore
-from watcher.watch import Phase, Watch, WatchOptions
+from watcher.store.sqlite import SCHEMA_VERSION, StateStore
 
 
 def _watch(batch_id: str = "vsfb_1", **labels: str) -> Watch:

@@ -12,9 +12,9 @@ import anyio
 import pytest
 from factories import ended_watch
 
-from watcher.events import BatchResult
-from watcher.store import StateStore
-from watcher.watch import Watch
+from watcher.core.events import BatchResult
+from watcher.core.watch import Watch
+from watcher.store.sqlite import StateStore
 
 VS = "vs_store"
 

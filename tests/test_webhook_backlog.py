@@ -9,8 +9,8 @@ import anyio
 import httpx
 from factories import ended_watch
 
-from watcher.notify import PAGE, Notifier
-from watcher.store import StateStore
+from watcher.daemon.notify import PAGE, Notifier
+from watcher.store.sqlite import StateStore
 
 
 async def test_a_backlog_longer_than_a_page_is_delivered_without_waiting_for_a_wake_up(

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, get_args
 from urllib.parse import urlsplit
 
-from .client import check_base_url
+from .api.client import check_base_url
 from .logs import LEVELS, LogFormat
 
 Kind = Literal[

@@ -1,7 +1,7 @@
 """The project's error hierarchy.
 
 Everything above the API client speaks in these, never in ``httpx`` exceptions. Errors are
-translated once, where the call is made (:mod:`watcher.client`).
+translated once, where the call is made (:mod:`watcher.api.client`).
 
     WatcherError
     ├── ConfigError

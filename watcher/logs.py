@@ -14,8 +14,8 @@ from typing import Any, Literal, TextIO
 
 import structlog
 
+from .core.events import BatchFinished, Event, event_name
 from .credentials import MASK, Secret, SecretSource
-from .events import BatchFinished, Event, event_name
 
 LogFormat = Literal["auto", "json", "console"]
 LEVELS = ("debug", "info", "warning", "error")

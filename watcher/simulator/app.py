@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 import anyio
 from starlette.types import Receive, Scope, Send
 
-from ..models import FILE_STATUSES, TERMINAL_STATUSES
+from ..api.models import FILE_STATUSES, TERMINAL_STATUSES
 from .control import handle_control
 from .faults import Endpoint, Fault, FaultKind
 from .files import DEFAULT_LIMIT, Order, PageQuery, file_id, file_index, file_json, page_indices

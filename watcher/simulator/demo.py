@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from ..models import LastError
+from ..api.models import LastError
 from .faults import Fault, FaultKind
 from .scenario import REAL_ERRORS, BatchSpec
 

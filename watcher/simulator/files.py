@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from ..models import COMPLETED, FAILED, FILE_STATUSES
+from ..api.models import COMPLETED, FAILED, FILE_STATUSES
 from .scenario import BatchSpec, Progress, failed_file_index, file_error, file_status
 
 Order = Literal["asc", "desc"]

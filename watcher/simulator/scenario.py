@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, get_args
 
-from ..models import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, FileCounts, LastError
+from ..api.models import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, FileCounts, LastError
 from .faults import Fault
 
 FinalStatus = Literal["completed", "failed", "cancelled"]

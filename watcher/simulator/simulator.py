@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..api.models import TERMINAL_STATUSES
 from ..credentials import Secret
-from ..models import TERMINAL_STATUSES
 from .faults import ArmedFault, Fault, FaultBook
 from .files import failed_indices, file_id
 from .ratelimit import RateLimit, RateLimiter

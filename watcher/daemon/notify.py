@@ -17,12 +17,12 @@ import httpx
 import stamina
 import structlog
 
-from . import __version__
-from .credentials import SecretSource
-from .events import BatchFinished, Event
-from .store import OutboxItem, StateStore
+from .. import __version__
+from ..core.events import BatchFinished, Event
+from ..credentials import SecretSource
+from ..store.sqlite import OutboxItem, StateStore
 
-log = structlog.get_logger("watcher.notify")
+log = structlog.get_logger("watcher.daemon.notify")
 
 SIGNATURE_HEADER = "X-Batch-Watcher-Signature"
 PAGE = 100  # deliveries read from the outbox at a time

@@ -11,12 +11,12 @@ from html import escape
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from . import __version__
-from .report import eta_text
-from .watch import Watch
+from .. import __version__
+from ..cli.report import eta_text
+from ..core.watch import Watch
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from ..core.engine import Engine
 
 _STYLE = """
 body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}

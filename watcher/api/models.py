@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .errors import ProtocolError
+from ..errors import ProtocolError
 
 IN_PROGRESS: Final = "in_progress"
 COMPLETED: Final = "completed"

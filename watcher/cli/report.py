@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .events import BatchResult
+from ..core.events import BatchResult
 
 AUTH_FAILED = "auth_failed"
 

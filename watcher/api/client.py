@@ -1,6 +1,6 @@
 """The API boundary: one async client over one ``httpx.AsyncClient``.
 
-Everything above this module speaks in :mod:`watcher.models` and :mod:`watcher.errors`. Errors
+Everything above this module speaks in :mod:`watcher.api.models` and :mod:`watcher.errors`. Errors
 are translated here, once, at the call; every error carries the HTTP status and the request id,
 and never the API key.
 """
@@ -22,10 +22,10 @@ from urllib.parse import quote, urlsplit
 import anyio
 import httpx
 
-from . import __version__
-from .budget import RequestBudget
-from .credentials import Secret, SecretSource
-from .errors import (
+from .. import __version__
+from ..core.budget import RequestBudget
+from ..credentials import Secret, SecretSource
+from ..errors import (
     APIError,
     AuthError,
     NotFound,

@@ -1,10 +1,10 @@
 """The watch engine: polls every watched batch until it ends, then reports its failed files.
 
 One anyio task group owns a scheduler and a fixed pool of workers. The scheduler keeps one heap of
-due times for all watches — a watch costs a heap entry and a :class:`~watcher.watch.Watch`, not a
-task — and hands due watches to the workers; every request passes the shared
-:class:`~watcher.budget.RequestBudget`. When to poll next is :func:`watcher.policy.next_poll`'s
-decision.
+due times for all watches — a watch costs a heap entry and a
+:class:`~watcher.core.watch.Watch`, not a task — and hands due watches to the workers; every
+request passes the shared :class:`~watcher.core.budget.RequestBudget`. When to poll next is
+:func:`watcher.core.policy.next_poll`'s decision.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import anyio.abc
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .budget import RequestBudget
-from .client import APIClient, ClientSettings, Exchange, Reply
-from .errors import (
+from ..api.client import APIClient, ClientSettings, Exchange, Reply
+from ..api.models import FAILED, IN_PROGRESS, KNOWN_STATUSES, FileBatch
+from ..errors import (
     APIError,
     AuthError,
     NotFound,
@@ -32,6 +32,7 @@ from .errors import (
     RateLimited,
     WatcherError,
 )
+from .budget import RequestBudget
 from .events import (
     AuthFailed,
     AuthRecovered,
@@ -50,11 +51,10 @@ from .events import (
     WatchRemoved,
     WatchStarted,
 )
-from .models import FAILED, IN_PROGRESS, KNOWN_STATUSES, FileBatch
 from .policy import Outcome, PollSettings, Progress, backoff, eta_seconds, next_poll
 from .watch import Key, Phase, Watch, WatchOptions
 
-log = structlog.get_logger("watcher.engine")
+log = structlog.get_logger("watcher.core.engine")
 
 TIMED_OUT = "timed_out"
 NOT_FOUND = "not_found"

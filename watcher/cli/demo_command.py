@@ -14,9 +14,9 @@ from pathlib import Path
 
 import anyio
 
-from .config import config_from_mapping
-from .daemon import Daemon
-from .simulator import Simulator, demo_scenario, serve_simulator
+from ..config import config_from_mapping
+from ..daemon.service import Daemon
+from ..simulator import Simulator, demo_scenario, serve_simulator
 
 
 def demo_config(base_url: str, listen: str, state_path: Path) -> Mapping[str, object]:

@@ -14,7 +14,7 @@ from rich.progress import (
     TextColumn,
 )
 
-from .events import BatchFinished, BatchProgressed, Event, WatchStarted
+from ..core.events import BatchFinished, BatchProgressed, Event, WatchStarted
 from .report import eta_text
 
 

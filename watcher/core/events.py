@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .models import FileCounts, LastError, parse_file_counts
+from ..api.models import FileCounts, LastError, parse_file_counts
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,13 +15,13 @@ from typing import Literal, TextIO
 
 import anyio
 
-from .client import ClientSettings
-from .engine import Engine, EngineSettings
-from .events import AuthFailed, BatchFinished, BatchResult, Event
-from .logs import log_event
+from ..api.client import ClientSettings
+from ..core.engine import Engine, EngineSettings
+from ..core.events import AuthFailed, BatchFinished, BatchResult, Event
+from ..core.watch import Watch
+from ..logs import log_event
 from .progress import ProgressDisplay
 from .report import AUTH_FAILED, ExitStatus, exit_status, json_line, write_text_summary
-from .watch import Watch
 
 Target = tuple[str, str]
 

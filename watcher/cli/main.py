@@ -11,17 +11,17 @@ from pathlib import Path
 
 import anyio
 
-from . import __version__
-from .client import DEFAULT_BASE_URL, ClientSettings, validate_base_url
-from .config import Config, config_from_mapping, load_config, render_effective
-from .credentials import SecretSource
-from .daemon import Daemon
-from .engine import EngineSettings
-from .errors import ConfigError
-from .logs import LEVELS, configure, register_secret
-from .oneshot import Target, WatchCommand, run_watch
-from .policy import PollSettings
+from .. import __version__
+from ..api.client import DEFAULT_BASE_URL, ClientSettings, validate_base_url
+from ..config import Config, config_from_mapping, load_config, render_effective
+from ..core.engine import EngineSettings
+from ..core.policy import PollSettings
+from ..credentials import SecretSource
+from ..daemon.service import Daemon
+from ..errors import ConfigError
+from ..logs import LEVELS, configure, register_secret
 from .report import ExitStatus
+from .watch_command import Target, WatchCommand, run_watch
 
 
 def _seconds(text: str) -> float:
@@ -206,7 +206,7 @@ def _check_config(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def _demo(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from .demo import main as demo_main
+    from .demo_command import main as demo_main
 
     return demo_main(args.listen, args.state_dir, environ)
 

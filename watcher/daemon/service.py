@@ -18,23 +18,23 @@ import anyio
 import structlog
 import uvicorn
 
-from . import __version__
-from .app import AppState, build_app
-from .client import ClientSettings
-from .config import Config
-from .config_schema import parse_listen
-from .engine import REJECTED, Engine, EngineSettings, TooManyWatches
-from .errors import ConfigError
-from .events import Sink
-from .logs import log_event, register_secret
+from .. import __version__
+from ..api.client import ClientSettings
+from ..config import Config
+from ..config_schema import parse_listen
+from ..core.engine import REJECTED, Engine, EngineSettings, TooManyWatches
+from ..core.events import Sink
+from ..core.policy import PollSettings
+from ..core.watch import Phase, WatchOptions
+from ..errors import ConfigError
+from ..logs import log_event, register_secret
+from ..serving import EmbeddedServer, address, bind
+from ..store.sqlite import StateStore
 from .metrics import WatcherMetrics
 from .notify import Notifier
-from .policy import PollSettings
-from .serving import EmbeddedServer, address, bind
-from .store import StateStore
-from .watch import Phase, WatchOptions
+from .web import AppState, build_app
 
-log = structlog.get_logger("watcher.daemon")
+log = structlog.get_logger("watcher.daemon.service")
 
 GRACE_SECONDS = 10.0
 

@@ -20,15 +20,15 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from .config import PollConfig, parse_watch
-from .config_schema import validate_id
-from .credentials import SecretSource
-from .engine import Engine, TooManyWatches
-from .errors import ConfigError
+from ..config import PollConfig, parse_watch
+from ..config_schema import validate_id
+from ..core.engine import Engine, TooManyWatches
+from ..core.watch import WatchOptions
+from ..credentials import SecretSource
+from ..errors import ConfigError
+from ..store.sqlite import StateStore
 from .metrics import WatcherMetrics, take_snapshot
 from .status_page import render_status_page
-from .store import StateStore
-from .watch import WatchOptions
 
 MAX_BODY_BYTES = 64 * 1024
 HEALTHY_TICK_SECONDS = 30.0  # the scheduler ticks at least every second when all is well

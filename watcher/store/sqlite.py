@@ -24,10 +24,10 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from .errors import ConfigError
-from .events import BatchResult
-from .models import parse_file_counts
-from .watch import Key, Phase, Watch, WatchOptions
+from ..api.models import parse_file_counts
+from ..core.events import BatchResult
+from ..core.watch import Key, Phase, Watch, WatchOptions
+from ..errors import ConfigError
 
 T = TypeVar("T")
 

@@ -38,12 +38,12 @@ from prometheus_client.openmetrics.exposition import (
 )
 from prometheus_client.registry import Collector
 
-from . import __version__
-from .client import Exchange
-from .engine import Engine
-from .events import BatchFinished, Event
-from .models import FILE_STATUSES, FileCounts
-from .watch import Key, Watch
+from .. import __version__
+from ..api.client import Exchange
+from ..api.models import FILE_STATUSES, FileCounts
+from ..core.engine import Engine
+from ..core.events import BatchFinished, Event
+from ..core.watch import Key, Watch
 
 BATCH = "openai_vector_store_file_batch"
 BATCH_LABELS = ("vector_store_id", "batch_id")

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from ..api.models import IN_PROGRESS, FileCounts
 from .events import BatchResult
-from .models import IN_PROGRESS, FileCounts
 from .policy import Progress
 
 Key = tuple[str, str]

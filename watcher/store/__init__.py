@@ -1,0 +1,1 @@
+"""Where watches outlive the process: the store protocol and its backends."""
