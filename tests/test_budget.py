@@ -6,8 +6,8 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+from watcher.api.budget import SHARE_WINDOW_SECONDS, RequestBudget
 from watcher.api.headers import RateLimit
-from watcher.core.budget import SHARE_WINDOW_SECONDS, RequestBudget
 
 
 class FakeClock:

@@ -23,7 +23,6 @@ import anyio
 import httpx
 
 from .. import __version__
-from ..core.budget import RequestBudget
 from ..credentials import Secret, SecretSource
 from ..errors import (
     APIError,
@@ -34,6 +33,7 @@ from ..errors import (
     RateLimited,
     Transient,
 )
+from .budget import RequestBudget
 from .headers import ResponseMeta, parse_retry_after, read_meta
 from .models import BatchFile, FileBatch, one_line, parse_file_batch, parse_file_page
 

@@ -3,7 +3,7 @@
 One anyio task group owns a scheduler and a fixed pool of workers. The scheduler keeps one heap of
 due times for all watches — a watch costs a heap entry and a
 :class:`~watcher.core.watch.Watch`, not a task — and hands due watches to the workers; every
-request passes the shared :class:`~watcher.core.budget.RequestBudget`. When to poll next is
+request passes the shared :class:`~watcher.api.budget.RequestBudget`. When to poll next is
 :func:`watcher.core.policy.next_poll`'s decision.
 """
 
@@ -22,6 +22,7 @@ import anyio.abc
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ..api.budget import RequestBudget
 from ..api.client import APIClient, ClientSettings, Exchange, Reply
 from ..api.models import FAILED, IN_PROGRESS, KNOWN_STATUSES, FileBatch
 from ..errors import (
@@ -32,7 +33,6 @@ from ..errors import (
     RateLimited,
     WatcherError,
 )
-from .budget import RequestBudget
 from .events import (
     AuthFailed,
     AuthRecovered,
