@@ -18,7 +18,7 @@ from types import TracebackType
 
 import anyio
 
-from ..api.headers import RateLimit
+from .headers import RateLimit
 
 #: No more than a second's share of the budget is sent in any window this long. The 10 ms over a
 #: second cost 1% of the rate at most, and absorb the difference in how long requests take to
