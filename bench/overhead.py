@@ -146,11 +146,11 @@ async def watcher_loop(
         sinks = [] if "log" in without else [log_event]
         if "metrics" not in without:
             sinks.append(daemon.metrics.on_event)
-        daemon.engine = engine = Engine(
+        daemon.engine = engine = Engine.create(
             client_settings(config),
             engine_settings(config),
+            observer=None if "metrics" in without else daemon.metrics.on_exchange,
             sinks=sinks,
-            observers=[] if "metrics" in without else [daemon.metrics.on_exchange],
             store=None if "store" in without else daemon.store,
             transport=httpx.MockTransport(_handler()),
         )

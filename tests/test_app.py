@@ -20,8 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 import watcher.daemon.service
 from watcher.api.client import ClientSettings
 from watcher.config import Config, config_from_mapping
-from watcher.core.engine import Engine, EngineSettings
+from watcher.core.engine import Engine
 from watcher.core.policy import PollSettings
+from watcher.core.settings import EngineSettings
 from watcher.credentials import Secret
 from watcher.daemon.service import Daemon
 from watcher.daemon.web import HEALTHY_TICK_SECONDS, AppState, build_app
@@ -514,7 +515,7 @@ async def test_healthz_stays_200_while_the_api_makes_everyone_wait(
     def clock() -> float:
         return time.monotonic() + shift[0]
 
-    engine = Engine(
+    engine = Engine.create(
         ClientSettings(base_url=url, api_key=Secret(KEY)),
         EngineSettings(max_concurrency=1, poll=PollSettings(interval=0.1, min_interval=0.05)),
         clock=clock,

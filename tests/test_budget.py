@@ -5,22 +5,10 @@ from __future__ import annotations
 import anyio
 import anyio.lowlevel
 import pytest
+from factories import FakeClock
 
 from watcher.api.budget import SHARE_WINDOW_SECONDS, RequestBudget
 from watcher.api.headers import RateLimit
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 def test_turns_are_spaced_by_the_budget() -> None:

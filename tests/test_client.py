@@ -14,6 +14,7 @@ from urllib.parse import parse_qs
 
 import httpx
 import pytest
+from factories import FakeClock
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -45,19 +46,6 @@ BATCH = "vsfb_client"  # 100 files over 100 s of the fake clock, 10 of them fail
 DONE = "vsfb_done"  # 300 files, already completed, 150 of them failed
 KEY = "sk-test-CLIENTKEY-0123456789abcdefXYZ"
 OTHER_KEY = "sk-test-ROTATED-KEY-9876543210zyxwvu-longer"
-
-
-class FakeClock:
-    """A clock that moves only when told."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class RecordingTransport(httpx.AsyncBaseTransport):

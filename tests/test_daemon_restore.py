@@ -7,7 +7,7 @@ from pathlib import Path
 from factories import ended_watch
 
 from watcher.config import config_from_mapping
-from watcher.core.watch import Phase
+from watcher.core.states import Phase
 from watcher.daemon.service import Daemon
 from watcher.store.sqlite import StateStore
 

@@ -1,6 +1,6 @@
-"""The watch engine against the simulator over loopback HTTP, with short intervals: concurrency,
-the watch list, how watches end, stalls, vanished batches, refused keys, 429s, retries, and the
-requests it never makes."""
+"""The watch engine on virtual time, against the simulator's app in process: concurrency, the
+watch list, how watches end, stalls, vanished batches, refused keys, 429s, retries, and the
+requests it never makes. The rules themselves are tested with plain values in test_lifecycle."""
 
 from __future__ import annotations
 
@@ -13,17 +13,16 @@ from typing import Any, TypeVar
 import anyio
 import httpx
 import pytest
-import structlog
+from factories import virtual_time, virtual_wall
 
 from watcher.api.client import ClientSettings
-from watcher.core.engine import Engine, EngineSettings, TooManyWatches
+from watcher.core.engine import Engine, TooManyWatches
 from watcher.core.events import (
     AuthFailed,
     AuthRecovered,
     BatchCancelRequested,
     BatchFinished,
     BatchProgressed,
-    BatchResult,
     BatchResumed,
     BatchStalled,
     Event,
@@ -33,10 +32,13 @@ from watcher.core.events import (
     WatchRemoved,
 )
 from watcher.core.policy import PollSettings
-from watcher.core.watch import Phase, WatchOptions
+from watcher.core.results import BatchResult
+from watcher.core.settings import EngineSettings
+from watcher.core.states import Phase
+from watcher.core.watch import Watch, WatchOptions
 from watcher.credentials import Secret
 from watcher.logs import log_event
-from watcher.simulator import BatchSpec, Fault, FaultKind, Simulator, serve_simulator
+from watcher.simulator import BatchSpec, Fault, FaultKind, Simulator, SimulatorApp
 
 VS = "vs_engine"
 KEY = "sk-engine-test-key-0123456789"
@@ -73,48 +75,41 @@ class Recorder:
 
 
 @pytest.fixture
-def logs() -> Iterator[list[dict[str, Any]]]:
-    """Every structlog event of the test; none of them may report an engine bug."""
-    saved = structlog.get_config()
-    structlog.reset_defaults()  # whatever level an earlier test configured, keep every event
-    try:
-        with structlog.testing.capture_logs() as captured:
-            yield captured
-    finally:
-        structlog.configure(**saved)
-    bugs = [e for e in captured if e["event"] in ("internal_error", "sink_failed")]
-    assert bugs == []
-
-
-@pytest.fixture
-async def sim(logs: list[dict[str, Any]]) -> AsyncIterator[Simulator]:
-    """A simulator on the real clock; no test may poll a batch already shown terminal."""
-    simulator = Simulator(cancel_seconds=0.1)
+def sim(logs: list[dict[str, Any]]) -> Iterator[Simulator]:
+    """A simulator on the virtual clock; no test may poll a batch already shown terminal."""
+    simulator = Simulator(clock=anyio.current_time, wall_clock=virtual_wall, cancel_seconds=0.1)
     yield simulator
     assert simulator.stats.retrieves_after_terminal == 0
 
 
 @pytest.fixture
-async def base_url(sim: Simulator) -> AsyncIterator[str]:
-    async with serve_simulator(sim) as url:
-        yield url
-
-
-@pytest.fixture
-def make_engine(base_url: str) -> Callable[..., tuple[Engine, Recorder]]:
-    """An engine of the served simulator with fast settings, and the recorder of its events."""
+def make_engine(sim: Simulator) -> Callable[..., tuple[Engine, Recorder]]:
+    """An engine of the simulator's app (in process, on virtual time) with fast settings, and
+    the recorder of its events."""
 
     def make(
-        settings: EngineSettings = FAST, *, api_key: str | None = None, **kwargs: Any
+        settings: EngineSettings = FAST,
+        *,
+        api_key: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        **kwargs: Any,
     ) -> tuple[Engine, Recorder]:
         recorder = Recorder()
         client = ClientSettings(
-            base_url=base_url,
+            base_url="http://simulator.test/v1",
             api_key=Secret(api_key) if api_key else None,
             timeout_seconds=5.0,
         )
         sinks = [recorder, *kwargs.pop("sinks", ())]
-        return Engine(client, settings, sinks=sinks, **kwargs), recorder
+        engine = Engine.create(
+            client,
+            settings,
+            transport=transport or httpx.ASGITransport(SimulatorApp(sim)),
+            sinks=sinks,
+            wall=virtual_wall,
+            **kwargs,
+        )
+        return engine, recorder
 
     return make
 
@@ -152,6 +147,13 @@ def spec(batch_id: str, **fields: Any) -> BatchSpec:
     return BatchSpec(VS, batch_id, **fields)
 
 
+def now(engine: Engine, batch_id: str) -> Watch:
+    """The engine's record of the watch as it is now."""
+    watch = engine.get(VS, batch_id)
+    assert watch is not None
+    return watch
+
+
 def counts(sim: Simulator, batch_id: str) -> dict[str, int]:
     result: dict[str, int] = sim.truth(batch_id, failed_files=False)["file_counts"]
     return result
@@ -160,6 +162,7 @@ def counts(sim: Simulator, batch_id: str) -> dict[str, int]:
 # -- many batches, a changing watch list -------------------------------------------------------
 
 
+@virtual_time
 async def test_many_batches_are_watched_concurrently(
     sim: Simulator, make_engine: MakeEngine
 ) -> None:
@@ -184,6 +187,7 @@ async def test_many_batches_are_watched_concurrently(
     assert seen_before_any_end == set(ids)
 
 
+@virtual_time
 async def test_watches_are_added_and_removed_while_running(
     sim: Simulator, make_engine: MakeEngine
 ) -> None:
@@ -206,6 +210,7 @@ async def test_watches_are_added_and_removed_while_running(
     assert [e.batch_id for e in recorder.of(BatchFinished)] == ["vsfb_short"]
 
 
+@virtual_time
 async def test_too_many_watches_are_refused(make_engine: MakeEngine) -> None:
     """Past ``max_watches`` a new watch is refused; an existing one is returned as it is."""
     engine, _ = make_engine(dataclasses.replace(FAST, max_watches=2))
@@ -224,9 +229,28 @@ async def test_too_many_watches_are_refused(make_engine: MakeEngine) -> None:
         await engine.client.aclose()
 
 
+@virtual_time
+async def test_finished_watches_do_not_count_toward_max_watches(
+    sim: Simulator, make_engine: MakeEngine
+) -> None:
+    """A watch that ended waits for retention without taking a place among ``max_watches``."""
+    sim.add_batches([spec("vsfb_done_1"), spec("vsfb_done_2")])
+    engine, _ = make_engine(dataclasses.replace(FAST, max_watches=2))
+    async with running(engine):
+        engine.add(VS, "vsfb_done_1")
+        engine.add(VS, "vsfb_done_2")
+        with pytest.raises(TooManyWatches, match="2 unfinished"):
+            engine.add(VS, "vsfb_third")
+        await idle(engine)
+        sim.add_batch(spec("vsfb_third"))
+        assert engine.add(VS, "vsfb_third")[1]
+        assert (len(engine), engine.unfinished) == (3, 1)
+
+
 # -- how a watch ends --------------------------------------------------------------------------
 
 
+@virtual_time
 async def test_finished_batch_reports_each_failed_file(
     sim: Simulator, make_engine: MakeEngine
 ) -> None:
@@ -255,6 +279,7 @@ async def test_finished_batch_reports_each_failed_file(
     assert recorder.events.index(recorder.of(BatchFinished)[0]) > last_file_failed
 
 
+@virtual_time
 async def test_clean_batch_is_not_listed_nor_polled_after_its_end(
     sim: Simulator, make_engine: MakeEngine
 ) -> None:
@@ -284,6 +309,7 @@ async def test_clean_batch_is_not_listed_nor_polled_after_its_end(
         ("cancelled", {"cancelled_files": 5}, {"failed": 0, "completed": 15, "cancelled": 5}),
     ],
 )
+@virtual_time
 async def test_failed_and_cancelled_batches_end_so(
     sim: Simulator,
     make_engine: MakeEngine,
@@ -303,9 +329,10 @@ async def test_failed_and_cancelled_batches_end_so(
     assert {k: result.file_counts.as_dict()[k] for k in expected} == expected
     assert result.failed_files_listed == expected["failed"]
     assert not result.clean
-    assert engine.get(VS, "vsfb_end").phase is Phase.FINISHED  # type: ignore[union-attr]
+    assert now(engine, "vsfb_end").phase is Phase.FINISHED
 
 
+@virtual_time
 async def test_deadline_times_out_without_cancelling(
     sim: Simulator, make_engine: MakeEngine
 ) -> None:
@@ -324,6 +351,7 @@ async def test_deadline_times_out_without_cancelling(
 
 
 @pytest.mark.parametrize("where", ["engine", "watch"])
+@virtual_time
 async def test_deadline_cancels_through_the_api_when_asked(
     sim: Simulator, make_engine: MakeEngine, where: str
 ) -> None:
@@ -343,6 +371,7 @@ async def test_deadline_cancels_through_the_api_when_asked(
     assert sim.truth("vsfb_cancel_me")["cancel_requested"] is True
 
 
+@virtual_time
 async def test_stalled_batch_is_flagged_then_unflagged(
     sim: Simulator, make_engine: MakeEngine
 ) -> None:
@@ -350,10 +379,11 @@ async def test_stalled_batch_is_flagged_then_unflagged(
     sim.add_batch(spec("vsfb_stall", duration_seconds=0.4, stall_after_files=10, stall_seconds=0.8))
     engine, recorder = make_engine(dataclasses.replace(FAST, stall_after_seconds=0.25))
     async with running(engine):
-        watch, _ = engine.add(VS, "vsfb_stall")
+        engine.add(VS, "vsfb_stall")
         await until(lambda: recorder.of(BatchStalled), "stalled")
-        assert watch.stalled
-        assert watch.state == "stalled"
+        assert now(engine, "vsfb_stall").stalled
+        assert now(engine, "vsfb_stall").state == "stalled"
+        assert now(engine, "vsfb_stall").eta_seconds is None  # no ETA while stalled
         await idle(engine)
     [stalled] = recorder.of(BatchStalled)
     [resumed] = recorder.of(BatchResumed)
@@ -364,10 +394,11 @@ async def test_stalled_batch_is_flagged_then_unflagged(
     assert (
         events.index(stalled) < events.index(resumed) < events.index(recorder.of(BatchFinished)[0])
     )
-    assert not watch.stalled
+    assert not now(engine, "vsfb_stall").stalled
     assert recorder.result("vsfb_stall").status == "completed"
 
 
+@virtual_time
 async def test_vanished_batch_ends_not_found_after_a_second_look(
     sim: Simulator, make_engine: MakeEngine
 ) -> None:
@@ -395,6 +426,7 @@ async def test_vanished_batch_ends_not_found_after_a_second_look(
     assert [e.error for e in recorder.of(PollFailed, "vsfb_gone")] == ["NotFound"]
 
 
+@virtual_time
 async def test_unknown_status_is_reported_once_and_not_terminal(
     sim: Simulator, make_engine: MakeEngine
 ) -> None:
@@ -410,6 +442,7 @@ async def test_unknown_status_is_reported_once_and_not_terminal(
     assert recorder.result("vsfb_odd").status == "completed"
 
 
+@virtual_time
 async def test_failed_file_cap_keeps_the_count_exact(
     sim: Simulator, make_engine: MakeEngine
 ) -> None:
@@ -429,6 +462,7 @@ async def test_failed_file_cap_keeps_the_count_exact(
     assert sim.stats.requests_for("vsfb_many_failed", "list") == 2
 
 
+@virtual_time
 async def test_broken_file_list_ends_incomplete(sim: Simulator, make_engine: MakeEngine) -> None:
     """A file list whose pagination loops ends the watch with what it read, marked incomplete."""
     sim.add_batch(
@@ -450,13 +484,15 @@ async def test_broken_file_list_ends_incomplete(sim: Simulator, make_engine: Mak
     assert "incomplete" in result.note
 
 
+@virtual_time
 async def test_eta_is_known_while_in_progress(sim: Simulator, make_engine: MakeEngine) -> None:
     """Once a batch has moved, its watch carries an ETA; a finished one has none."""
     sim.add_batch(spec("vsfb_eta", total_files=100, duration_seconds=1.0))
     engine, recorder = make_engine()
     async with running(engine):
-        watch, _ = engine.add(VS, "vsfb_eta")
-        await until(lambda: watch.eta_seconds is not None, "an ETA")
+        engine.add(VS, "vsfb_eta")
+        await until(lambda: now(engine, "vsfb_eta").eta_seconds is not None, "an ETA")
+        watch = now(engine, "vsfb_eta")
         assert watch.phase is Phase.WATCHING
         assert watch.eta_seconds is not None
         assert watch.eta_seconds > 0
@@ -464,9 +500,10 @@ async def test_eta_is_known_while_in_progress(sim: Simulator, make_engine: MakeE
         await idle(engine)
     in_progress = [e for e in recorder.of(BatchProgressed) if e.status == "in_progress"]
     assert any(e.eta_seconds is not None for e in in_progress)
-    assert watch.eta_seconds is None
+    assert now(engine, "vsfb_eta").eta_seconds is None
 
 
+@virtual_time
 async def test_request_the_api_keeps_rejecting_ends_the_watch(
     sim: Simulator, make_engine: MakeEngine
 ) -> None:
@@ -488,6 +525,7 @@ async def test_request_the_api_keeps_rejecting_ends_the_watch(
 # -- refused keys, 429s, transient faults -------------------------------------------------------
 
 
+@virtual_time
 async def test_refused_key_holds_polling_to_one_probe_until_it_works(
     sim: Simulator, make_engine: MakeEngine
 ) -> None:
@@ -533,6 +571,7 @@ async def test_refused_key_holds_polling_to_one_probe_until_it_works(
     assert len(recorder.of(AuthRecovered)) == 1
 
 
+@virtual_time
 async def test_refused_key_found_working_by_a_file_listing_is_recovered(
     sim: Simulator, make_engine: MakeEngine
 ) -> None:
@@ -542,11 +581,11 @@ async def test_refused_key_found_working_by_a_file_listing_is_recovered(
     sim.set_api_key(KEY)
 
     class KeyFlipper(httpx.AsyncBaseTransport):
-        """Real HTTP; once the lister's batch was shown terminal, the server's key changes, so
-        that its file listing is refused."""
+        """The simulator's app; once the lister's batch was shown terminal, the server's key
+        changes, so that its file listing is refused."""
 
         def __init__(self) -> None:
-            self.inner = httpx.AsyncHTTPTransport()
+            self.inner = httpx.ASGITransport(SimulatorApp(sim))
             self.flipped = False
 
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -582,6 +621,7 @@ async def test_refused_key_found_working_by_a_file_listing_is_recovered(
     assert recorder.result("vsfb_lister").failed_files_listed == 3
 
 
+@virtual_time
 async def test_429_pauses_every_watch(sim: Simulator, make_engine: MakeEngine) -> None:
     """After a 429 with a wait, no watch sends anything to the server before the wait is over."""
     ids = ["vsfb_r1", "vsfb_r2", "vsfb_r3"]
@@ -607,6 +647,7 @@ async def test_429_pauses_every_watch(sim: Simulator, make_engine: MakeEngine) -
     assert min(r.at for r in later) - limited.at >= 0.4 - 0.005
 
 
+@virtual_time
 async def test_transient_faults_are_retried_with_backoff_and_logged(
     sim: Simulator, make_engine: MakeEngine, logs: list[dict[str, Any]]
 ) -> None:
@@ -635,6 +676,7 @@ async def test_transient_faults_are_retried_with_backoff_and_logged(
     assert recorder.result("vsfb_flaky").status == "completed"
 
 
+@virtual_time
 async def test_file_list_errors_are_retried_with_backoff(
     sim: Simulator, make_engine: MakeEngine
 ) -> None:

@@ -1,5 +1,8 @@
 """How the engine ends a watch: an ending not on disk is never announced (and is retried until
-it is), and what it keeps of the failed files is bounded."""
+it is), and what it keeps of the failed files is bounded.
+
+These run on the real clock: the store writes in a worker thread, and a virtual clock would
+jump ahead while every task waits for it."""
 
 from __future__ import annotations
 
@@ -7,14 +10,28 @@ from collections import Counter
 from pathlib import Path
 
 import anyio
+import httpx
 
 from watcher.api.client import ClientSettings
-from watcher.core.engine import MAX_ERROR_CODES, Engine, EngineSettings, _bounded_codes
+from watcher.core.engine import Engine
 from watcher.core.events import BatchFinished, Event
+from watcher.core.failed_files import MAX_ERROR_CODES, bounded_codes
 from watcher.core.policy import PollSettings
-from watcher.core.watch import Phase, Watch
-from watcher.simulator import BatchSpec, Simulator, serve_simulator
+from watcher.core.settings import EngineSettings
+from watcher.core.states import Phase
+from watcher.core.watch import Watch
+from watcher.simulator import BatchSpec, Simulator, SimulatorApp
 from watcher.store.sqlite import StateStore
+
+
+def _engine(sim: Simulator, settings: EngineSettings, **kwargs: object) -> Engine:
+    """An engine of the simulator's app, in process."""
+    return Engine.create(
+        ClientSettings(base_url="http://simulator.test/v1"),
+        settings,
+        transport=httpx.ASGITransport(SimulatorApp(sim)),
+        **kwargs,  # type: ignore[arg-type]
+    )
 
 
 class FlakyStore(StateStore):
@@ -36,7 +53,9 @@ async def test_failed_durable_write_delays_the_announcement_until_it_succeeds(
 ) -> None:
     """When the finished state cannot be written, nothing is announced; the ending is retried,
     announced once when the write succeeds, and the store then holds the result."""
-    sim = Simulator([BatchSpec("vs_s", "b_s", total_files=3, duration_seconds=0.1, failed_files=1)])
+    sim = Simulator(
+        [BatchSpec("vs_s", "b_s", total_files=3, duration_seconds=0.1, failed_files=1)],
+    )
     store = FlakyStore(tmp_path / "state.sqlite3", failures=2)
     store.open()
     events: list[Event] = []
@@ -44,18 +63,19 @@ async def test_failed_durable_write_delays_the_announcement_until_it_succeeds(
         poll=PollSettings(interval=0.05, min_interval=0.01, max_interval=0.2),
         max_requests_per_minute=60_000,
     )
-    async with serve_simulator(sim) as url:
-        engine = Engine(ClientSettings(base_url=url), settings, sinks=[events.append], store=store)
-        async with anyio.create_task_group() as tg:
-            await tg.start(engine.run)
-            watch, _ = engine.add("vs_s", "b_s")
-            with anyio.fail_after(20):
-                await engine.wait_idle()
-            tg.cancel_scope.cancel()
+    engine = _engine(sim, settings, sinks=[events.append], store=store)
+    async with anyio.create_task_group() as tg:
+        await tg.start(engine.run)
+        engine.add("vs_s", "b_s")
+        with anyio.fail_after(20):
+            await engine.wait_idle()
+        tg.cancel_scope.cancel()
     finished = [e for e in events if isinstance(e, BatchFinished)]
     assert store.failures == 0
     assert len(finished) == 1
     assert finished[0].result.failed_files_listed == 1
+    watch = engine.get("vs_s", "b_s")
+    assert watch is not None
     assert watch.phase is Phase.FINISHED
     store.close()
     [restored] = StateStore(tmp_path / "state.sqlite3").open()
@@ -86,21 +106,22 @@ class RecordingStore(StateStore):
 async def test_progress_after_the_first_reply_is_only_noted(tmp_path: Path) -> None:
     """The engine saves a new watch and its first reply, only notes the progress seen after,
     and writes the ending durably; the store then holds the result."""
-    sim = Simulator([BatchSpec("vs_p", "b_p", total_files=20, duration_seconds=0.5)])
+    sim = Simulator(
+        [BatchSpec("vs_p", "b_p", total_files=20, duration_seconds=0.5)],
+    )
     store = RecordingStore(tmp_path / "state.sqlite3")
     store.open()
     settings = EngineSettings(
         poll=PollSettings(interval=0.02, min_interval=0.01, max_interval=0.05),
         max_requests_per_minute=60_000,
     )
-    async with serve_simulator(sim) as url:
-        engine = Engine(ClientSettings(base_url=url), settings, store=store)
-        async with anyio.create_task_group() as tg:
-            await tg.start(engine.run)
-            engine.add("vs_p", "b_p")
-            with anyio.fail_after(20):
-                await engine.wait_idle()
-            tg.cancel_scope.cancel()
+    engine = _engine(sim, settings, store=store)
+    async with anyio.create_task_group() as tg:
+        await tg.start(engine.run)
+        engine.add("vs_p", "b_p")
+        with anyio.fail_after(20):
+            await engine.wait_idle()
+        tg.cancel_scope.cancel()
     # save_finished saves the finished watch itself, hence its inner "save".
     assert store.calls[:2] == ["save", "save"]
     assert store.calls[-2:] == ["save_finished", "save"]
@@ -118,7 +139,7 @@ async def test_progress_after_the_first_reply_is_only_noted(tmp_path: Path) -> N
 def test_error_codes_are_bounded_per_batch() -> None:
     """Past twenty distinct codes the rarest are counted as 'other'; the total stays exact."""
     by_code = Counter({f"code_{i}": 100 - i for i in range(50)})
-    kept = _bounded_codes(by_code)
+    kept = bounded_codes(by_code)
     assert len(kept) == MAX_ERROR_CODES
     assert sum(kept.values()) == sum(by_code.values())
     assert kept["code_0"] == 100

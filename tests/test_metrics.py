@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,20 @@ from watcher import __version__
 from watcher.api.client import ClientSettings, Exchange
 from watcher.api.headers import RateLimit, ResponseMeta
 from watcher.api.models import FileCounts, LastError
+from watcher.core import lifecycle
 from watcher.core.engine import Engine
-from watcher.core.events import BatchFinished, BatchResult, FailedFile
-from watcher.core.watch import Phase, Watch, WatchOptions
-from watcher.daemon.metrics import STATUS_SET, WATCH_STATES, WatcherMetrics, take_snapshot
-from watcher.errors import AuthError
+from watcher.core.events import BatchFinished
+from watcher.core.failed_files import NOTHING_LISTED
+from watcher.core.results import BatchResult, FailedFile
+from watcher.core.settings import EngineSettings
+from watcher.core.states import Phase, State
+from watcher.core.watch import Watch, WatchOptions
+from watcher.daemon.metrics import (
+    STATUS_SET,
+    WATCH_STATES,
+    WatcherMetrics,
+    take_snapshot,
+)
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 BATCH = "openai_vector_store_file_batch"
@@ -34,7 +44,7 @@ CREATED = "_created"
 @pytest.fixture
 async def engine() -> AsyncIterator[Engine]:
     """An engine that never runs: its watches are set by hand, as polls would set them."""
-    e = Engine(ClientSettings(base_url="http://127.0.0.1:9/v1"))
+    e = Engine.create(ClientSettings(base_url="http://127.0.0.1:9/v1"), EngineSettings())
     yield e
     await e.client.aclose()
 
@@ -49,7 +59,7 @@ def _result(watch: Watch, status: str, by_code: dict[str, int]) -> BatchResult:
     return BatchResult(
         vector_store_id=watch.vector_store_id,
         batch_id=watch.batch_id,
-        status=status,
+        status=State(status),
         file_counts=counts,
         failed_files=failed,
         failed_by_code=by_code,
@@ -71,18 +81,25 @@ def running(
     stalled: bool = False,
     deadline: float | None = None,
 ) -> Watch:
-    """A watch the engine has polled a few times."""
-    watch, created = engine.add(
-        "vs_1", batch_id, labels=labels, options=WatchOptions(deadline_seconds=deadline)
+    """A watch the engine has polled a few times (as restored from the state store)."""
+    watch = replace(
+        Watch.new(
+            "vs_1",
+            batch_id,
+            labels=labels,
+            options=WatchOptions(deadline_seconds=deadline),
+            registered_at=1_700_000_000.0,
+        ),
+        status=status,
+        file_counts=FileCounts(in_progress=4, completed=5, failed=1, cancelled=0, total=10),
+        created_at=1_700_000_000,
+        first_seen_at=1_700_000_001.0,
+        last_poll_at=1_700_000_050.0,
+        eta_seconds=42.0,
+        stalled=stalled,
     )
+    watch, created = engine.add("vs_1", batch_id, restored=watch)
     assert created
-    watch.status = status
-    watch.file_counts = FileCounts(in_progress=4, completed=5, failed=1, cancelled=0, total=10)
-    watch.created_at = 1_700_000_000
-    watch.first_seen_at = 1_700_000_001.0
-    watch.last_poll_at = 1_700_000_050.0
-    watch.eta_seconds = 42.0
-    watch.stalled = stalled
     return watch
 
 
@@ -95,15 +112,20 @@ def finished(
     labels: dict[str, str] | None = None,
 ) -> Watch:
     """A watch that ended (as restored from the state store)."""
-    watch = Watch("vs_1", batch_id, labels=labels, registered_at=1_700_000_000.0)
-    watch.status = status if status not in ("timed_out", "not_found") else "in_progress"
     failed = sum((by_code or {}).values())
-    watch.file_counts = FileCounts(completed=10 - failed, failed=failed, total=10)
-    watch.created_at = 1_700_000_000
-    watch.last_poll_at = 1_700_000_090.0
-    watch.result = _result(watch, status, by_code or {})
-    watch.finished_at = 1_700_000_100.0
-    watch.phase = Phase.FINISHED
+    watch = replace(
+        Watch.new("vs_1", batch_id, labels=labels, registered_at=1_700_000_000.0),
+        status=status if status not in ("timed_out", "not_found") else "in_progress",
+        file_counts=FileCounts(completed=10 - failed, failed=failed, total=10),
+        created_at=1_700_000_000,
+        last_poll_at=1_700_000_090.0,
+    )
+    watch = replace(
+        watch,
+        result=_result(watch, status, by_code or {}),
+        finished_at=1_700_000_100.0,
+        phase=Phase.FINISHED,
+    )
     engine.add("vs_1", batch_id, restored=watch)
     return watch
 
@@ -143,7 +165,8 @@ async def test_names_types_and_labels_are_as_documented(engine: Engine) -> None:
     finished(engine, "vsfb_done", "completed", {"unsupported_file": 2})
     meta = ResponseMeta(200, rate_limit=RateLimit(limit=600, remaining=599))
     metrics.on_exchange(Exchange("retrieve", 200, 0.05, meta))
-    engine._on_exchange(Exchange("retrieve", 200, 0.05, meta))
+    engine.budget.observe(meta.rate_limit)
+    engine.last_success_at = 1_700_000_050.0
     done = engine.get("vs_1", "vsfb_done")
     assert done is not None
     assert done.result is not None
@@ -229,10 +252,14 @@ async def test_a_finished_batch_has_an_end_and_no_eta_or_deadline(engine: Engine
     """Once a watch ends it shows when, and no longer an ETA, a deadline or a stall."""
     metrics = WatcherMetrics()
     watch = running(engine, "vsfb_end", deadline=600.0)
-    watch.result = _result(watch, "completed", {})
-    watch.finished_at = 1_700_000_100.0
-    watch.eta_seconds = None
-    watch.phase = Phase.FINISHED
+    scrape(metrics, engine)
+    ended = lifecycle.listed(
+        replace(watch, phase=Phase.LISTING, ending=State.COMPLETED),
+        NOTHING_LISTED,
+        wall=1_700_000_100.0,
+    ).watch
+    engine.remove("vs_1", "vsfb_end")
+    engine.add("vs_1", "vsfb_end", restored=ended)
     scrape(metrics, engine)
     ids = {"vector_store_id": "vs_1", "batch_id": "vsfb_end"}
     assert value(metrics, f"{BATCH}_finished_timestamp_seconds", "vsfb_end") == 1_700_000_100.0
@@ -248,11 +275,16 @@ async def test_the_info_series_carries_the_user_labels(engine: Engine) -> None:
     running(
         engine,
         "vsfb_run",
-        labels={"team": "search", "corpus": "manuals", "__meta": "x", "bad-name": "y"},
+        # The configuration and the API refuse "batch_id" as a label: only a hand-made (or
+        # damaged, restored) watch can hold it.
+        labels={
+            "team": "search",
+            "corpus": "manuals",
+            "__meta": "x",
+            "bad-name": "y",
+            "batch_id": "spoofed",
+        },
     )
-    watch = engine.get("vs_1", "vsfb_run")
-    assert watch is not None
-    watch.labels["batch_id"] = "spoofed"  # only a hand-made watch can hold it
     scrape(metrics, engine)
     labels = {"vector_store_id": "vs_1", "batch_id": "vsfb_run", "team": "search"}
     assert value(metrics, f"{BATCH}_info", corpus="manuals", **labels) == 1.0
@@ -405,7 +437,8 @@ async def test_finished_batches_and_failed_files_are_counted(engine: Engine) -> 
 
 
 async def test_watcher_gauges_follow_the_engine(engine: Engine) -> None:
-    """Auth failing, the last successful poll and the rate-limit headroom come from the engine."""
+    """Auth failing, the last successful poll and the rate-limit headroom come from the
+    engine's snapshot."""
     metrics = WatcherMetrics()
     scrape(metrics, engine)
     r = metrics.registry
@@ -414,14 +447,16 @@ async def test_watcher_gauges_follow_the_engine(engine: Engine) -> None:
     assert r.get_sample_value("batch_watcher_rate_limit_remaining_requests") is None
     assert r.get_sample_value("batch_watcher_build_info", {"version": __version__}) == 1.0
 
-    meta = ResponseMeta(200, rate_limit=RateLimit(limit=600, remaining=17, reset_seconds=5.0))
-    engine._on_exchange(Exchange("retrieve", 200, 0.01, meta))
-    engine.auth_error = AuthError("Incorrect API key provided", status=401)
+    engine.budget.observe(RateLimit(limit=600, remaining=17, reset_seconds=5.0))
+    engine.last_success_at = 1_700_000_050.0
     scrape(metrics, engine)
-    assert r.get_sample_value("batch_watcher_auth_failing") == 1.0
-    assert engine.last_success_at is not None
+    assert r.get_sample_value("batch_watcher_auth_failing") == 0.0
+    assert r.get_sample_value("batch_watcher_rate_limit_remaining_requests") == 17.0
     assert (
         r.get_sample_value("batch_watcher_last_successful_poll_timestamp_seconds")
-        == engine.last_success_at
+        == 1_700_000_050.0
     )
-    assert r.get_sample_value("batch_watcher_rate_limit_remaining_requests") == 17.0
+
+    refused = replace(take_snapshot(engine), auth_failing=True)
+    metrics.render(refused, None)
+    assert r.get_sample_value("batch_watcher_auth_failing") == 1.0

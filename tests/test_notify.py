@@ -10,6 +10,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import closing
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,10 @@ import pytest
 import stamina
 
 from watcher.api.models import FileCounts
-from watcher.core.events import BatchFinished, BatchResult
-from watcher.core.watch import Phase, Watch
+from watcher.core.events import BatchFinished
+from watcher.core.results import BatchResult
+from watcher.core.states import Phase, State
+from watcher.core.watch import Watch
 from watcher.credentials import SecretSource
 from watcher.daemon.notify import Notifier, signature
 from watcher.store.sqlite import StateStore
@@ -96,13 +99,11 @@ def store(tmp_path: Path) -> Iterator[StateStore]:
 
 async def finish(store: StateStore, batch_id: str) -> BatchFinished:
     """Record a finished watch as the engine does, and the event it then announces."""
-    watch = Watch("vs_1", batch_id, registered_at=1_700_000_000.0)
     counts = FileCounts(completed=3, failed=0, total=3)
-    watch.file_counts = counts
-    watch.result = BatchResult(
+    result = BatchResult(
         vector_store_id="vs_1",
         batch_id=batch_id,
-        status="completed",
+        status=State.COMPLETED,
         file_counts=counts,
         failed_files=(),
         failed_by_code={},
@@ -112,8 +113,13 @@ async def finish(store: StateStore, batch_id: str) -> BatchFinished:
         elapsed_seconds=3.0,
         finished_at=1_700_000_003.0,
     )
-    watch.finished_at = 1_700_000_003.0
-    watch.phase = Phase.FINISHED
+    watch = replace(
+        Watch.new("vs_1", batch_id, registered_at=1_700_000_000.0),
+        file_counts=counts,
+        result=result,
+        finished_at=1_700_000_003.0,
+        phase=Phase.FINISHED,
+    )
     await store.save_finished(watch)
     return BatchFinished(vector_store_id="vs_1", batch_id=batch_id, result=watch.result)
 

@@ -6,14 +6,15 @@ import pytest
 
 from watcher.api.models import FileCounts
 from watcher.cli.report import ExitStatus, exit_status
-from watcher.core.events import BatchResult
+from watcher.core.results import BatchResult
+from watcher.core.states import State
 
 
 def result(status: str, failed: int = 0) -> BatchResult:
     return BatchResult(
         vector_store_id="vs",
         batch_id=f"b_{status}_{failed}",
-        status=status,
+        status=State(status),
         file_counts=FileCounts(completed=10 - failed, failed=failed, total=10),
         failed_files=(),
         failed_by_code={"invalid_file": failed} if failed else {},

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from factories import FakeClock
 
 from watcher.simulator import (
     DEMO_VECTOR_STORE,
@@ -35,19 +36,6 @@ VS = "vs_test"
 BATCH = "vsfb_test"
 BATCH_URL = f"/vector_stores/{VS}/file_batches/{BATCH}"
 FILES_URL = f"{BATCH_URL}/files"
-
-
-class FakeClock:
-    """A clock that moves only when told."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -12,14 +13,15 @@ import psutil
 import pytest
 
 from watcher.api.models import FileCounts, LastError
-from watcher.core.events import BatchResult, FailedFile
-from watcher.core.watch import Phase, Watch, WatchOptions
+from watcher.core.results import BatchResult, FailedFile
+from watcher.core.states import Phase, State
+from watcher.core.watch import Watch, WatchOptions
 from watcher.errors import ConfigError
 from watcher.store.sqlite import SCHEMA_VERSION, StateStore
 
 
 def _watch(batch_id: str = "vsfb_1", **labels: str) -> Watch:
-    watch = Watch(
+    watch = Watch.new(
         "vs_1",
         batch_id,
         labels=labels or {"team": "search"},
@@ -31,22 +33,27 @@ def _watch(batch_id: str = "vsfb_1", **labels: str) -> Watch:
         ),
         registered_at=1_700_000_000.25,
     )
-    watch.status = "in_progress"
-    watch.file_counts = FileCounts(in_progress=3, completed=5, failed=2, cancelled=0, total=10)
-    watch.created_at = 1_699_999_990
-    watch.first_seen_at = 1_700_000_001.5
-    watch.last_poll_at = 1_700_000_007.75
-    return watch
+    return replace(
+        watch,
+        status="in_progress",
+        file_counts=FileCounts(in_progress=3, completed=5, failed=2, cancelled=0, total=10),
+        created_at=1_699_999_990,
+        first_seen_at=1_700_000_001.5,
+        last_poll_at=1_700_000_007.75,
+    )
+
+
+def _moved(watch: Watch, completed: int) -> Watch:
+    """The watch after its batch's counts moved."""
+    return replace(watch, file_counts=FileCounts(completed=completed, total=10))
 
 
 def _finish(watch: Watch) -> Watch:
     counts = FileCounts(in_progress=0, completed=8, failed=2, cancelled=0, total=10)
-    watch.status = "completed"
-    watch.file_counts = counts
-    watch.result = BatchResult(
+    result = BatchResult(
         vector_store_id=watch.vector_store_id,
         batch_id=watch.batch_id,
-        status="completed",
+        status=State.COMPLETED,
         file_counts=counts,
         failed_files=(
             FailedFile("file-a", LastError("unsupported_file", 'bad "type" \\ <x>')),
@@ -61,9 +68,14 @@ def _finish(watch: Watch) -> Watch:
         labels=dict(watch.labels),
         note="the failed-file list is incomplete: page 2",
     )
-    watch.finished_at = 1_700_000_012.5
-    watch.phase = Phase.FINISHED
-    return watch
+    return replace(
+        watch,
+        status="completed",
+        file_counts=counts,
+        result=result,
+        finished_at=1_700_000_012.5,
+        phase=Phase.FINISHED,
+    )
 
 
 def _rows(path: Path, table: str = "watches") -> list[sqlite3.Row]:
@@ -161,8 +173,7 @@ async def test_only_the_latest_progress_is_written(store: StateStore) -> None:
     """Saving one watch many times between flushes writes its latest state, once."""
     watch = _watch()
     for completed in range(1, 6):
-        watch.file_counts = FileCounts(completed=completed, total=10)
-        store.save(watch)
+        store.save(_moved(watch, completed))
     await store.flush()
     [row] = _rows(store.path)
     assert json.loads(row["progress"])["file_counts"]["completed"] == 5
@@ -210,14 +221,16 @@ def _completed(path: Path) -> dict[str, int]:
 
 
 async def test_noted_progress_waits_for_a_checkpoint(store: StateStore) -> None:
-    """Noted progress is not written by a flush, only by a checkpoint, as the watch is then."""
+    """Noted progress is not written by a flush, only by a checkpoint, as last noted."""
     watch = _watch()
     store.note_progress(watch)
     await store.flush()
     assert _rows(store.path) == []
     assert store.writes == 0
 
-    watch.file_counts = FileCounts(completed=7, total=10)  # moved again, not noted again
+    store.note_progress(_moved(watch, 7))  # moved again: the newer note replaces the older
+    await store.flush()
+    assert store.writes == 0
     await store.flush(progress=True)
     assert store.writes == 1
     assert _completed(store.path) == {"vsfb_1": 7}
@@ -251,8 +264,7 @@ async def test_the_run_loop_checkpoints_progress_every_progress_seconds(tmp_path
                     break
                 await anyio.sleep(0.01)
         store.progress_seconds = 3600.0
-        noted.file_counts = FileCounts(completed=9, total=10)
-        store.note_progress(noted)
+        store.note_progress(_moved(noted, 9))
         tg.cancel_scope.cancel()  # no await since the note: only the last flush can write it
     assert _completed(store.path) == {"vsfb_noted": 9, "vsfb_saved": 5}
     store.close()
@@ -262,8 +274,7 @@ async def test_a_clean_close_writes_noted_progress(store: StateStore) -> None:
     """Progress noted and never checkpointed is on disk once the store is closed."""
     watch = _watch()
     await store.save_finished(_finish(_watch("vsfb_done")))  # the file holds something already
-    watch.file_counts = FileCounts(completed=6, total=10)
-    store.note_progress(watch)
+    store.note_progress(_moved(watch, 6))
     store.close()
     restored = {w.batch_id: w for w in _reopened(store.path)}
     assert sorted(restored) == ["vsfb_1", "vsfb_done"]
@@ -273,15 +284,13 @@ async def test_a_clean_close_writes_noted_progress(store: StateStore) -> None:
 async def test_a_save_supersedes_noted_progress(store: StateStore) -> None:
     """A save after a progress note writes the watch at once, and leaves no note to write."""
     watch = _watch()
-    store.note_progress(watch)
-    watch.file_counts = FileCounts(completed=8, total=10)
-    store.save(watch)
+    store.note_progress(_moved(watch, 6))
+    store.save(_moved(watch, 8))
     await store.flush()
     assert _completed(store.path) == {"vsfb_1": 8}
     assert store.writes == 1
 
-    watch.file_counts = FileCounts(completed=9, total=10)  # moved, but neither saved nor noted
-    await store.flush(progress=True)
+    await store.flush(progress=True)  # the note before the save is gone
     assert store.writes == 1
     assert _completed(store.path) == {"vsfb_1": 8}
 
@@ -290,8 +299,7 @@ async def test_progress_noted_after_a_save_is_written_over_it(store: StateStore)
     """When a watch is saved, then noted, a checkpoint writes the noted (newer) state."""
     watch = _watch()
     store.save(watch)
-    watch.file_counts = FileCounts(completed=9, total=10)
-    store.note_progress(watch)
+    store.note_progress(_moved(watch, 9))
     await store.flush(progress=True)
     assert store.writes == 1
     assert _completed(store.path) == {"vsfb_1": 9}
@@ -317,9 +325,9 @@ async def test_a_watch_finished_after_progress_notes_keeps_its_result(store: Sta
     note writes it again."""
     watch = _watch()
     for completed in (6, 7):
-        watch.file_counts = FileCounts(completed=completed, total=10)
-        store.note_progress(watch)
-    await store.save_finished(_finish(watch))
+        store.note_progress(_moved(watch, completed))
+    watch = _finish(watch)
+    await store.save_finished(watch)
     assert store.writes == 1
     await store.flush(progress=True)
     assert store.writes == 1
@@ -418,8 +426,7 @@ async def test_a_failed_checkpoint_gives_noted_progress_back(store: StateStore) 
         "CREATE TRIGGER refuse BEFORE INSERT ON watches BEGIN SELECT RAISE(ABORT, 'full'); END"
     )
     db.commit()
-    moving.file_counts = FileCounts(completed=6, total=10)
-    store.note_progress(moving)
+    store.note_progress(_moved(moving, 6))
     store.note_progress(gone)
     store.note_progress(_watch("vsfb_new"))
     with pytest.raises(sqlite3.IntegrityError, match="full"):
@@ -430,7 +437,7 @@ async def test_a_failed_checkpoint_gives_noted_progress_back(store: StateStore) 
     db.commit()
     db.close()
     store.delete(("vs_1", "vsfb_gone"))
-    moving.file_counts = FileCounts(completed=7, total=10)
+    store.note_progress(_moved(moving, 7))  # newer than the note that came back
     await store.flush()  # the deletion; the notes came back as notes, not as saved rows
     assert _completed(store.path) == {"vsfb_moving": 5}
     await store.flush(progress=True)

@@ -12,7 +12,7 @@ import anyio
 import pytest
 from factories import ended_watch
 
-from watcher.core.events import BatchResult
+from watcher.core.results import BatchResult
 from watcher.core.watch import Watch
 from watcher.store.sqlite import StateStore
 

@@ -8,6 +8,7 @@ translated once, where the call is made (:mod:`watcher.api.client`).
     └── APIError                  status, request_id
         ├── AuthError             401 / 403
         ├── NotFound              404, or a 400 that says the id is unknown
+        ├── Expired               a 400 or 404 that says the batch has expired
         ├── RateLimited           429, retry_after seconds (or None)
         ├── Transient             5xx, timeouts, connection errors, HTML error pages
         └── ProtocolError         a 2xx that is not the JSON we need
@@ -58,6 +59,10 @@ class AuthError(APIError):
 
 class NotFound(APIError):
     """The vector store or the batch does not exist (or no longer does)."""
+
+
+class Expired(APIError):
+    """The server expired the batch (llama-stack does seven days after its creation)."""
 
 
 class RateLimited(APIError):

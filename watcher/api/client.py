@@ -27,6 +27,7 @@ from ..credentials import Secret, SecretSource
 from ..errors import (
     APIError,
     AuthError,
+    Expired,
     NotFound,
     PaginationError,
     ProtocolError,
@@ -52,6 +53,8 @@ _SAYS_NOT_FOUND = re.compile(
     r"unknown (file[ _]?batch|batch|vector))",
     re.IGNORECASE,
 )
+#: llama-stack expires a batch seven days after its creation: "... has expired".
+_SAYS_EXPIRED = re.compile(r"\bexpired\b", re.IGNORECASE)
 # OpenAI echoes a masked key in 401 messages ("Incorrect API key provided: sk-abc***xyz").
 _KEY_LIKE = re.compile(r"\b(sk|sess|key)-[A-Za-z0-9_\-*]{4,}")
 
@@ -373,6 +376,8 @@ class APIClient:
     def _observe(
         self, endpoint: Endpoint, status: int | None, started: float, meta: ResponseMeta | None
     ) -> None:
+        if meta is not None and self._budget is not None:
+            self._budget.observe(meta.rate_limit)
         if self._observer is not None:
             self._observer(Exchange(endpoint, status, self._clock() - started, meta))
 
@@ -426,6 +431,8 @@ class APIClient:
             what = "refused the API key" if status == 401 else "denied access"
             hint = "" if key else " (no API key is configured)"
             return AuthError(f"the API {what}{hint}{detail}", status=status, request_id=rid)
+        if status in (400, 404) and _SAYS_EXPIRED.search(said):
+            return Expired(f"{endpoint}: expired{detail}", status=status, request_id=rid)
         if status == 404:
             return NotFound(f"{endpoint}: not found{detail}", status=status, request_id=rid)
         if status == 400 and _SAYS_NOT_FOUND.search(said):

@@ -14,8 +14,8 @@ import anyio
 from .. import __version__
 from ..api.client import DEFAULT_BASE_URL, ClientSettings, validate_base_url
 from ..config import Config, config_from_mapping, load_config, render_effective
-from ..core.engine import EngineSettings
 from ..core.policy import PollSettings
+from ..core.settings import EngineSettings
 from ..credentials import SecretSource
 from ..daemon.service import Daemon
 from ..errors import ConfigError

@@ -11,9 +11,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..core.events import BatchResult
+from ..core.results import BatchResult
+from ..core.states import State
 
-AUTH_FAILED = "auth_failed"
+#: Endings in which the API refused us, whatever the batch did.
+_REFUSED = frozenset({State.NOT_FOUND, State.REJECTED, State.AUTH_FAILED})
 
 
 class ExitStatus(IntEnum):
@@ -30,9 +32,9 @@ def exit_status(results: Iterable[BatchResult]) -> ExitStatus:
     """The most serious outcome wins: refused, then deadline, then failures."""
     worst = ExitStatus.OK
     for result in results:
-        if result.status in ("not_found", "rejected", AUTH_FAILED):
+        if result.status in _REFUSED:
             status = ExitStatus.REFUSED
-        elif result.status == "timed_out":
+        elif result.status == State.TIMED_OUT:
             status = ExitStatus.DEADLINE
         elif not result.clean:
             status = ExitStatus.FAILURES

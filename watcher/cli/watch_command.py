@@ -16,12 +16,15 @@ from typing import Literal, TextIO
 import anyio
 
 from ..api.client import ClientSettings
-from ..core.engine import Engine, EngineSettings
-from ..core.events import AuthFailed, BatchFinished, BatchResult, Event
+from ..core.engine import Engine
+from ..core.events import AuthFailed, BatchFinished, Event
+from ..core.results import BatchResult
+from ..core.settings import EngineSettings
+from ..core.states import State
 from ..core.watch import Watch
 from ..logs import log_event
 from .progress import ProgressDisplay
-from .report import AUTH_FAILED, ExitStatus, exit_status, json_line, write_text_summary
+from .report import ExitStatus, exit_status, json_line, write_text_summary
 
 Target = tuple[str, str]
 
@@ -57,7 +60,7 @@ async def run_watch(command: WatchCommand, out: TextIO = sys.stdout) -> ExitStat
 
     display = ProgressDisplay() if command.progress else None
     sinks = [log_event, collect] + ([display] if display is not None else [])
-    engine = Engine(command.client, command.engine, sinks=sinks)
+    engine = Engine.create(command.client, command.engine, sinks=sinks)
     with display if display is not None else contextlib.nullcontext():
         async with anyio.create_task_group() as tg:
             scope = tg.cancel_scope
@@ -86,7 +89,7 @@ def _refused_result(watch: Watch | None, target: Target, error: AuthFailed) -> B
     return BatchResult(
         vector_store_id=target[0],
         batch_id=target[1],
-        status=AUTH_FAILED,
+        status=State.AUTH_FAILED,
         file_counts=watch.file_counts if watch else None,
         failed_files=(),
         failed_by_code={},

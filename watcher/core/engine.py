@@ -1,10 +1,14 @@
-"""The watch engine: polls every watched batch until it ends, then reports its failed files.
+"""The watch engine: runs every watch's lifecycle, and does its I/O.
 
 One anyio task group owns a scheduler and a fixed pool of workers. The scheduler keeps one heap of
-due times for all watches — a watch costs a heap entry and a
-:class:`~watcher.core.watch.Watch`, not a task — and hands due watches to the workers; every
-request passes the shared :class:`~watcher.api.budget.RequestBudget`. When to poll next is
-:func:`watcher.core.policy.next_poll`'s decision.
+due times for all watches — a watch costs a heap entry and a record, not a task — and hands due
+watches to the workers. A worker asks the lifecycle (:mod:`watcher.core.lifecycle`) what to do,
+does it (a request through the shared client and budget, a write to the store), and feeds the
+outcome back, until the lifecycle says to wait. Every rule about one watch is the lifecycle's;
+the engine only schedules, sends, records and announces.
+
+One clock, injected, gives both due times and waits: under a virtual clock (trio's ``MockClock``
+in the tests) the engine runs hours in milliseconds.
 """
 
 from __future__ import annotations
@@ -12,65 +16,39 @@ from __future__ import annotations
 import heapq
 import random
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import anyio
 import anyio.abc
+import httpx
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..api.budget import RequestBudget
-from ..api.client import APIClient, ClientSettings, Exchange, Reply
-from ..api.models import FAILED, IN_PROGRESS, KNOWN_STATUSES, FileBatch
-from ..errors import (
-    APIError,
-    AuthError,
-    NotFound,
-    PaginationError,
-    RateLimited,
-    WatcherError,
-)
-from .events import (
-    AuthFailed,
-    AuthRecovered,
-    BatchCancelRequested,
-    BatchFinished,
-    BatchProgressed,
-    BatchResult,
-    BatchResumed,
-    BatchStalled,
-    Event,
-    FailedFile,
-    FileFailedEvent,
-    PollFailed,
-    Sink,
-    StatusUnknown,
-    WatchRemoved,
-    WatchStarted,
-)
-from .policy import Outcome, PollSettings, Progress, backoff, eta_seconds, next_poll
-from .watch import Key, Phase, Watch, WatchOptions
+from ..api.client import APIClient, ClientSettings, Exchange
+from ..errors import APIError, AuthError, WatcherError
+from . import lifecycle
+from .events import AuthFailed, AuthRecovered, Event, Sink, WatchRemoved, WatchStarted
+from .failed_files import list_failed_files
+from .lifecycle import Cancel, Finish, Hold, ListFailedFiles, Record, Retrieve, Step, Wait
+from .settings import EngineSettings
+from .states import Phase
+from .watch import Key, Watch, WatchOptions
 
 log = structlog.get_logger("watcher.core.engine")
 
-TIMED_OUT = "timed_out"
-NOT_FOUND = "not_found"
-#: The API kept rejecting the request (a plain 4xx, e.g. a missing ``api-version``).
-REJECTED = "rejected"
-
 
 class TooManyWatches(WatcherError):
-    """The engine already holds its maximum number of watches."""
+    """The engine already holds its maximum number of unfinished watches."""
 
 
 class WatchStore(Protocol):
-    """Where watches outlive the process (the daemon's SQLite store)."""
+    """Where watches outlive the process; see :mod:`watcher.store`."""
 
     def save(self, watch: Watch) -> None:
-        """Note the watch's latest state; may be written a little later."""
+        """Note the watch's latest state; written within a second or so."""
 
     def note_progress(self, watch: Watch) -> None:
         """The watch's counts or status moved; written at the next progress checkpoint, may be
@@ -83,21 +61,26 @@ class WatchStore(Protocol):
         """Forget the watch."""
 
 
-@dataclass(frozen=True, slots=True)
-class EngineSettings:
-    poll: PollSettings = field(default_factory=PollSettings)
-    max_requests_per_minute: float = 600.0
-    max_concurrency: int = 8
-    stall_after_seconds: float | None = 900.0
-    deadline_seconds: float | None = None
-    cancel_on_timeout: bool = False
-    max_watches: int = 10_000
-    max_failed_files: int = 1000
-    max_list_attempts: int = 8  # failed attempts at listing a batch's files before giving up
-    auth_retry_seconds: float = 30.0
-    not_found_confirmations: int = 2
-    rejections_to_end: int = 3  # consecutive plain-4xx replies that end a watch as rejected
-    max_file_pages: int = 10_000
+class _Entry:
+    """A watch as the scheduler holds it: the latest record, and its place in the heap."""
+
+    __slots__ = ("busy", "due", "removed", "seq", "watch")
+
+    def __init__(self, watch: Watch) -> None:
+        self.watch = watch
+        self.due = 0.0
+        self.seq = 0
+        self.busy = False  # a worker is stepping it
+        self.removed = False
+
+
+@dataclass(slots=True)
+class _Refusal:
+    """Credentials the API refused, for the key (scope ``None``, a 401) or for one vector store
+    (a 403). Watches in the scope wait; one at a time probes whether it works again."""
+
+    error: AuthError
+    next_probe: float
 
 
 class Engine:
@@ -105,51 +88,64 @@ class Engine:
 
     def __init__(
         self,
-        client_settings: ClientSettings,
-        settings: EngineSettings | None = None,
+        client: APIClient,
+        budget: RequestBudget,
+        settings: EngineSettings,
         *,
         sinks: Sequence[Sink] = (),
-        observers: Sequence[Callable[[Exchange], None]] = (),
         store: WatchStore | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = anyio.current_time,
         wall: Callable[[], float] = time.time,
-        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         rng: Callable[[], float] = random.random,
-        transport: object | None = None,
     ) -> None:
-        self.settings = settings or EngineSettings()
-        self.budget = RequestBudget(
-            self.settings.max_requests_per_minute,
-            self.settings.max_concurrency,
-            max_pause=self.settings.poll.max_interval,
-            clock=clock,
-            sleep=sleep,
-        )
-        self._observers = tuple(observers)
-        self.client = APIClient(
-            client_settings,
-            observer=self._on_exchange,
-            budget=self.budget,
-            transport=transport,  # type: ignore[arg-type]
-        )
-        self._sinks: list[Sink] = list(sinks)
+        self.client = client
+        self.budget = budget
+        self.settings = settings
+        self._sinks = tuple(sinks)
         self._store = store
         self._clock = clock
         self._wall = wall
         self._rng = rng
-        self._watches: dict[Key, Watch] = {}
-        self._heap: list[tuple[float, int, Watch]] = []
+        self._entries: dict[Key, _Entry] = {}
+        self._heap: list[tuple[float, int, _Entry]] = []
         self._seq = 0
         self._wake = anyio.Event()
         self._active = 0
         self._idle = anyio.Event()
         self._idle.set()
-        self.auth_error: AuthError | None = None
-        self._next_auth_probe = 0.0
+        self._refusals: dict[str | None, _Refusal] = {}
         self.last_success_at: float | None = None  # wall clock of the last good API reply
-        self.last_tick: float = clock()  # monotonic: the scheduler's heartbeat
+        self.last_tick = 0.0  # the scheduler's heartbeat, on the engine's clock
         self.polls = 0
         self.started = False
+
+    @classmethod
+    def create(
+        cls,
+        client_settings: ClientSettings,
+        settings: EngineSettings,
+        *,
+        observer: Callable[[Exchange], None] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sinks: Sequence[Sink] = (),
+        store: WatchStore | None = None,
+        clock: Callable[[], float] = anyio.current_time,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        wall: Callable[[], float] = time.time,
+        rng: Callable[[], float] = random.random,
+    ) -> Engine:
+        """An engine with its own client and budget, made from the settings."""
+        budget = RequestBudget(
+            settings.max_requests_per_minute,
+            settings.max_concurrency,
+            max_pause=settings.poll.max_interval,
+            clock=clock,
+            sleep=sleep,
+        )
+        client = APIClient(client_settings, observer=observer, budget=budget, transport=transport)
+        return cls(
+            client, budget, settings, sinks=sinks, store=store, clock=clock, wall=wall, rng=rng
+        )
 
     # -- the watch list --------------------------------------------------------------------
 
@@ -164,28 +160,32 @@ class Engine:
     ) -> tuple[Watch, bool]:
         """Watch a batch. Returns the watch and whether it is new (False: already watched)."""
         key = (vector_store_id, batch_id)
-        existing = self._watches.get(key)
+        existing = self._entries.get(key)
         if existing is not None:
-            return existing, False
-        if len(self._watches) >= self.settings.max_watches:
+            return existing.watch, False
+        finished = restored is not None and restored.phase is Phase.FINISHED
+        if not finished and self._active >= self.settings.max_watches:
+            # Finished watches wait for retention and cost no polling: they do not count.
             raise TooManyWatches(
-                f"already watching {len(self._watches)} batches, the most allowed "
+                f"already watching {self._active} unfinished batches, the most allowed "
                 f"(state.max_watches = {self.settings.max_watches})"
             )
-        watch = restored or Watch(
+        watch = restored or Watch.new(
             vector_store_id,
             batch_id,
+            registered_at=self._wall(),
             labels=labels,
             options=self._with_default_deadline(options),
-            registered_at=self._wall(),
         )
-        self._watches[key] = watch
-        if watch.phase is not Phase.FINISHED:
+        entry = _Entry(watch)
+        self._entries[key] = entry
+        if not finished:
             self._set_active(+1)
-            watch.last_change = self._clock()
-            self._schedule(watch, 0.0)
+            step = lifecycle.start(watch, now=self._clock())
+            entry.watch = step.watch
+            self._schedule(entry, 0.0)
         if restored is None and self._store is not None:
-            self._store.save(watch)
+            self._store.save(entry.watch)
         self._emit(
             WatchStarted(
                 vector_store_id=vector_store_id,
@@ -194,53 +194,51 @@ class Engine:
                 resumed=restored is not None,
             )
         )
-        return watch, True
+        return entry.watch, True
 
     def _with_default_deadline(self, options: WatchOptions | None) -> WatchOptions:
         options = options or WatchOptions()
         if options.deadline_seconds is None and self.settings.deadline_seconds:
-            return WatchOptions(
-                interval_seconds=options.interval_seconds,
-                deadline_seconds=self.settings.deadline_seconds,
-                cancel_on_timeout=options.cancel_on_timeout,
-                stall_after_seconds=options.stall_after_seconds,
-            )
+            return replace(options, deadline_seconds=self.settings.deadline_seconds)
         return options
 
     def remove(self, vector_store_id: str, batch_id: str) -> bool:
-        watch = self._watches.pop((vector_store_id, batch_id), None)
-        if watch is None:
+        entry = self._entries.pop((vector_store_id, batch_id), None)
+        if entry is None:
             return False
-        watch.removed = True
-        if watch.phase is not Phase.FINISHED:
+        entry.removed = True
+        if entry.watch.phase is not Phase.FINISHED:
             self._set_active(-1)
         if self._store is not None:
-            self._store.delete(watch.key)
+            self._store.delete(entry.watch.key)
         self._emit(WatchRemoved(vector_store_id=vector_store_id, batch_id=batch_id))
         return True
 
     def get(self, vector_store_id: str, batch_id: str) -> Watch | None:
-        return self._watches.get((vector_store_id, batch_id))
+        entry = self._entries.get((vector_store_id, batch_id))
+        return None if entry is None else entry.watch
 
     def watches(self) -> Iterable[Watch]:
-        return self._watches.values()
+        return (entry.watch for entry in self._entries.values())
 
     def __len__(self) -> int:
-        return len(self._watches)
+        return len(self._entries)
+
+    @property
+    def unfinished(self) -> int:
+        """Watches not yet ended: what ``state.max_watches`` bounds."""
+        return self._active
 
     def prune_finished(self, finished_before: float) -> list[Watch]:
         """Forget watches that ended before ``finished_before`` (wall clock)."""
         old = [
-            w
-            for w in self._watches.values()
-            if w.finished_at is not None and w.finished_at < finished_before
+            e.watch
+            for e in self._entries.values()
+            if e.watch.finished_at is not None and e.watch.finished_at < finished_before
         ]
         for watch in old:
             self.remove(watch.vector_store_id, watch.batch_id)
         return old
-
-    def add_sink(self, sink: Sink) -> None:
-        self._sinks.append(sink)
 
     async def wait_idle(self) -> None:
         """Return once no watch is left unfinished."""
@@ -253,18 +251,73 @@ class Engine:
         elif self._idle.is_set():
             self._idle = anyio.Event()
 
+    # -- refused credentials -----------------------------------------------------------------
+
+    @property
+    def auth_error(self) -> AuthError | None:
+        """The API's refusal of the key itself, while it lasts."""
+        refusal = self._refusals.get(None)
+        return None if refusal is None else refusal.error
+
+    @property
+    def refused_stores(self) -> dict[str, AuthError]:
+        """Vector stores the API denies us access to (403), while it lasts."""
+        return {vs: r.error for vs, r in self._refusals.items() if vs is not None}
+
+    def _refusal(self, watch: Watch) -> _Refusal | None:
+        if not self._refusals:
+            return None
+        return self._refusals.get(None) or self._refusals.get(watch.vector_store_id)
+
+    def _hold(self, entry: _Entry, error: AuthError) -> None:
+        watch = entry.watch
+        scope = watch.vector_store_id if error.status == 403 else None
+        retry = self.settings.auth_retry_seconds
+        if scope not in self._refusals:
+            self._emit(
+                AuthFailed(
+                    vector_store_id=watch.vector_store_id,
+                    batch_id=watch.batch_id,
+                    message=error.message,
+                    http_status=error.status,
+                    request_id=error.request_id,
+                )
+            )
+        self._refusals[scope] = _Refusal(error, self._clock() + retry)
+        self._schedule(entry, retry)
+
+    def _succeeded(self, probe: Watch) -> None:
+        """A request for ``probe`` got a good reply: the credentials work for it (again)."""
+        self.last_success_at = self._wall()
+        if not self._refusals:
+            return
+        now = self._clock()
+        for scope in (None, probe.vector_store_id):
+            if self._refusals.pop(scope, None) is None:
+                continue
+            self._emit(
+                AuthRecovered(vector_store_id=probe.vector_store_id, batch_id=probe.batch_id)
+            )
+            # Everyone held back may poll again now; the budget spaces them.
+            for entry in self._entries.values():
+                watch = entry.watch
+                in_scope = scope is None or watch.vector_store_id == scope
+                if in_scope and watch.phase is not Phase.FINISHED and entry.due > now:
+                    self._schedule(entry, 0.0)
+
     # -- running ---------------------------------------------------------------------------
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Poll until cancelled. The HTTP client is closed on the way out."""
-        send, receive = anyio.create_memory_object_stream[tuple[Watch, int]](0)
+        send, receive = anyio.create_memory_object_stream[tuple[_Entry, int]](0)
         try:
             async with anyio.create_task_group() as tg, send, receive:
                 for _ in range(self.settings.max_concurrency):
                     tg.start_soon(self._worker, receive.clone())
                 self.started = True
+                self.last_tick = self._clock()
                 task_status.started()
                 await self._scheduler(send)
         finally:
@@ -272,22 +325,23 @@ class Engine:
             with anyio.CancelScope(shield=True):
                 await self.client.aclose()
 
-    async def _scheduler(self, send: MemoryObjectSendStream[tuple[Watch, int]]) -> None:
+    async def _scheduler(self, send: MemoryObjectSendStream[tuple[_Entry, int]]) -> None:
         heap = self._heap
         while True:
             now = self._clock()
             self.last_tick = now
             if heap and heap[0][0] <= now:
-                _, seq, watch = heapq.heappop(heap)
-                if watch.seq != seq or watch.removed or watch.phase is Phase.FINISHED:
+                _, seq, entry = heapq.heappop(heap)
+                if entry.seq != seq or entry.removed or entry.watch.phase is Phase.FINISHED:
                     continue
-                if self.auth_error is not None:
-                    if now < self._next_auth_probe:
-                        self._schedule(watch, self._next_auth_probe - now + 0.001)
+                refusal = self._refusal(entry.watch)
+                if refusal is not None:
+                    if now < refusal.next_probe:
+                        self._schedule(entry, refusal.next_probe - now + 0.001)
                         continue
                     # One watch at a time asks whether the credentials work again.
-                    self._next_auth_probe = now + self.settings.auth_retry_seconds
-                await self._hand_over(send, watch, seq)
+                    refusal.next_probe = now + self.settings.auth_retry_seconds
+                await self._hand_over(send, entry, seq)
                 continue
             timeout = min(heap[0][0] - now, 1.0) if heap else 1.0
             self._wake = anyio.Event()
@@ -295,359 +349,161 @@ class Engine:
                 await self._wake.wait()
 
     async def _hand_over(
-        self, send: MemoryObjectSendStream[tuple[Watch, int]], watch: Watch, seq: int
+        self, send: MemoryObjectSendStream[tuple[_Entry, int]], entry: _Entry, seq: int
     ) -> None:
         """Give the watch to the next free worker. While every worker is busy (say, all held by a
         server's long Retry-After) the heartbeat goes on: waiting for the API is not being stuck.
         A hand-over cut short may still have reached a worker, and may then arrive twice;
         workers drop an entry whose ``seq`` is stale or whose watch is already busy."""
         try:
-            send.send_nowait((watch, seq))  # a worker is waiting for it
+            send.send_nowait((entry, seq))  # a worker is waiting for it
             return
         except anyio.WouldBlock:
             pass
         while True:
             with anyio.move_on_after(1.0):
-                await send.send((watch, seq))
+                await send.send((entry, seq))
                 return
             self.last_tick = self._clock()
 
-    def _schedule(self, watch: Watch, delay: float) -> None:
+    def _schedule(self, entry: _Entry, delay: float) -> None:
         self._seq += 1
-        watch.seq = self._seq
-        watch.due = self._clock() + delay
-        heapq.heappush(self._heap, (watch.due, self._seq, watch))
-        if self._heap[0][2] is watch:
+        entry.seq = self._seq
+        entry.due = self._clock() + delay
+        heapq.heappush(self._heap, (entry.due, self._seq, entry))
+        if self._heap[0][2] is entry:
             self._wake.set()
 
-    async def _worker(self, receive: MemoryObjectReceiveStream[tuple[Watch, int]]) -> None:
+    async def _worker(self, receive: MemoryObjectReceiveStream[tuple[_Entry, int]]) -> None:
         async with receive:
             while True:
                 try:
                     try:
                         # When polls wait for the budget, the scheduler is already waiting
                         # with the next watch: take it without a trip through the event loop.
-                        watch, seq = receive.receive_nowait()
+                        entry, seq = receive.receive_nowait()
                     except anyio.WouldBlock:
-                        watch, seq = await receive.receive()
+                        entry, seq = await receive.receive()
                 except anyio.EndOfStream:
                     return
-                if watch.seq != seq or watch.busy:
+                if entry.seq != seq or entry.busy:
                     continue
-                watch.busy = True
+                entry.busy = True
                 try:
-                    await self._step(watch)
+                    await self._turn(entry)
                 except Exception:  # a bug must cost one poll, never the watch or the daemon
                     log.exception(
                         "internal_error",
-                        vector_store_id=watch.vector_store_id,
-                        batch_id=watch.batch_id,
+                        vector_store_id=entry.watch.vector_store_id,
+                        batch_id=entry.watch.batch_id,
                     )
-                    watch.failures += 1
-                    if not watch.removed and watch.phase is not Phase.FINISHED:
-                        self._schedule(watch, backoff(self._poll_settings(watch), 3, self._rng))
+                    if not entry.removed and entry.watch.phase is not Phase.FINISHED:
+                        entry.watch, wait = lifecycle.crashed(
+                            entry.watch, settings=self.settings, random=self._rng
+                        )
+                        self._schedule(entry, wait.delay)
                 finally:
-                    watch.busy = False
+                    entry.busy = False
 
-    # -- one step of one watch ---------------------------------------------------------------
+    # -- one turn of one watch ---------------------------------------------------------------
 
-    async def _step(self, watch: Watch) -> None:
-        if watch.phase is Phase.LISTING:
-            await self._finish(
-                watch, watch.pending_status or watch.status or FAILED, note=watch.pending_note
-            )
+    async def _turn(self, entry: _Entry) -> None:
+        """Do what the lifecycle asks, feeding each outcome back, until it says to wait."""
+        step = lifecycle.due(entry.watch, wall=self._wall(), settings=self.settings)
+        while True:
+            if entry.removed:
+                return
+            action = step.action
+            if isinstance(action, Finish):
+                await self._finish(entry, step)
+                return
+            self._apply(entry, step)
+            if isinstance(action, Wait):
+                if action.pause_all is not None:
+                    self.budget.pause(action.pause_all)
+                self._schedule(entry, action.delay)
+                return
+            if isinstance(action, Hold):
+                self._hold(entry, action.error)
+                return
+            if isinstance(action, Retrieve):
+                step = await self._retrieve(entry.watch)
+            elif isinstance(action, ListFailedFiles):
+                step = await self._list(entry.watch, action)
+            elif isinstance(action, Cancel):
+                step = await self._cancel(entry.watch)
+
+    def _apply(self, entry: _Entry, step: Step) -> None:
+        entry.watch = step.watch
+        if self._store is not None and step.record is not Record.NOTHING:
+            if step.record is Record.SAVE:
+                self._store.save(step.watch)
+            else:
+                self._store.note_progress(step.watch)
+        for event in step.events:
+            self._emit(event)
+
+    async def _finish(self, entry: _Entry, step: Step) -> None:
+        """On disk before anyone hears of it: a restart must never announce an end twice. Not
+        on disk, not announced: the ending is tried again later, in full."""
+        if self._store is not None:
+            await self._store.save_finished(step.watch)
+        if entry.removed:
             return
-        if watch.deadline_at is not None and self._wall() >= watch.deadline_at:
-            await self._time_out(watch)
-            return
+        entry.watch = step.watch
+        self._set_active(-1)
+        for event in step.events:
+            self._emit(event)
+
+    async def _retrieve(self, watch: Watch) -> Step:
         self.polls += 1
         try:
             reply = await self.client.retrieve_batch_reply(watch.vector_store_id, watch.batch_id)
-        except NotFound as exc:
-            watch.not_found_seen += 1
-            if watch.not_found_seen >= self.settings.not_found_confirmations:
-                watch.status = NOT_FOUND
-                await self._finish(watch, NOT_FOUND, note=str(exc), list_files=False)
-                return
-            self._retry(watch, exc, Outcome.NOT_FOUND)
-            return
-        except AuthError as exc:
-            self._auth_failed(watch, exc)
-            return
         except APIError as exc:
-            if type(exc) is APIError:  # a plain 4xx: the API rejects the request itself
-                watch.rejections += 1
-                if watch.rejections >= self.settings.rejections_to_end:
-                    await self._finish(watch, REJECTED, note=str(exc), list_files=False)
-                    return
-            self._retry(watch, exc, _outcome(exc))
-            return
-        if watch.removed:
-            return
-        await self._observed(watch, reply)
-
-    async def _observed(self, watch: Watch, reply: Reply[FileBatch]) -> None:
-        batch = reply.value
-        now, wall = self._clock(), self._wall()
-        self._auth_ok(watch)
-        watch.failures = 0
-        watch.not_found_seen = 0
-        watch.rejections = 0
-        watch.last_poll_at = wall
-        first_reply = watch.first_seen_at is None
-        if first_reply:
-            watch.first_seen_at = wall
-            watch.last_change = now
-        watch.created_at = batch.created_at
-        counts = batch.file_counts
-        changed = counts != watch.file_counts or batch.status != watch.status
-        if changed:
-            point = Progress(now, counts.finished)
-            if watch.progress_first is None or (
-                watch.file_counts is not None and counts.finished < watch.file_counts.finished
-            ):
-                watch.progress_first = point
-            watch.progress_last = point
-            watch.eta_seconds = eta_seconds(watch.progress_first, point, counts.expected)
-            watch.last_change = now
-            watch.file_counts = counts
-            watch.status = batch.status
-            if watch.stalled:
-                watch.stalled = False
-                self._emit(BatchResumed(**_ids(watch), file_counts=counts))
-            self._emit(
-                BatchProgressed(
-                    **_ids(watch),
-                    status=batch.status,
-                    file_counts=counts,
-                    eta_seconds=watch.eta_seconds,
-                )
+            return lifecycle.failed(
+                watch,
+                exc,
+                now=self._clock(),
+                wall=self._wall(),
+                settings=self.settings,
+                random=self._rng,
             )
-            if self._store is not None:
-                # Counts and status lost in a crash come back with the next poll; the first
-                # reply's ``first_seen_at`` would not (a result's elapsed time starts there).
-                if first_reply:
-                    self._store.save(watch)
-                else:
-                    self._store.note_progress(watch)
-        if batch.status not in KNOWN_STATUSES and watch.unknown_status_seen != batch.status:
-            watch.unknown_status_seen = batch.status
-            self._emit(StatusUnknown(**_ids(watch), status=batch.status))
-        if batch.is_terminal:
-            watch.phase = Phase.LISTING
-            await self._finish(watch, batch.status)
-            return
-        stall_after = self._stall_after(watch)
-        quiet = now - watch.last_change
-        if (
-            stall_after
-            and not watch.stalled
-            and batch.status == IN_PROGRESS
-            and quiet >= stall_after
-        ):
-            watch.stalled = True
-            self._emit(BatchStalled(**_ids(watch), file_counts=counts, stalled_seconds=quiet))
-        decision = next_poll(
-            self._poll_settings(watch),
-            outcome=Outcome.OK,
+        self._succeeded(watch)
+        return lifecycle.replied(
+            watch,
+            reply.value,
             poll_after=reply.meta.poll_after,
-            since_progress=quiet,
-            until_deadline=self._until_deadline(watch),
+            now=self._clock(),
+            wall=self._wall(),
+            settings=self.settings,
             random=self._rng,
         )
-        self._schedule(watch, decision.delay)
 
-    def _retry(self, watch: Watch, exc: APIError, outcome: Outcome) -> None:
-        watch.failures += 1
-        retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
-        decision = next_poll(
-            self._poll_settings(watch),
-            outcome=outcome,
-            failures=watch.failures,
-            retry_after=retry_after,
-            # Listing comes after the end is decided; a deadline that has passed would make
-            # every retry of the list immediate, with no backoff at all.
-            until_deadline=None if watch.phase is Phase.LISTING else self._until_deadline(watch),
-            random=self._rng,
-        )
-        if isinstance(exc, RateLimited):
-            # A 429 speaks for the key, not for one batch: everyone waits.
-            self.budget.pause(retry_after if retry_after is not None else decision.delay)
-        self._emit(
-            PollFailed(
-                **_ids(watch),
-                error=type(exc).__name__,
-                message=str(exc.message),
-                http_status=exc.status,
-                request_id=exc.request_id,
-                retry_in=decision.delay,
+    async def _list(self, watch: Watch, action: ListFailedFiles) -> Step:
+        try:
+            listing = await list_failed_files(
+                self.client,
+                watch.vector_store_id,
+                watch.batch_id,
+                expected=action.expected,
+                keep=self.settings.max_failed_files,
+                max_pages=self.settings.max_file_pages,
             )
-        )
-        self._schedule(watch, decision.delay)
-
-    # -- credentials -------------------------------------------------------------------------
-
-    def _auth_failed(self, watch: Watch, exc: AuthError) -> None:
-        first = self.auth_error is None
-        self.auth_error = exc
-        self._next_auth_probe = self._clock() + self.settings.auth_retry_seconds
-        if first:
-            self._emit(
-                AuthFailed(
-                    **_ids(watch),
-                    message=exc.message,
-                    http_status=exc.status,
-                    request_id=exc.request_id,
-                )
+        except APIError as exc:
+            return lifecycle.listing_failed(
+                watch, exc, wall=self._wall(), settings=self.settings, random=self._rng
             )
-        self._schedule(watch, self.settings.auth_retry_seconds)
+        # A list read while the key was refused was the probe, and it proved the key.
+        self._succeeded(watch)
+        return lifecycle.listed(watch, listing, wall=self._wall())
 
-    def _auth_ok(self, probe: Watch) -> None:
-        """The credentials work (again): ``probe``'s poll just succeeded."""
-        if self.auth_error is None:
-            return
-        self.auth_error = None
-        self._emit(AuthRecovered(**_ids(probe)))
-        # Everyone held back by the probe may poll again now; the budget spaces them.
-        for watch in self._watches.values():
-            if watch.phase is not Phase.FINISHED and watch.due > self._clock():
-                self._schedule(watch, 0.0)
-
-    # -- the end of a watch ------------------------------------------------------------------
-
-    async def _time_out(self, watch: Watch) -> None:
-        cancel = watch.options.cancel_on_timeout
-        if cancel is None:
-            cancel = self.settings.cancel_on_timeout
-        note = "the deadline passed before the batch finished"
-        if cancel:
-            try:
-                await self.client.cancel_batch(watch.vector_store_id, watch.batch_id)
-            except APIError as exc:
-                self._emit(BatchCancelRequested(**_ids(watch), ok=False, message=str(exc)))
-                note += "; cancelling it failed"
-            else:
-                self._emit(BatchCancelRequested(**_ids(watch), ok=True))
-                note += "; it was cancelled"
-        watch.phase = Phase.LISTING
-        await self._finish(watch, TIMED_OUT, note=note)
-
-    async def _finish(
-        self, watch: Watch, status: str, *, note: str = "", list_files: bool = True
-    ) -> None:
-        """List the failed files (all pages), then record and announce how the watch ended."""
-        watch.phase = Phase.LISTING
-        watch.pending_status, watch.pending_note = status, note
-        counts = watch.file_counts
-        kept: list[FailedFile] = []
-        by_code: Counter[str] = Counter()
-        listed = 0
-        complete = True
-        want_list = list_files and ((counts is not None and counts.failed > 0) or status == FAILED)
-        if want_list:
-            seen: set[str] = set()
-            try:
-                async for item in self.client.iter_batch_files(
-                    watch.vector_store_id,
-                    watch.batch_id,
-                    status=FAILED,
-                    max_pages=self.settings.max_file_pages,
-                ):
-                    if item.id in seen:
-                        continue
-                    seen.add(item.id)
-                    listed += 1
-                    by_code[item.last_error.code if item.last_error else "unknown"] += 1
-                    if len(kept) < self.settings.max_failed_files:
-                        kept.append(FailedFile(item.id, item.last_error))
-            except AuthError as exc:
-                self._auth_failed(watch, exc)
-                return
-            except (PaginationError, NotFound) as exc:
-                complete = False
-                note = _join(note, f"the failed-file list is incomplete: {exc}")
-            except APIError as exc:
-                if watch.failures + 1 < self.settings.max_list_attempts:
-                    self._retry(watch, exc, _outcome(exc))
-                    return
-                complete = False
-                note = _join(note, f"the failed-file list could not be read: {exc}")
-            else:
-                # A list read while the key was refused was the probe, and it proved the key.
-                self._auth_ok(watch)
-        wall = self._wall()
-        first = watch.first_seen_at if watch.first_seen_at is not None else watch.registered_at
-        result = BatchResult(
-            vector_store_id=watch.vector_store_id,
-            batch_id=watch.batch_id,
-            status=status,
-            file_counts=counts,
-            failed_files=tuple(kept),
-            failed_by_code=_bounded_codes(by_code),
-            failed_files_listed=listed,
-            failed_files_truncated=listed > len(kept),
-            failed_files_complete=complete,
-            elapsed_seconds=max(0.0, wall - first),
-            finished_at=wall,
-            labels=watch.labels,
-            note=note,
-        )
-        if watch.removed:
-            return
-        watch.result = result
-        watch.finished_at = wall
-        watch.phase = Phase.FINISHED
-        if self._store is not None:
-            # On disk before anyone hears of it: a restart must never announce it twice.
-            try:
-                await self._store.save_finished(watch)
-            except BaseException:
-                # Not on disk, so not announced: the ending is tried again later, in full.
-                watch.result, watch.finished_at, watch.phase = None, None, Phase.LISTING
-                raise
-        watch.stalled = False
-        watch.eta_seconds = None
-        self._set_active(-1)
-        for failed in kept:
-            self._emit(FileFailedEvent(**_ids(watch), file=failed))
-        self._emit(BatchFinished(**_ids(watch), result=result))
-
-    # -- small things ------------------------------------------------------------------------
-
-    def _poll_settings(self, watch: Watch) -> PollSettings:
-        interval = watch.options.interval_seconds
-        if interval is None or interval == self.settings.poll.interval:
-            return self.settings.poll
-        s = self.settings.poll
-        return PollSettings(
-            interval=interval,
-            min_interval=min(s.min_interval, interval),
-            max_interval=max(s.max_interval, interval),
-            slow_down=s.slow_down,
-            slow_down_after=s.slow_down_after,
-            slow_down_max_factor=s.slow_down_max_factor,
-        )
-
-    def _stall_after(self, watch: Watch) -> float | None:
-        value = watch.options.stall_after_seconds
-        return self.settings.stall_after_seconds if value is None else value
-
-    def _until_deadline(self, watch: Watch) -> float | None:
-        if watch.deadline_at is None:
-            return None
-        return watch.deadline_at - self._wall()
-
-    def _on_exchange(self, exchange: Exchange) -> None:
-        meta = exchange.meta
-        if meta is not None:
-            self.budget.observe(meta.rate_limit)
-            if 200 <= meta.status < 300:
-                self.last_success_at = self._wall()
-        for observer in self._observers:
-            try:
-                observer(exchange)
-            except Exception:
-                log.exception("observer_failed")
+    async def _cancel(self, watch: Watch) -> Step:
+        error: APIError | None = None
+        try:
+            await self.client.cancel_batch(watch.vector_store_id, watch.batch_id)
+        except APIError as exc:
+            error = exc
+        return lifecycle.cancelled(watch, error=error, wall=self._wall(), settings=self.settings)
 
     def _emit(self, event: Event) -> None:
         for sink in self._sinks:
@@ -655,28 +511,3 @@ class Engine:
                 sink(event)
             except Exception:
                 log.exception("sink_failed", sink_event=type(event).__name__)
-
-
-#: Distinct error codes kept per batch; the rest are counted under "other". The API has a
-#: handful; a server that invents one per file must not invent as many metric series.
-MAX_ERROR_CODES = 20
-
-
-def _bounded_codes(by_code: Counter[str]) -> dict[str, int]:
-    if len(by_code) <= MAX_ERROR_CODES:
-        return dict(by_code)
-    kept = dict(by_code.most_common(MAX_ERROR_CODES - 1))
-    kept["other"] = kept.get("other", 0) + sum(by_code.values()) - sum(kept.values())
-    return kept
-
-
-def _outcome(exc: APIError) -> Outcome:
-    return Outcome.RATE_LIMITED if isinstance(exc, RateLimited) else Outcome.TRANSIENT
-
-
-def _ids(watch: Watch) -> dict[str, str]:
-    return {"vector_store_id": watch.vector_store_id, "batch_id": watch.batch_id}
-
-
-def _join(a: str, b: str) -> str:
-    return f"{a}; {b}" if a else b

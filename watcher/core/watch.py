@@ -1,27 +1,25 @@
-"""One watched batch: what we know of it, as the engine keeps it.
+"""One watched batch: what we know of it, as an immutable record.
 
-A :class:`Watch` is mutable and owned by the engine (one event loop, no locks). Readers — the
-metrics collector, the HTTP API, the store — take what they need synchronously, between awaits.
+The lifecycle (:mod:`watcher.core.lifecycle`) turns one :class:`Watch` into the next; the engine
+keeps the latest. Readers — the metrics collector, the HTTP app, the state store, the status page
+— get the record itself: it never changes under them, so it can be read from any thread.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from enum import StrEnum
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from ..api.models import IN_PROGRESS, FileCounts
-from .events import BatchResult
 from .policy import Progress
+from .results import BatchResult
+from .states import Phase, State
 
 Key = tuple[str, str]
 
-
-class Phase(StrEnum):
-    WATCHING = "watching"  # polling the batch
-    LISTING = "listing"  # the batch ended; reading its failed files
-    FINISHED = "finished"  # nothing more to do
+_NO_LABELS: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,97 +35,80 @@ class WatchOptions:
         return {k: getattr(self, k) for k in self.__slots__ if getattr(self, k) is not None}
 
 
+@dataclass(frozen=True, slots=True)
 class Watch:
-    __slots__ = (
-        "batch_id",
-        "busy",
-        "created_at",
-        "deadline_at",
-        "due",
-        "eta_seconds",
-        "failures",
-        "file_counts",
-        "finished_at",
-        "first_seen_at",
-        "labels",
-        "last_change",
-        "last_poll_at",
-        "not_found_seen",
-        "options",
-        "pending_note",
-        "pending_status",
-        "phase",
-        "progress_first",
-        "progress_last",
-        "registered_at",
-        "rejections",
-        "removed",
-        "result",
-        "seq",
-        "stalled",
-        "status",
-        "unknown_status_seen",
-        "vector_store_id",
-    )
+    """A watch at one moment. Times named ``*_at`` are wall-clock (Unix) seconds, but for
+    ``last_change``, which is on the engine's monotonic clock."""
 
-    def __init__(
-        self,
+    vector_store_id: str
+    batch_id: str
+    registered_at: float
+    labels: Mapping[str, str] = field(default_factory=lambda: _NO_LABELS)
+    options: WatchOptions = field(default_factory=WatchOptions)
+    deadline_at: float | None = None
+    phase: Phase = Phase.WATCHING
+    #: The batch as the API last showed it.
+    status: str | None = None
+    file_counts: FileCounts | None = None
+    created_at: int | None = None
+    first_seen_at: float | None = None  # the first good reply
+    last_poll_at: float | None = None  # the last good reply
+    #: When the counts or the status last changed (or the watch started), on the monotonic clock.
+    last_change: float = 0.0
+    progress_first: Progress | None = None
+    progress_last: Progress | None = None
+    eta_seconds: float | None = None
+    stalled: bool = False
+    #: Consecutive failed requests, and the last error seen (kept after a success, with its time).
+    failures: int = 0
+    last_error: str | None = None
+    last_error_at: float | None = None
+    not_found_seen: int = 0
+    rejections: int = 0
+    unknown_status_seen: str | None = None
+    #: Once the end is decided (phase LISTING): how, and what to say about it.
+    ending: State | None = None
+    note: str = ""
+    result: BatchResult | None = None
+    finished_at: float | None = None
+
+    @classmethod
+    def new(
+        cls,
         vector_store_id: str,
         batch_id: str,
         *,
+        registered_at: float,
         labels: Mapping[str, str] | None = None,
         options: WatchOptions | None = None,
-        registered_at: float,
-    ) -> None:
-        self.vector_store_id = vector_store_id
-        self.batch_id = batch_id
-        self.labels: dict[str, str] = dict(labels or {})
-        self.options = options or WatchOptions()
-        self.registered_at = registered_at  # wall clock
-        self.deadline_at: float | None = (
-            registered_at + self.options.deadline_seconds if self.options.deadline_seconds else None
+    ) -> Watch:
+        options = options or WatchOptions()
+        deadline = options.deadline_seconds
+        return cls(
+            vector_store_id,
+            batch_id,
+            registered_at,
+            labels=MappingProxyType(dict(labels)) if labels else _NO_LABELS,
+            options=options,
+            deadline_at=registered_at + deadline if deadline else None,
         )
-        self.phase = Phase.WATCHING
-        self.status: str | None = None
-        self.file_counts: FileCounts | None = None
-        self.created_at: int | None = None
-        self.first_seen_at: float | None = None  # wall clock of the first good reply
-        self.last_poll_at: float | None = None  # wall clock of the last good reply
-        self.finished_at: float | None = None
-        self.last_change: float = 0.0  # monotonic: when the counts last changed
-        self.progress_first: Progress | None = None
-        self.progress_last: Progress | None = None
-        self.eta_seconds: float | None = None
-        self.stalled = False
-        self.failures = 0
-        self.not_found_seen = 0
-        self.rejections = 0
-        self.unknown_status_seen: str | None = None
-        self.result: BatchResult | None = None
-        # While LISTING: how the watch is ending, kept across retries of the listing.
-        self.pending_status: str | None = None
-        self.pending_note = ""
-        self.removed = False
-        self.busy = False  # a worker is stepping it
-        self.due = 0.0
-        self.seq = 0
 
     @property
     def key(self) -> Key:
         return (self.vector_store_id, self.batch_id)
 
     @property
-    def state(self) -> str:
+    def state(self) -> State:
         """One word for dashboards: watching, stalled, or how the watch ended."""
         if self.result is not None:
             return self.result.status
-        return "stalled" if self.stalled else "watching"
+        return State.STALLED if self.stalled else State.WATCHING
 
     @property
     def display_status(self) -> str:
-        """The batch's status as the metrics show it: the API's, or timed_out / not_found."""
+        """The batch's status as the metrics show it: the API's, or how the watch ended."""
         if self.result is not None:
-            return self.result.status
+            return self.result.status.value
         return self.status or IN_PROGRESS
 
     def as_dict(self) -> dict[str, Any]:
@@ -137,7 +118,7 @@ class Watch:
             "batch_id": self.batch_id,
             "labels": dict(self.labels),
             "options": self.options.as_dict(),
-            "state": self.state,
+            "state": self.state.value,
             "phase": self.phase.value,
             "status": self.display_status,
             "api_status": self.status,
@@ -150,6 +131,8 @@ class Watch:
             "finished_at": self.finished_at,
             "deadline_at": self.deadline_at,
             "consecutive_failures": self.failures,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
         }
         if self.result is not None:
             data["result"] = self.result.as_dict()

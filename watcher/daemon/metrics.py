@@ -40,17 +40,26 @@ from prometheus_client.registry import Collector
 
 from .. import __version__
 from ..api.client import Exchange
-from ..api.models import FILE_STATUSES, FileCounts
+from ..api.models import FILE_STATUSES, IN_PROGRESS, FileCounts
 from ..core.engine import Engine
 from ..core.events import BatchFinished, Event
+from ..core.states import State
 from ..core.watch import Key, Watch
 
 BATCH = "openai_vector_store_file_batch"
 BATCH_LABELS = ("vector_store_id", "batch_id")
-#: Every watch shows each of these as a status, 1 for the current one; a status the API adds
-#: later shows as one more value.
-STATUS_SET = ("in_progress", "completed", "cancelled", "failed", "timed_out", "not_found")
-WATCH_STATES = ("watching", "stalled", "completed", "failed", "cancelled", "timed_out", "not_found")
+#: Every watch shows each of these as a status, 1 for the current one; any other (a status the
+#: API adds later, a rarer ending such as ``rejected``) shows as one more value.
+STATUS_SET = (
+    IN_PROGRESS,
+    State.COMPLETED.value,
+    State.CANCELLED.value,
+    State.FAILED.value,
+    State.TIMED_OUT.value,
+    State.NOT_FOUND.value,
+)
+#: Every state a daemon's watch can be in (``auth_failed`` is the ``watch`` command's alone).
+WATCH_STATES = tuple(s.value for s in State if s is not State.AUTH_FAILED)
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _RESERVED = frozenset(BATCH_LABELS)
 

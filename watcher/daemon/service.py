@@ -22,10 +22,13 @@ from .. import __version__
 from ..api.client import ClientSettings
 from ..config import Config
 from ..config_schema import parse_listen
-from ..core.engine import REJECTED, Engine, EngineSettings, TooManyWatches
+from ..core import lifecycle
+from ..core.engine import Engine, TooManyWatches
 from ..core.events import Sink
 from ..core.policy import PollSettings
-from ..core.watch import Phase, WatchOptions
+from ..core.settings import EngineSettings
+from ..core.states import Phase, State
+from ..core.watch import WatchOptions
 from ..errors import ConfigError
 from ..logs import log_event, register_secret
 from ..serving import EmbeddedServer, address, bind
@@ -112,28 +115,30 @@ class Daemon:
                 max_attempts=config.notify.max_attempts,
             )
             sinks.append(self.notifier.on_event)
-        self.engine = Engine(
+        self.engine = Engine.create(
             client_settings(config),
             engine_settings(config),
+            observer=self.metrics.on_exchange,
             sinks=sinks,
-            observers=[self.metrics.on_exchange],
             store=self.store,
         )
 
     def restore(self) -> None:
         """Open the store, resume every watch in it, then add the configured ones."""
-        restored = self.store.open()
+        # Rejected requests are usually a configuration problem (a missing api-version):
+        # after a restart, presumably with a fixed configuration, they are tried again.
+        restored = [
+            lifecycle.reopen(w) if w.result is not None and w.result.status is State.REJECTED else w
+            for w in self.store.open()
+        ]
         limit = self.config.state.max_watches
-        if len(restored) > limit:
+        unfinished = sum(1 for w in restored if w.phase is not Phase.FINISHED)
+        if unfinished > limit:
             raise ConfigError(
-                f"state.max_watches: {limit} is less than the {len(restored)} watches in the "
-                f"state store ({self.store.path})"
+                f"state.max_watches: {limit} is less than the {unfinished} unfinished watches in "
+                f"the state store ({self.store.path})"
             )
         for watch in restored:
-            if watch.result is not None and watch.result.status == REJECTED:
-                # Rejected requests are usually a configuration problem (a missing
-                # api-version): after a restart, presumably with a fixed configuration, try again.
-                watch.result, watch.finished_at, watch.phase = None, None, Phase.WATCHING
             self.engine.add(watch.vector_store_id, watch.batch_id, restored=watch)
         for index, spec in enumerate(self.config.watches):
             try:
@@ -152,14 +157,15 @@ class Daemon:
                 # The store holds watches registered through the API: the file alone was valid.
                 raise ConfigError(
                     f"state.max_watches: {limit} leaves no room for watch[{index}] "
-                    f"({spec.vector_store_id}/{spec.batch_id}) next to the {len(restored)} "
-                    "watches in the state store"
+                    f"({spec.vector_store_id}/{spec.batch_id}) next to the {unfinished} "
+                    "unfinished watches in the state store"
                 ) from None
         log.info(
             "watches_restored",
             restored=len(restored),
             configured=len(self.config.watches),
-            watching=len(self.engine),
+            watching=self.engine.unfinished,
+            finished=len(self.engine) - self.engine.unfinished,
         )
 
     async def _retention(self) -> None:

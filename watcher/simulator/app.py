@@ -145,6 +145,10 @@ class SimulatorApp:
                     return
             elif kind is FaultKind.VANISH and found is not None:
                 sim.vanish(batch_id)
+            elif kind is FaultKind.EXPIRE:
+                message = f"Vector store file batch {batch_id} has expired."
+                await self._send(send, error_reply(400, message, headers=headers), exchange)
+                return
             else:
                 early = _fault_reply(fault, headers)
                 if early is not None:
@@ -219,8 +223,9 @@ class SimulatorApp:
         if fault is not None and fault.kind is FaultKind.UNKNOWN_STATUS:
             status = fault.value
         spec = found.spec
+        wrong_id = fault is not None and fault.kind is FaultKind.WRONG_ID
         body = {
-            "id": spec.batch_id,
+            "id": "vsfb_invented" if wrong_id else spec.batch_id,
             "object": "vector_store.file_batch",
             "created_at": found.created_at,
             "vector_store_id": spec.vector_store_id,
@@ -291,6 +296,8 @@ class SimulatorApp:
                 400, f"Invalid 'order': expected 'asc' or 'desc', got '{order_s}'.", param="order"
             )
         wanted = query.get("filter", [None])[0]
+        if fault is not None and fault.kind is FaultKind.IGNORE_FILTER:
+            wanted = None
         if wanted is not None and wanted not in FILE_STATUSES:
             return error_reply(
                 400,

@@ -47,6 +47,12 @@ class FaultKind(enum.StrEnum):
     """The list ignores its cursors: the same first page, ``has_more: true``, forever."""
     EMPTY_PAGE = "empty_page"
     """The list answers an empty page with ``has_more: true``."""
+    WRONG_ID = "wrong_id"
+    """The batch reply names another batch, ``vsfb_invented`` (mock servers invent ids)."""
+    IGNORE_FILTER = "ignore_filter"
+    """The list ignores ``filter`` and lists every file, whatever its status."""
+    EXPIRE = "expire"
+    """400 "... has expired", as llama-stack answers for a batch past its seven days."""
 
 
 #: Kinds that only make sense on some endpoints; they never fire (nor count) elsewhere.
@@ -54,6 +60,8 @@ _ONLY_ON: Final[Mapping[FaultKind, frozenset[Endpoint]]] = {
     FaultKind.UNKNOWN_STATUS: frozenset({"retrieve", "cancel"}),
     FaultKind.PAGINATION_LOOP: frozenset({"list"}),
     FaultKind.EMPTY_PAGE: frozenset({"list"}),
+    FaultKind.WRONG_ID: frozenset({"retrieve", "cancel"}),
+    FaultKind.IGNORE_FILTER: frozenset({"list"}),
 }
 _DEFAULT_STATUS: Final = {FaultKind.SERVER_ERROR: 500, FaultKind.HTML_ERROR: 502}
 

@@ -17,7 +17,7 @@ import itertools
 import json
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,8 +25,9 @@ import anyio
 import anyio.to_thread
 
 from ..api.models import parse_file_counts
-from ..core.events import BatchResult
-from ..core.watch import Key, Phase, Watch, WatchOptions
+from ..core.results import BatchResult
+from ..core.states import Phase
+from ..core.watch import Key, Watch, WatchOptions
 from ..errors import ConfigError
 
 T = TypeVar("T")
@@ -92,7 +93,7 @@ def _row(watch: Watch) -> Row:
     return (
         watch.vector_store_id,
         watch.batch_id,
-        json.dumps(watch.labels) if watch.labels else "{}",
+        json.dumps(dict(watch.labels)) if watch.labels else "{}",
         json.dumps(options) if options else "{}",
         watch.registered_at,
         json.dumps(progress),
@@ -103,7 +104,7 @@ def _row(watch: Watch) -> Row:
 
 def _watch(row: sqlite3.Row) -> Watch:
     options = WatchOptions(**json.loads(row["options"]))
-    watch = Watch(
+    watch = Watch.new(
         row["vector_store_id"],
         row["batch_id"],
         labels=json.loads(row["labels"]),
@@ -111,16 +112,22 @@ def _watch(row: sqlite3.Row) -> Watch:
         registered_at=row["registered_at"],
     )
     progress: dict[str, Any] = json.loads(row["progress"])
-    watch.status = progress.get("status")
     counts = progress.get("file_counts")
-    watch.file_counts = parse_file_counts(counts) if counts is not None else None
-    watch.created_at = progress.get("created_at")
-    watch.first_seen_at = progress.get("first_seen_at")
-    watch.last_poll_at = progress.get("last_poll_at")
+    watch = replace(
+        watch,
+        status=progress.get("status"),
+        file_counts=parse_file_counts(counts) if counts is not None else None,
+        created_at=progress.get("created_at"),
+        first_seen_at=progress.get("first_seen_at"),
+        last_poll_at=progress.get("last_poll_at"),
+    )
     if row["result"] is not None:
-        watch.result = BatchResult.from_dict(json.loads(row["result"]))
-        watch.finished_at = row["finished_at"]
-        watch.phase = Phase.FINISHED
+        watch = replace(
+            watch,
+            result=BatchResult.from_dict(json.loads(row["result"])),
+            finished_at=row["finished_at"],
+            phase=Phase.FINISHED,
+        )
     return watch
 
 

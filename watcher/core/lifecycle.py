@@ -1,0 +1,433 @@
+"""How one watch lives, from registration to its end, as pure transitions.
+
+Each function takes the watch as it is, what just happened (its turn came, a reply, an API error,
+a cancellation, a listing of failed files), the time and the settings, and returns a
+:class:`Step`: the watch as it is now, the events to announce, and the one thing the engine must
+do next (:data:`Action`). Nothing here sleeps, reads a clock, draws a random number of its own or
+touches the network: the engine around it does, and stays thin. ``now`` is the engine's
+monotonic clock, ``wall`` Unix time.
+
+The path of a watch::
+
+    Wait ─▶ due() ─▶ Retrieve ─▶ replied() ─▶ Wait … ─▶ (terminal, deadline, not found, rejected)
+                                   failed()           ─▶ [Cancel ─▶ cancelled()]
+                                                      ─▶ [ListFailedFiles ─▶ listed()]
+                                                      ─▶ Finish
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from enum import Enum
+
+from ..api.models import IN_PROGRESS, KNOWN_STATUSES, FileBatch
+from ..errors import APIError, AuthError, Expired, NotFound, RateLimited
+from .events import (
+    BatchCancelRequested,
+    BatchFinished,
+    BatchProgressed,
+    BatchResumed,
+    BatchStalled,
+    Event,
+    FileFailedEvent,
+    PollFailed,
+    StatusUnknown,
+)
+from .failed_files import NOTHING_LISTED, FailedFileListing
+from .policy import Outcome, PollSettings, Progress, Reason, backoff, eta_seconds, next_poll
+from .results import BatchResult
+from .settings import EngineSettings
+from .states import BY_TERMINAL_STATUS, Phase, State
+from .watch import Watch
+
+Random = Callable[[], float]
+
+
+# -- what the engine does next -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Call :func:`due` again after ``delay`` seconds. ``pause_all``: the server asked every
+    request to wait this long (a 429), not only this watch's."""
+
+    delay: float
+    reason: Reason
+    pause_all: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Retrieve:
+    """Retrieve the batch now; then :func:`replied` or :func:`failed`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Cancel the batch now; then :func:`cancelled`."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListFailedFiles:
+    """Read the batch's failed files now; then :func:`listed` or :func:`listing_failed`."""
+
+    expected: int | None  # the final count of failed files, when the batch's counts are final
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """Record the ended watch durably, then announce the step's events (never the other way)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """The API refused the credentials: hold the watches they concern until a probe passes."""
+
+    error: AuthError
+
+
+Action = Wait | Retrieve | Cancel | ListFailedFiles | Finish | Hold
+
+
+class Record(Enum):
+    """What the state store should do with the step's watch (besides :class:`Finish`)."""
+
+    NOTHING = 0
+    PROGRESS = 1  # counts or status moved: written at the next checkpoint, may be lost
+    SAVE = 2  # the first reply: written within a second (a result's elapsed time starts there)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    watch: Watch
+    action: Action
+    events: tuple[Event, ...] = ()
+    record: Record = Record.NOTHING
+
+
+_RETRIEVE = Retrieve()
+_CANCEL = Cancel()
+_FINISH = Finish()
+
+
+# -- transitions ---------------------------------------------------------------------------------
+
+
+def start(watch: Watch, *, now: float) -> Step:
+    """A watch added (or restored): poll it at once."""
+    return Step(replace(watch, last_change=now), Wait(0.0, Reason.INTERVAL))
+
+
+def due(watch: Watch, *, wall: float, settings: EngineSettings) -> Step:
+    """The watch's turn has come: poll it, or go on ending it, or end it at its deadline."""
+    if watch.phase is Phase.LISTING:
+        return _end_decided(watch, wall=wall, settings=settings)
+    if watch.deadline_at is not None and wall >= watch.deadline_at:
+        note = "the deadline passed before the batch finished"
+        ending = replace(watch, phase=Phase.LISTING, ending=State.TIMED_OUT, note=note)
+        if _cancel_on_timeout(watch, settings):
+            return Step(ending, _CANCEL)
+        return _end_decided(ending, wall=wall, settings=settings)
+    return Step(watch, _RETRIEVE)
+
+
+def replied(
+    watch: Watch,
+    batch: FileBatch,
+    *,
+    poll_after: float | None,
+    now: float,
+    wall: float,
+    settings: EngineSettings,
+    random: Random,
+) -> Step:
+    """A good reply to a retrieve."""
+    if batch.id != watch.batch_id or batch.vector_store_id != watch.vector_store_id:
+        # Mock servers of the spec invent ids: a reply for another batch says nothing of ours.
+        reason = (
+            f"the server answered for batch {batch.vector_store_id}/{batch.id} when asked for "
+            f"{watch.vector_store_id}/{watch.batch_id}"
+        )
+        return _rejected(
+            watch,
+            APIError(reason),
+            now=now,
+            wall=wall,
+            settings=settings,
+            random=random,
+        )
+    events: list[Event] = []
+    first_reply = watch.first_seen_at is None
+    counts = batch.file_counts
+    changed = counts != watch.file_counts or batch.status != watch.status
+    w = replace(
+        watch,
+        failures=0,
+        not_found_seen=0,
+        rejections=0,
+        last_poll_at=wall,
+        first_seen_at=wall if first_reply else watch.first_seen_at,
+        last_change=now if first_reply else watch.last_change,
+        created_at=batch.created_at,
+    )
+    record = Record.NOTHING
+    if changed:
+        point = Progress(now, counts.finished)
+        restarted = w.file_counts is not None and counts.finished < w.file_counts.finished
+        first_point = point if w.progress_first is None or restarted else w.progress_first
+        eta = eta_seconds(first_point, point, counts.expected)
+        if w.stalled:
+            events.append(BatchResumed(**_ids(w), file_counts=counts))
+        w = replace(
+            w,
+            progress_first=first_point,
+            progress_last=point,
+            eta_seconds=eta,
+            last_change=now,
+            file_counts=counts,
+            status=batch.status,
+            stalled=False,
+        )
+        events.append(
+            BatchProgressed(**_ids(w), status=batch.status, file_counts=counts, eta_seconds=eta)
+        )
+        record = Record.SAVE if first_reply else Record.PROGRESS
+    if batch.status not in KNOWN_STATUSES and w.unknown_status_seen != batch.status:
+        w = replace(w, unknown_status_seen=batch.status)
+        events.append(StatusUnknown(**_ids(w), status=batch.status))
+    ending = BY_TERMINAL_STATUS.get(batch.status)
+    if ending is not None:
+        w = replace(w, phase=Phase.LISTING, ending=ending)
+        step = _end_decided(w, wall=wall, settings=settings)
+        return replace(step, events=(*events, *step.events), record=record)
+    quiet = now - w.last_change
+    stall_after = _stall_after(w, settings)
+    if stall_after and not w.stalled and batch.status == IN_PROGRESS and quiet >= stall_after:
+        w = replace(w, stalled=True, eta_seconds=None)
+        events.append(BatchStalled(**_ids(w), file_counts=counts, stalled_seconds=quiet))
+    decision = next_poll(
+        poll_settings(w, settings),
+        outcome=Outcome.OK,
+        poll_after=poll_after,
+        since_progress=quiet,
+        until_deadline=_until_deadline(w, wall),
+        random=random,
+    )
+    return Step(w, Wait(decision.delay, decision.reason), tuple(events), record)
+
+
+def failed(
+    watch: Watch,
+    error: APIError,
+    *,
+    now: float,
+    wall: float,
+    settings: EngineSettings,
+    random: Random,
+) -> Step:
+    """A retrieve that did not give us the batch."""
+    if isinstance(error, Expired):
+        return _end(watch, State.EXPIRED, note=str(error), wall=wall)
+    if isinstance(error, NotFound):
+        w = replace(watch, not_found_seen=watch.not_found_seen + 1)
+        if w.not_found_seen >= settings.not_found_confirmations:
+            return _end(w, State.NOT_FOUND, note=str(error), wall=wall)
+        return _retry(w, error, Outcome.NOT_FOUND, wall=wall, settings=settings, random=random)
+    if isinstance(error, AuthError):
+        return Step(_noted(watch, error, wall), Hold(error))
+    if type(error) is APIError:  # a plain 4xx: the API rejects the request itself
+        return _rejected(watch, error, now=now, wall=wall, settings=settings, random=random)
+    return _retry(watch, error, _outcome(error), wall=wall, settings=settings, random=random)
+
+
+def cancelled(
+    watch: Watch, *, error: APIError | None, wall: float, settings: EngineSettings
+) -> Step:
+    """The cancel asked for at the deadline was sent: ``error`` is None if the API took it."""
+    ok = error is None
+    event = BatchCancelRequested(**_ids(watch), ok=ok, message="" if ok else str(error))
+    note = _join(watch.note, "it was cancelled" if ok else "cancelling it failed")
+    step = _end_decided(replace(watch, note=note), wall=wall, settings=settings)
+    return replace(step, events=(event, *step.events))
+
+
+def listed(watch: Watch, listing: FailedFileListing, *, wall: float) -> Step:
+    """The failed files are read (or there were none to read): the watch ends."""
+    ending = watch.ending or State.FAILED
+    first = watch.first_seen_at if watch.first_seen_at is not None else watch.registered_at
+    result = BatchResult(
+        vector_store_id=watch.vector_store_id,
+        batch_id=watch.batch_id,
+        status=ending,
+        file_counts=watch.file_counts,
+        failed_files=listing.kept,
+        failed_by_code=listing.by_code,
+        failed_files_listed=listing.listed,
+        failed_files_truncated=listing.listed > len(listing.kept),
+        failed_files_complete=listing.complete,
+        elapsed_seconds=max(0.0, wall - first),
+        finished_at=wall,
+        labels=watch.labels,
+        note=_join(watch.note, listing.note),
+    )
+    w = replace(
+        watch,
+        phase=Phase.FINISHED,
+        result=result,
+        finished_at=wall,
+        stalled=False,
+        eta_seconds=None,
+    )
+    events: list[Event] = [FileFailedEvent(**_ids(w), file=f) for f in listing.kept]
+    events.append(BatchFinished(**_ids(w), result=result))
+    return Step(w, _FINISH, tuple(events))
+
+
+def listing_failed(
+    watch: Watch, error: APIError, *, wall: float, settings: EngineSettings, random: Random
+) -> Step:
+    """Reading the failed files failed: retry with backoff, or end with what is known."""
+    if isinstance(error, AuthError):
+        return Step(_noted(watch, error, wall), Hold(error))
+    if watch.failures + 1 < settings.max_list_attempts:
+        return _retry(watch, error, _outcome(error), wall=wall, settings=settings, random=random)
+    incomplete = FailedFileListing(
+        complete=False, note=f"the failed-file list could not be read: {error}"
+    )
+    return listed(watch, incomplete, wall=wall)
+
+
+def crashed(watch: Watch, *, settings: EngineSettings, random: Random) -> tuple[Watch, Wait]:
+    """A bug cost this turn: it must cost one poll, never the watch."""
+    w = replace(watch, failures=watch.failures + 1)
+    return w, Wait(backoff(poll_settings(w, settings), 3, random), Reason.BACKOFF)
+
+
+def reopen(watch: Watch) -> Watch:
+    """Watch an ended watch again (a rejected one, after a restart with a new configuration)."""
+    return replace(
+        watch,
+        phase=Phase.WATCHING,
+        result=None,
+        finished_at=None,
+        ending=None,
+        note="",
+        rejections=0,
+        failures=0,
+    )
+
+
+# -- the rules behind them -----------------------------------------------------------------------
+
+
+def _end(watch: Watch, ending: State, *, note: str, wall: float) -> Step:
+    """End without reading failed files: the batch is gone, or was never ours to read."""
+    w = replace(watch, phase=Phase.LISTING, ending=ending, note=_join(watch.note, note))
+    return listed(w, NOTHING_LISTED, wall=wall)
+
+
+def _end_decided(watch: Watch, *, wall: float, settings: EngineSettings) -> Step:
+    """The end is decided: read the failed files if there may be any, else finish."""
+    counts = watch.file_counts
+    may_have_failed = (counts is not None and counts.failed > 0) or watch.ending is State.FAILED
+    if not may_have_failed:
+        return listed(watch, NOTHING_LISTED, wall=wall)
+    final = watch.ending in BY_TERMINAL_STATUS.values() and counts is not None
+    return Step(watch, ListFailedFiles(expected=counts.failed if final and counts else None))
+
+
+def _rejected(
+    watch: Watch,
+    error: APIError,
+    *,
+    now: float,
+    wall: float,
+    settings: EngineSettings,
+    random: Random,
+) -> Step:
+    w = replace(watch, rejections=watch.rejections + 1)
+    if w.rejections >= settings.rejections_to_end:
+        return _end(w, State.REJECTED, note=str(error), wall=wall)
+    return _retry(w, error, Outcome.TRANSIENT, wall=wall, settings=settings, random=random)
+
+
+def _retry(
+    watch: Watch,
+    error: APIError,
+    outcome: Outcome,
+    *,
+    wall: float,
+    settings: EngineSettings,
+    random: Random,
+) -> Step:
+    w = _noted(replace(watch, failures=watch.failures + 1), error, wall)
+    retry_after = error.retry_after if isinstance(error, RateLimited) else None
+    decision = next_poll(
+        poll_settings(w, settings),
+        outcome=outcome,
+        failures=w.failures,
+        retry_after=retry_after,
+        # Listing comes after the end is decided; a deadline that has passed would make every
+        # retry of the list immediate, with no backoff at all.
+        until_deadline=None if w.phase is Phase.LISTING else _until_deadline(w, wall),
+        random=random,
+    )
+    pause = None
+    if isinstance(error, RateLimited):
+        # A 429 speaks for the key, not for one batch: everyone waits.
+        pause = retry_after if retry_after is not None else decision.delay
+    event = PollFailed(
+        **_ids(w),
+        error=type(error).__name__,
+        message=str(error.message),
+        http_status=error.status,
+        request_id=error.request_id,
+        retry_in=decision.delay,
+    )
+    return Step(w, Wait(decision.delay, decision.reason, pause), (event,))
+
+
+def _noted(watch: Watch, error: APIError, wall: float) -> Watch:
+    return replace(watch, last_error=str(error), last_error_at=wall)
+
+
+def poll_settings(watch: Watch, settings: EngineSettings) -> PollSettings:
+    """The polling policy's knobs for this watch: the engine's, with its own interval."""
+    interval = watch.options.interval_seconds
+    s = settings.poll
+    if interval is None or interval == s.interval:
+        return s
+    return replace(
+        s,
+        interval=interval,
+        min_interval=min(s.min_interval, interval),
+        max_interval=max(s.max_interval, interval),
+    )
+
+
+def _stall_after(watch: Watch, settings: EngineSettings) -> float | None:
+    value = watch.options.stall_after_seconds
+    return settings.stall_after_seconds if value is None else value
+
+
+def _cancel_on_timeout(watch: Watch, settings: EngineSettings) -> bool:
+    cancel = watch.options.cancel_on_timeout
+    return settings.cancel_on_timeout if cancel is None else cancel
+
+
+def _until_deadline(watch: Watch, wall: float) -> float | None:
+    return None if watch.deadline_at is None else watch.deadline_at - wall
+
+
+def _outcome(error: APIError) -> Outcome:
+    return Outcome.RATE_LIMITED if isinstance(error, RateLimited) else Outcome.TRANSIENT
+
+
+def _ids(watch: Watch) -> dict[str, str]:
+    return {"vector_store_id": watch.vector_store_id, "batch_id": watch.batch_id}
+
+
+def _join(a: str, b: str) -> str:
+    if not a or not b:
+        return a or b
+    return f"{a}; {b}"
