@@ -707,3 +707,118 @@ async def test_file_list_errors_are_retried_with_backoff(
     retries = recorder.of(PollFailed, "vsfb_list_flaky")
     assert [e.http_status for e in retries] == [502, 502]
     assert all(e.retry_in > 0 for e in retries)
+
+
+# -- servers that do not behave as the spec says -------------------------------------------------
+
+
+@virtual_time
+async def test_a_server_ignoring_the_failed_filter_lists_only_failed_files(
+    sim: Simulator, make_engine: MakeEngine
+) -> None:
+    """When the list ignores ``filter=failed`` and returns every file, only the files whose own
+    status is failed count; the note says the others were left out."""
+    sim.add_batch(
+        spec(
+            "vsfb_unfiltered",
+            total_files=30,
+            failed_files=4,
+            faults=(Fault(FaultKind.IGNORE_FILTER),),
+        )
+    )
+    engine, recorder = make_engine()
+    async with running(engine):
+        engine.add(VS, "vsfb_unfiltered")
+        await idle(engine)
+    result = recorder.result("vsfb_unfiltered")
+    truth = sim.truth("vsfb_unfiltered")
+    assert [f.id for f in result.failed_files] == [f["id"] for f in truth["failed_files"]]
+    assert result.failed_files_listed == 4
+    assert result.failed_files_complete
+    assert "26 files that had not failed" in result.note
+
+
+@virtual_time
+async def test_a_reply_for_another_batch_ends_rejected(
+    sim: Simulator, make_engine: MakeEngine
+) -> None:
+    """A server that answers for another batch is not retried for ever: the watch ends
+    ``rejected`` and says why."""
+    sim.add_batch(spec("vsfb_asked", faults=(Fault(FaultKind.WRONG_ID),)))
+    engine, recorder = make_engine()
+    async with running(engine):
+        engine.add(VS, "vsfb_asked")
+        await idle(engine)
+    result = recorder.result("vsfb_asked")
+    assert result.status == "rejected"
+    assert "vsfb_invented" in result.note
+    assert sim.stats.requests_for("vsfb_asked") == FAST.rejections_to_end
+
+
+@virtual_time
+async def test_an_expired_batch_ends_expired(sim: Simulator, make_engine: MakeEngine) -> None:
+    """A 400 saying the batch has expired ends the watch ``expired`` at the first answer."""
+    sim.add_batch(spec("vsfb_old", faults=(Fault(FaultKind.EXPIRE),)))
+    engine, recorder = make_engine()
+    async with running(engine):
+        engine.add(VS, "vsfb_old")
+        await idle(engine)
+    result = recorder.result("vsfb_old")
+    assert result.status == "expired"
+    assert "has expired" in result.note
+    assert sim.stats.requests_for("vsfb_old") == 1
+
+
+@virtual_time
+async def test_a_gap_between_the_count_and_the_list_is_reported(make_engine: MakeEngine) -> None:
+    """A batch that counts five failed files but lists two ends with the two, marked
+    incomplete, and the note gives both numbers."""
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/files"):
+            data = [{"id": f"file-{i}", "status": "failed", "last_error": None} for i in range(2)]
+            return httpx.Response(200, json={"data": data, "has_more": False})
+        counts = {"in_progress": 0, "completed": 5, "failed": 5, "cancelled": 0, "total": 10}
+        body = {"id": "vsfb_gap", "status": "completed", "file_counts": counts}
+        return httpx.Response(200, json={**body, "vector_store_id": VS})
+
+    engine, recorder = make_engine(transport=httpx.MockTransport(server))
+    async with running(engine):
+        engine.add(VS, "vsfb_gap")
+        await idle(engine)
+    result = recorder.result("vsfb_gap")
+    assert result.failed_files_listed == 2
+    assert not result.failed_files_complete
+    assert "counts 5 failed files but the list gave 2" in result.note
+    assert [f.last_error for f in result.failed_files] == [None, None]
+
+
+@virtual_time
+async def test_a_403_holds_only_its_vector_store(sim: Simulator, make_engine: MakeEngine) -> None:
+    """Access denied to one vector store holds its watches only; the others go on to their
+    end, and the engine's key is not taken as refused."""
+
+    class DenyOneStore(httpx.AsyncBaseTransport):
+        """The simulator's app, but 403 for everything in ``vs_denied``."""
+
+        def __init__(self) -> None:
+            self.inner = httpx.ASGITransport(SimulatorApp(sim))
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if "/vs_denied/" in request.url.path:
+                error = {"error": {"message": "No access to vector store vs_denied."}}
+                return httpx.Response(403, json=error)
+            return await self.inner.handle_async_request(request)
+
+    sim.add_batches([spec("vsfb_free"), BatchSpec("vs_denied", "vsfb_denied", 20, 0.2)])
+    engine, recorder = make_engine(
+        dataclasses.replace(FAST, auth_retry_seconds=30.0), transport=DenyOneStore()
+    )
+    async with running(engine):
+        engine.add(VS, "vsfb_free")
+        engine.add("vs_denied", "vsfb_denied")
+        await until(lambda: recorder.of(BatchFinished, "vsfb_free"), "the free batch ended")
+        assert engine.auth_error is None
+        assert set(engine.refused_stores) == {"vs_denied"}
+        assert [e.batch_id for e in recorder.of(AuthFailed)] == ["vsfb_denied"]
+    assert recorder.result("vsfb_free").status == "completed"

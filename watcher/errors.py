@@ -12,7 +12,8 @@ translated once, where the call is made (:mod:`watcher.api.client`).
         ├── RateLimited           429, retry_after seconds (or None)
         ├── Transient             5xx, timeouts, connection errors, HTML error pages
         └── ProtocolError         a 2xx that is not the JSON we need
-            └── PaginationError   a list that would never end
+            ├── PaginationError   a list that would never end
+            └── WrongBatch        a reply for another batch than the one asked for
 """
 
 from __future__ import annotations
@@ -86,6 +87,11 @@ class Transient(APIError):
 
 class ProtocolError(APIError):
     """The server answered 2xx with something that is not the JSON the API promises."""
+
+
+class WrongBatch(ProtocolError):
+    """The reply is for another batch than the one asked for (mock servers of the spec invent
+    ids): it says nothing of ours, and repeated it is a rejection, not a passing fault."""
 
 
 class PaginationError(ProtocolError):

@@ -33,6 +33,7 @@ from ..errors import (
     ProtocolError,
     RateLimited,
     Transient,
+    WrongBatch,
 )
 from .budget import RequestBudget
 from .headers import ResponseMeta, parse_retry_after, read_meta
@@ -196,9 +197,10 @@ class APIClient:
         path = self._batch_path(vector_store_id, batch_id)
         body, meta = await self._request("GET", path, "retrieve", self._query)
         batch = self._parse(parse_file_batch, body, meta, vector_store_id=vector_store_id)
-        if batch.id != batch_id:
-            raise ProtocolError(
-                f"asked for batch {batch_id!r}, the reply is for batch {batch.id!r}",
+        if batch.id != batch_id or batch.vector_store_id != vector_store_id:
+            raise WrongBatch(
+                f"asked for batch {vector_store_id}/{batch_id}, the reply is for batch "
+                f"{batch.vector_store_id}/{batch.id}",
                 status=meta.status,
                 request_id=meta.request_id,
             )

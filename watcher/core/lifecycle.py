@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from ..api.models import IN_PROGRESS, KNOWN_STATUSES, FileBatch
-from ..errors import APIError, AuthError, Expired, NotFound, RateLimited
+from ..errors import APIError, AuthError, Expired, NotFound, RateLimited, WrongBatch
 from .events import (
     BatchCancelRequested,
     BatchFinished,
@@ -141,21 +141,7 @@ def replied(
     settings: EngineSettings,
     random: Random,
 ) -> Step:
-    """A good reply to a retrieve."""
-    if batch.id != watch.batch_id or batch.vector_store_id != watch.vector_store_id:
-        # Mock servers of the spec invent ids: a reply for another batch says nothing of ours.
-        reason = (
-            f"the server answered for batch {batch.vector_store_id}/{batch.id} when asked for "
-            f"{watch.vector_store_id}/{watch.batch_id}"
-        )
-        return _rejected(
-            watch,
-            APIError(reason),
-            now=now,
-            wall=wall,
-            settings=settings,
-            random=random,
-        )
+    """A good reply to a retrieve (for this very batch: the client makes sure)."""
     events: list[Event] = []
     first_reply = watch.first_seen_at is None
     counts = batch.file_counts
@@ -235,8 +221,9 @@ def failed(
         return _retry(w, error, Outcome.NOT_FOUND, wall=wall, settings=settings, random=random)
     if isinstance(error, AuthError):
         return Step(_noted(watch, error, wall), Hold(error))
-    if type(error) is APIError:  # a plain 4xx: the API rejects the request itself
-        return _rejected(watch, error, now=now, wall=wall, settings=settings, random=random)
+    if type(error) is APIError or isinstance(error, WrongBatch):
+        # A plain 4xx (the API rejects the request itself), or a reply for another batch.
+        return _rejected(watch, error, wall=wall, settings=settings, random=random)
     return _retry(watch, error, _outcome(error), wall=wall, settings=settings, random=random)
 
 
@@ -340,7 +327,6 @@ def _rejected(
     watch: Watch,
     error: APIError,
     *,
-    now: float,
     wall: float,
     settings: EngineSettings,
     random: Random,
