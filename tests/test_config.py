@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 import string
@@ -10,13 +9,17 @@ import tomllib
 from collections.abc import Mapping
 from datetime import UTC
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
+import pydantic
 import pytest
+import tomli_w
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic.fields import FieldInfo
 
 from watcher.config import (
+    SECTIONS,
     APIConfig,
     Config,
     LogConfig,
@@ -30,12 +33,6 @@ from watcher.config import (
     load_config,
     parse_watch,
     render_effective,
-)
-from watcher.config_schema import (
-    REQUIRED_WATCH_KEYS,
-    SCHEMA,
-    WATCH_SCHEMA,
-    Key,
     show,
     validate_id,
     validate_labels,
@@ -52,6 +49,11 @@ SECTION_CLASSES: dict[str, type] = {
     "log": LogConfig,
     "notify": NotifyConfig,
 }
+SCHEMA: dict[str, dict[str, FieldInfo]] = {
+    name: dict(model.model_fields) for name, model in SECTIONS.items()
+}
+WATCH_SCHEMA: dict[str, FieldInfo] = dict(WatchConfig.model_fields)
+REQUIRED_WATCH_KEYS = tuple(name for name, f in WATCH_SCHEMA.items() if f.is_required())
 WATCH = {"vector_store_id": "vs_1", "batch_id": "vsfb_1"}
 
 
@@ -90,7 +92,12 @@ def test_defaults() -> None:
     )
     assert (config.server.host, config.server.port) == ("127.0.0.1", 9464)
     assert config.server.control_token_env == "BATCH_WATCHER_CONTROL_TOKEN"
-    assert config.state == StateConfig(Path("batch-watcher.sqlite3"), 86400.0, 10000, 1000)
+    assert config.state == StateConfig(
+        path=Path("batch-watcher.sqlite3"),
+        retention_seconds=86400.0,
+        max_watches=10000,
+        max_failed_files=1000,
+    )
     assert (config.log.format, config.log.level) == ("auto", "info")
     assert config.notify.webhook_url is None
     assert config.notify.webhook_secret is None
@@ -100,16 +107,22 @@ def test_defaults() -> None:
 
 
 @pytest.mark.parametrize("section", sorted(SCHEMA))
-def test_schema_matches_dataclass_fields(section: str) -> None:
-    """Every key of a section is a field of its dataclass, and every init field is a key."""
-    cls = SECTION_CLASSES[section]
-    fields = [f.name for f in dataclasses.fields(cls) if f.init]
-    assert fields == list(SCHEMA[section])
+def test_sections_are_the_tables_of_the_config(section: str) -> None:
+    """Every section the loader reads is the class of the Config field of that name."""
+    assert SECTIONS[section] is SECTION_CLASSES[section]
+    assert Config.model_fields[section].annotation is SECTION_CLASSES[section]
 
 
-def test_watch_schema_matches_dataclass_fields() -> None:
-    """Every key of a ``[[watch]]`` is a field of WatchConfig and the other way round."""
-    assert [f.name for f in dataclasses.fields(WatchConfig)] == list(WATCH_SCHEMA)
+def test_every_key_says_what_it_means() -> None:
+    """Every key of every section has a description (the command line's help reads it)."""
+    for section, fields in SCHEMA.items():
+        for name, field in fields.items():
+            assert field.description, f"{section}.{name}"
+
+
+def test_watch_requires_only_its_ids() -> None:
+    """A ``[[watch]]`` needs its two ids; every other key is optional."""
+    assert REQUIRED_WATCH_KEYS == ("vector_store_id", "batch_id")
 
 
 def _documented_keys(text: str) -> dict[str, set[str]]:
@@ -348,12 +361,14 @@ def test_watches_are_read_with_labels_and_overrides() -> None:
 def test_watch_poll_config_applies_only_the_overrides_it_has() -> None:
     """A watch's poll settings are [poll]'s, with the watch's non-None overrides on top."""
     poll = PollConfig(interval_seconds=7.0, deadline_seconds=100.0)
-    watch = WatchConfig("vs", "b", interval_seconds=9.0, cancel_on_timeout=True)
+    watch = WatchConfig(
+        vector_store_id="vs", batch_id="b", interval_seconds=9.0, cancel_on_timeout=True
+    )
     merged = watch.poll_config(poll)
     assert merged.interval_seconds == 9.0
     assert merged.cancel_on_timeout is True
     assert merged.deadline_seconds == 100.0
-    assert WatchConfig("vs", "b").poll_config(poll) == poll
+    assert WatchConfig(vector_store_id="vs", batch_id="b").poll_config(poll) == poll
 
 
 @pytest.mark.parametrize(
@@ -482,15 +497,16 @@ def test_parse_watch_checks_one_watch_for_the_control_api() -> None:
 def test_load_config_reads_a_file(tmp_path: Path) -> None:
     """A TOML file is read and validated; relative paths stay relative to the working directory."""
     path = tmp_path / "watcher.toml"
-    path.write_text(
-        '[poll]\ninterval_seconds = 2\n[state]\npath = "data/w.sqlite3"\n'
-        '[[watch]]\nvector_store_id = "vs_1"\nbatch_id = "b_1"\n',
-        encoding="utf-8",
-    )
+    document = {
+        "poll": {"interval_seconds": 2},
+        "state": {"path": "data/w.sqlite3"},
+        "watch": [{"vector_store_id": "vs_1", "batch_id": "b_1"}],
+    }
+    path.write_text(tomli_w.dumps(document), encoding="utf-8")
     config = load_config(path, environ={})
     assert config.poll.interval_seconds == 2.0
     assert config.state.path == Path("data/w.sqlite3")
-    assert config.watches == (WatchConfig("vs_1", "b_1"),)
+    assert config.watches == (WatchConfig(vector_store_id="vs_1", batch_id="b_1"),)
 
 
 def test_toml_syntax_error_gives_line_and_column(tmp_path: Path) -> None:
@@ -532,7 +548,7 @@ def test_unreadable_or_binary_file_is_a_clear_error(tmp_path: Path) -> None:
         ("BATCH_WATCHER_SERVER_LISTEN", "0.0.0.0:9464", "server", "listen", "0.0.0.0:9464"),
         ("BATCH_WATCHER_API_AUTH", "azure", "api", "auth", "azure"),
         ("BATCH_WATCHER_API_MAX_CONCURRENCY", "16", "api", "max_concurrency", 16),
-        ("BATCH_WATCHER_API_API_KEY_FILE", "/run/k", "api", "api_key_file", Path("/run/k")),
+        ("BATCH_WATCHER_API_API_KEY_FILE", __file__, "api", "api_key_file", Path(__file__)),
         ("BATCH_WATCHER_STATE_PATH", "s.db", "state", "path", Path("s.db")),
         ("BATCH_WATCHER_LOG_LEVEL", "DEBUG", "log", "level", "debug"),
         ("BATCH_WATCHER_NOTIFY_WEBHOOK_URL", "http://h/x", "notify", "webhook_url", "http://h/x"),
@@ -724,7 +740,7 @@ def test_render_effective_says_when_secrets_are_missing() -> None:
 def test_config_is_frozen() -> None:
     """Configuration objects cannot be changed after they are built."""
     config = Config()
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         config.poll.interval_seconds = 1.0  # type: ignore[misc]
     with pytest.raises(TypeError):
         config.api.query["x"] = "y"  # type: ignore[index]
@@ -764,16 +780,36 @@ def _table(keys: Mapping[str, object]) -> st.SearchStrategy[object]:
     return st.dictionaries(names, _values, max_size=4) | _values
 
 
-def _plausible_value(key: Key) -> st.SearchStrategy[object]:
+def _kind(name: str, field: FieldInfo) -> str:
+    """What sort of value a key takes, from its type or, for text, its name."""
+    annotation = field.annotation
+    for kind, types in (("number", float), ("integer", int), ("boolean", bool)):
+        if annotation in (types, types | None):
+            return kind
+    if get_origin(annotation) is Literal:
+        return "choice"
+    if name.endswith("_url"):
+        return "url"
+    if name.endswith("_env"):
+        return "env_name"
+    if name.endswith("_file") or name == "path":
+        return "path"
+    if name.endswith("_id"):
+        return "id"
+    return {"organization": "header", "project": "header"}.get(name, name)
+
+
+def _plausible_value(name: str, field: FieldInfo) -> st.SearchStrategy[object]:
     """Values of the key's kind, mostly right, sometimes out of bounds."""
+    kind = _kind(name, field)
     by_kind: dict[str, st.SearchStrategy[object]] = {
         "number": st.sampled_from([0, 0.5, 1, 5, 30.0, 300.0, 1e9]),
         "integer": st.sampled_from([0, 1, 8, 1024, 10**6]),
         "boolean": st.booleans(),
-        "choice": st.sampled_from(key.choices),
+        "choice": st.sampled_from(get_args(field.annotation) or ("",)),
         "url": st.sampled_from(["https://a.test/v1/", "http://[::1]:8080", "https://b.test"]),
         "listen": st.sampled_from(["127.0.0.1:9464", "[::1]:0", "h:65535"]),
-        "path": _names,
+        "path": _names | st.just(__file__),
         "env_name": st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True),
         "header": _names,
         "query": st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2),
@@ -784,14 +820,23 @@ def _plausible_value(key: Key) -> st.SearchStrategy[object]:
             max_size=3,
         ),
     }
-    return by_kind[key.kind]
+    return by_kind[kind]
+
+
+def test_every_key_has_a_plausible_kind() -> None:
+    """The property tests below know the kind of every key (a new key needs one)."""
+    kinds = {"number", "integer", "boolean", "choice", "url", "listen", "path", "env_name"}
+    kinds |= {"header", "query", "id", "labels"}
+    for fields in [*SCHEMA.values(), WATCH_SCHEMA]:
+        for name, field in fields.items():
+            assert _kind(name, field) in kinds, name
 
 
 def _plausible_table(
-    keys: Mapping[str, Key], required: tuple[str, ...] = ()
+    keys: Mapping[str, FieldInfo], required: tuple[str, ...] = ()
 ) -> st.SearchStrategy[dict[str, object]]:
     """A table of known keys whose values are often right."""
-    strategies = {name: _plausible_value(key) for name, key in keys.items()}
+    strategies = {name: _plausible_value(name, field) for name, field in keys.items()}
     return st.fixed_dictionaries(
         {name: strategies.pop(name) for name in required}, optional=strategies
     )

@@ -25,8 +25,7 @@ from hypothesis import strategies as st
 
 from watcher import logs
 from watcher.api.client import APIClient, ClientSettings
-from watcher.config import config_from_mapping, env_name, load_config
-from watcher.config_schema import SCHEMA, WATCH_SCHEMA
+from watcher.config import SECTIONS, WatchConfig, config_from_mapping, env_name, load_config
 from watcher.credentials import Secret, SecretSource
 from watcher.daemon.service import Daemon
 from watcher.daemon.web import AppState, build_app
@@ -481,7 +480,7 @@ def test_past_max_watches_a_watch_is_refused_clearly_and_not_stored(tmp_path: Pa
 
 # -- configuration -------------------------------------------------------------------------
 
-_KEYS = [(section, key) for section, keys in SCHEMA.items() for key in keys]
+_KEYS = [(section, key) for section, model in SECTIONS.items() for key in model.model_fields]
 _BAD_VALUES: list[object] = [
     "", "x", "-1", -1, 0, -0.5, 1e300, float("nan"), float("inf"), True, [], {}, [1], {"a": 1},
     {"a": [1]}, "ftp://x", "127.0.0.1", "host:99999", "a b", "\x00", "..", 2**60,
@@ -534,7 +533,7 @@ def test_a_bad_environment_override_is_refused_naming_its_variable(
 
 
 @settings(max_examples=300, deadline=None)
-@given(key=st.sampled_from(list(WATCH_SCHEMA)), value=_BAD)
+@given(key=st.sampled_from(list(WatchConfig.model_fields)), value=_BAD)
 def test_a_bad_value_in_a_watch_table_is_refused_naming_the_table_and_key(
     key: str, value: object
 ) -> None:

@@ -25,6 +25,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ..api.budget import RequestBudget
 from ..api.client import APIClient, ClientSettings, Exchange, Reply
 from ..api.models import FAILED, IN_PROGRESS, KNOWN_STATUSES, FileBatch
+from ..config.model import DEFAULTS
 from ..errors import (
     APIError,
     AuthError,
@@ -85,14 +86,16 @@ class WatchStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
+    """Defaults for what the configuration sets are the configuration's (``DEFAULTS``)."""
+
     poll: PollSettings = field(default_factory=PollSettings)
-    max_requests_per_minute: float = 600.0
-    max_concurrency: int = 8
-    stall_after_seconds: float | None = 900.0
-    deadline_seconds: float | None = None
-    cancel_on_timeout: bool = False
-    max_watches: int = 10_000
-    max_failed_files: int = 1000
+    max_requests_per_minute: float = DEFAULTS.api.max_requests_per_minute
+    max_concurrency: int = DEFAULTS.api.max_concurrency
+    stall_after_seconds: float | None = DEFAULTS.poll.stall_after
+    deadline_seconds: float | None = DEFAULTS.poll.deadline
+    cancel_on_timeout: bool = DEFAULTS.poll.cancel_on_timeout
+    max_watches: int = DEFAULTS.state.max_watches
+    max_failed_files: int = DEFAULTS.state.max_failed_files
     max_list_attempts: int = 8  # failed attempts at listing a batch's files before giving up
     auth_retry_seconds: float = 30.0
     not_found_confirmations: int = 2
