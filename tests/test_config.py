@@ -18,7 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic.fields import FieldInfo
 
+from watcher.api.client import ClientSettings
 from watcher.config import (
+    DEFAULTS,
     SECTIONS,
     APIConfig,
     Config,
@@ -30,13 +32,18 @@ from watcher.config import (
     WatchConfig,
     config_from_mapping,
     env_name,
+    field_value,
     load_config,
     parse_watch,
     render_effective,
+    require_api_key,
     show,
     validate_id,
     validate_labels,
 )
+from watcher.config.settings import client_settings, engine_settings, poll_settings
+from watcher.core.engine import EngineSettings
+from watcher.core.policy import PollSettings
 from watcher.credentials import MASK
 from watcher.errors import ConfigError
 
@@ -897,3 +904,197 @@ def test_any_document_loads_or_raises_config_error(
     assert found
     for problem in found:
         assert _PROBLEM.match(problem), problem
+
+
+# -- problems found together ---------------------------------------------------------------
+
+
+def test_a_duplicate_watch_is_reported_with_the_other_problems() -> None:
+    """A second watch of the same batch is named even when that watch, or the file, has other
+    problems too."""
+    data = {
+        "poll": {"interval_seconds": -1},
+        "watch": [WATCH, {**WATCH, "labels": {"__x": "y"}}],
+    }
+    assert problems(data) == [
+        "poll.interval_seconds: -1 is not > 0",
+        "watch[1]: the same batch as watch[0] (vs_1 / vsfb_1)",
+        "watch[1].labels: label name '__x' starts with '__', which is reserved",
+    ]
+
+
+# -- secrets' files and the API key ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [("api", "api_key_file"), ("server", "control_token_file"), ("notify", "webhook_secret_file")],
+)
+def test_a_secret_file_that_does_not_exist_is_a_problem(
+    tmp_path: Path, section: str, key: str
+) -> None:
+    """A *_file secret that is not there, or is a directory, is a problem naming its key (it
+    would otherwise mean no secret, e.g. no control token)."""
+    missing = tmp_path / "nope"
+    assert problems({section: {key: str(missing)}}) == [
+        f"{section}.{key}: {str(missing)!r} does not exist"
+    ]
+    assert problems({section: {key: str(tmp_path)}}) == [
+        f"{section}.{key}: {str(tmp_path)!r} is a directory, not a file"
+    ]
+    variable = env_name(section, key)
+    assert problems({}, {variable: str(missing)}) == [
+        f"{section}.{key}: {str(missing)!r} does not exist (from {variable})"
+    ]
+    present = tmp_path / "secret"
+    present.write_text("s3cret\n", encoding="utf-8")
+    config = config_from_mapping({section: {key: str(present)}}, {})
+    assert getattr(getattr(config, section), key) == present
+
+
+def test_require_api_key_refuses_no_key_for_a_remote_api(tmp_path: Path) -> None:
+    """With no key anywhere, a remote API is a problem naming api.api_key and where it looked;
+    an API on loopback (a simulator) needs none, and a key in the variable or a file is enough."""
+    with pytest.raises(ConfigError) as caught:
+        require_api_key(config_from_mapping({}, {}))
+    (problem,) = caught.value.problems
+    assert problem.startswith("api.api_key: no API key in environment variable OPENAI_API_KEY")
+    for url in ("http://127.0.0.1:8321/v1", "http://localhost/v1", "http://[::1]:9/v1"):
+        require_api_key(config_from_mapping({"api": {"base_url": url}}, {}))
+    require_api_key(config_from_mapping({}, {"OPENAI_API_KEY": "sk-x"}))
+    key_file = tmp_path / "key"
+    key_file.write_text("sk-file", encoding="utf-8")
+    require_api_key(config_from_mapping({"api": {"api_key_file": str(key_file)}}, {}))
+
+
+# -- the settings built from the model -------------------------------------------------------
+
+
+def test_engine_poll_and_client_defaults_are_the_models() -> None:
+    """EngineSettings, PollSettings and ClientSettings default to what the default Config
+    gives them, so no default is written twice."""
+    config = Config()
+    assert EngineSettings() == engine_settings(config)
+    assert PollSettings() == poll_settings(config)
+    client, default = client_settings(config), ClientSettings()
+    for name in ("base_url", "auth", "timeout_seconds", "max_response_bytes", "organization"):
+        assert getattr(client, name) == getattr(default, name), name
+
+
+def test_settings_follow_the_configuration() -> None:
+    """Every key the engine and client use reaches their settings; zero turns stall and deadline
+    off."""
+    config = config_from_mapping(
+        {
+            "api": {"timeout_seconds": 7, "max_concurrency": 3, "max_requests_per_minute": 60},
+            "poll": {"interval_seconds": 2, "stall_after_seconds": 0, "deadline_seconds": 9},
+            "state": {"max_watches": 5, "max_failed_files": 4},
+        },
+        {},
+    )
+    engine, client = engine_settings(config), client_settings(config)
+    assert (client.timeout_seconds, client.max_connections) == (7.0, 3)
+    assert (engine.max_concurrency, engine.max_requests_per_minute) == (3, 60)
+    assert (engine.poll.interval, engine.stall_after_seconds, engine.deadline_seconds) == (
+        2.0,
+        None,
+        9.0,
+    )
+    assert (engine.max_watches, engine.max_failed_files) == (5, 4)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "text", "expected"),
+    [
+        ("poll", "interval_seconds", "2.5", 2.5),
+        ("api", "max_requests_per_minute", "60", 60),
+        ("api", "auth", "Azure", "azure"),
+        ("api", "base_url", "http://h.test/v1/", "http://h.test/v1"),
+        ("server", "listen", "[::1]:0", "[::1]:0"),
+    ],
+)
+def test_field_value_reads_an_options_text(
+    section: str, key: str, text: str, expected: object
+) -> None:
+    """field_value reads a command-line option's text by its key's rule."""
+    assert field_value(section, key, text) == expected
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "text", "reason"),
+    [
+        ("poll", "interval_seconds", "-1", "is not > 0"),
+        ("poll", "interval_seconds", "soon", "is not a number"),
+        ("poll", "deadline_seconds", "-1", "is not >= 0"),
+        ("api", "max_requests_per_minute", "1.5", "is not an integer"),
+        ("api", "max_concurrency", "0", "is not in 1..1024"),
+        ("api", "auth", "basic", "is not one of bearer, azure"),
+        ("api", "timeout_seconds", "inf", "is not a finite number"),
+        ("server", "listen", "nowhere", 'is not "host:port"'),
+    ],
+)
+def test_field_value_refuses_text_with_the_files_words(
+    section: str, key: str, text: str, reason: str
+) -> None:
+    """An option's bad text is refused with the same reason the file or a variable would get."""
+    with pytest.raises(ValueError, match="^" + re.escape(reason)):
+        field_value(section, key, text)
+    (problem,) = problems({}, {env_name(section, key): text})
+    assert f"{text!r} {reason}" in problem
+
+
+# -- the documentation states the model's defaults -------------------------------------------
+
+
+def _example_tables() -> dict[str, list[dict[str, Any]]]:
+    """Every table of the example with its commented-out keys put back, one dict per table."""
+    tables: dict[str, list[dict[str, Any]]] = {}
+    current: dict[str, Any] | None = None
+    for line in EXAMPLE.read_text(encoding="utf-8").splitlines():
+        stripped = line.lstrip("# ").rstrip()
+        if header := re.fullmatch(r"\[\[?([a-z]+)\]\]?", stripped):
+            current = {}
+            tables.setdefault(header.group(1), []).append(current)
+        elif current is not None and re.match(r"[a-z_]+ = ", stripped):
+            current.update(tomllib.loads(stripped))
+    return tables
+
+
+def test_every_key_in_the_example_validates_even_commented_out() -> None:
+    """Each key the example shows, set or commented out, is valid for its table."""
+    tables = _example_tables()
+    assert set(tables) == {*SECTIONS, "watch"}
+    for name, model in SECTIONS.items():
+        (table,) = tables[name]
+        assert set(table) == set(model.model_fields), name
+        model.model_validate(table)
+    (watch,) = tables["watch"]
+    assert set(watch) == set(WATCH_SCHEMA)
+    WatchConfig.model_validate(watch, context={"poll": PollConfig()})
+
+
+def test_the_examples_set_keys_are_the_defaults() -> None:
+    """Each key the example sets (not commented out) is the model's default, as it says."""
+    document = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+    for name, table in document.items():
+        for key, value in table.items():
+            default = SECTIONS[name].model_fields[key].get_default(call_default_factory=True)
+            default = str(default) if isinstance(default, Path) else default
+            assert value == default, f"{name}.{key}"
+
+
+def test_the_readme_and_docs_state_the_models_defaults() -> None:
+    """The defaults the README's option table and the docs name are the model's."""
+    root = EXAMPLE.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `(--[a-z-]+)` \| .*\(default: (.+?)\) \|$", readme, re.M))
+    assert rows["--base-url"] == f"`$OPENAI_BASE_URL` or `{DEFAULTS.api.base_url}`"
+    assert float(rows["--interval"]) == DEFAULTS.poll.interval_seconds
+    assert float(rows["--timeout"]) == DEFAULTS.poll.deadline_seconds
+    assert float(rows["--request-timeout"]) == DEFAULTS.api.timeout_seconds
+    assert int(rows["--max-requests-per-minute"]) == DEFAULTS.api.max_requests_per_minute
+    metrics = (root / "docs" / "metrics.md").read_text(encoding="utf-8")
+    assert f"`[server] listen` (default\n`{DEFAULTS.server.listen}`)" in metrics
+    runbook = (root / "docs" / "runbook.md").read_text(encoding="utf-8")
+    assert "`[state] retention_seconds` (24h by default)" in runbook
+    assert DEFAULTS.state.retention_seconds == 24 * 3600

@@ -148,8 +148,8 @@ def _add_watch(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="extra query parameter on every request, repeatable (e.g. "
-        "api-version=2025-04-01-preview; default: none)",
+        help="extra query parameter on every request, repeatable, e.g. "
+        "api-version=2025-04-01-preview (default: none)",
     )
     watch.add_argument(
         "--output",
@@ -162,7 +162,7 @@ def _add_watch(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--progress",
         choices=("auto", "always", "never"),
         default="auto",
-        help="live progress bars on stderr (auto: when stderr is a terminal; default: auto)",
+        help="live progress bars on stderr; auto: when stderr is a terminal (default: auto)",
     )
     _add_logging(watch)
 

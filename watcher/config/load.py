@@ -195,8 +195,10 @@ def _from_text(field: FieldInfo, text: str) -> object:
 def _adapter(section: str, key: str) -> TypeAdapter[Any]:
     field = SECTIONS[section].model_fields[key]
     config = ConfigDict(strict=True, allow_inf_nan=False)
-    annotated = cast(Any, Annotated[(field.annotation, *field.metadata)])
-    return TypeAdapter(annotated, config=config)
+    annotation = field.annotation
+    if field.metadata:  # the bounds (gt, ge, le) live here, not on the annotation
+        annotation = cast(Any, Annotated[(annotation, *field.metadata)])
+    return TypeAdapter(annotation, config=config)
 
 
 def field_value(section: str, key: str, text: str) -> Any:
