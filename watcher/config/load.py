@@ -19,7 +19,7 @@ import stat
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Final, cast
+from typing import Annotated, Any, Final
 
 import annotated_types
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
@@ -195,9 +195,9 @@ def _from_text(field: FieldInfo, text: str) -> object:
 def _adapter(section: str, key: str) -> TypeAdapter[Any]:
     field = SECTIONS[section].model_fields[key]
     config = ConfigDict(strict=True, allow_inf_nan=False)
-    annotation = field.annotation
+    annotation: Any = field.annotation
     if field.metadata:  # the bounds (gt, ge, le) live here, not on the annotation
-        annotation = cast(Any, Annotated[(annotation, *field.metadata)])
+        annotation = Annotated[(annotation, *field.metadata)]
     return TypeAdapter(annotation, config=config)
 
 
