@@ -2,16 +2,16 @@
 
 :mod:`~watcher.config.model` holds every key with its type, bounds, default and meaning;
 :mod:`~watcher.config.values` the rules for single values (ids, labels, URLs, ``host:port``);
-:mod:`~watcher.config.load` reads TOML and the environment and reports every problem at once;
+:mod:`~watcher.config.load` reads TOML and reports every problem at once, with
+:mod:`~watcher.config.environment`'s variables over it;
 :mod:`~watcher.config.render` prints the configuration as it takes effect. The settings that the
 engine and the API client are given are derived in :mod:`watcher.config.settings`, which is not
 imported here: it imports the core, and the core imports the model for its defaults.
 """
 
+from .environment import ENV_PREFIX, env_name
 from .load import (
-    ENV_PREFIX,
     config_from_mapping,
-    env_name,
     field_value,
     load_config,
     parse_watch,
