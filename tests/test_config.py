@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import re
 import string
+import subprocess
+import sys
 import tomllib
 from collections.abc import Mapping
 from datetime import UTC
@@ -1098,3 +1100,18 @@ def test_the_readme_and_docs_state_the_models_defaults() -> None:
     runbook = (root / "docs" / "runbook.md").read_text(encoding="utf-8")
     assert "`[state] retention_seconds` (24h by default)" in runbook
     assert DEFAULTS.state.retention_seconds == 24 * 3600
+
+
+def test_the_model_imports_nothing_above_it() -> None:
+    """The configuration (but its settings module) and the API client import nothing from the
+    core, the daemon or the command line: the core and the client take their defaults from the
+    model, not the other way round."""
+    code = (
+        "import sys, watcher.config, watcher.api.client\n"
+        "print(sorted(m for m in sys.modules if m.startswith(("
+        "'watcher.core', 'watcher.daemon', 'watcher.cli', 'watcher.logs'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"

@@ -20,6 +20,8 @@ from ..config import (
     AuthStyle,
     Config,
     LogConfig,
+    LogFormat,
+    LogLevel,
     PollConfig,
     ServerConfig,
     config_from_mapping,
@@ -32,7 +34,7 @@ from ..config.settings import client_settings, engine_settings
 from ..config.values import check_id
 from ..daemon.service import Daemon
 from ..errors import ConfigError
-from ..logs import LogFormat, LogLevel, configure, register_secret
+from ..logs import configure, register_secret
 from .report import ExitStatus
 from .watch_command import Target, WatchCommand, run_watch
 

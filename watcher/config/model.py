@@ -21,7 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, 
 from pydantic_core import PydanticCustomError
 
 from ..credentials import SecretSource
-from ..logs import LogFormat, LogLevel
 from .values import (
     EnvName,
     FilePath,
@@ -39,6 +38,9 @@ from .values import (
 
 #: How the API key is sent: ``Authorization: Bearer <key>`` or Azure's ``api-key: <key>``.
 AuthStyle = Literal["bearer", "azure"]
+#: ``auto`` is console on a terminal, JSON otherwise.
+LogFormat = Literal["auto", "json", "console"]
+LogLevel = Literal["debug", "info", "warning", "error"]
 
 
 def _no_table() -> Mapping[str, str]:
