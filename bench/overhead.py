@@ -118,8 +118,9 @@ async def watcher_loop(
     """CPU seconds and loop steps per poll of the daemon's engine, after its first sweep.
     ``without`` leaves parts out, to see what they cost: ``store``, ``log``, ``metrics``."""
     from watcher.config import config_from_mapping
+    from watcher.config.settings import client_settings, engine_settings
     from watcher.core.engine import Engine
-    from watcher.daemon.service import Daemon, client_settings, engine_settings
+    from watcher.daemon.service import Daemon
     from watcher.logs import configure, log_event
 
     configure("json", "info")

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import httpx
 import psutil
+import tomli_w
 
 T = TypeVar("T")
 
@@ -132,30 +133,13 @@ class SimulatorProcess(Process):
             self._http.close()
 
 
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return json.dumps(str(value))  # a JSON string is a TOML basic string
-
-
 def render_config(
     sections: Mapping[str, Mapping[str, object]], watches: Sequence[tuple[str, str]]
 ) -> str:
     """The daemon's TOML: ``sections`` of scalars, then one ``[[watch]]`` per (store, batch)."""
-    lines = []
-    for name, keys in sections.items():
-        lines.append(f"[{name}]")
-        lines += [f"{key} = {_toml_value(value)}" for key, value in keys.items()]
-        lines.append("")
-    for vector_store_id, batch_id in watches:
-        lines += [
-            "[[watch]]",
-            f"vector_store_id = {_toml_value(vector_store_id)}",
-            f"batch_id = {_toml_value(batch_id)}",
-        ]
-    return "\n".join(lines) + "\n"
+    document: dict[str, object] = {name: dict(keys) for name, keys in sections.items()}
+    document["watch"] = [{"vector_store_id": vs, "batch_id": batch} for vs, batch in watches]
+    return tomli_w.dumps(document)
 
 
 class DaemonProcess(Process):

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 import string
+import subprocess
+import sys
 import tomllib
 from collections.abc import Mapping
 from datetime import UTC
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
+import pydantic
 import pytest
+import tomli_w
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic.fields import FieldInfo
 
+from watcher.api.client import ClientSettings
 from watcher.config import (
+    DEFAULTS,
+    SECTIONS,
     APIConfig,
     Config,
     LogConfig,
@@ -27,19 +34,18 @@ from watcher.config import (
     WatchConfig,
     config_from_mapping,
     env_name,
+    field_value,
     load_config,
     parse_watch,
     render_effective,
-)
-from watcher.config_schema import (
-    REQUIRED_WATCH_KEYS,
-    SCHEMA,
-    WATCH_SCHEMA,
-    Key,
+    require_api_key,
     show,
     validate_id,
     validate_labels,
 )
+from watcher.config.settings import client_settings, engine_settings, poll_settings
+from watcher.core.engine import EngineSettings
+from watcher.core.policy import PollSettings
 from watcher.credentials import MASK
 from watcher.errors import ConfigError
 
@@ -52,6 +58,11 @@ SECTION_CLASSES: dict[str, type] = {
     "log": LogConfig,
     "notify": NotifyConfig,
 }
+SCHEMA: dict[str, dict[str, FieldInfo]] = {
+    name: dict(model.model_fields) for name, model in SECTIONS.items()
+}
+WATCH_SCHEMA: dict[str, FieldInfo] = dict(WatchConfig.model_fields)
+REQUIRED_WATCH_KEYS = tuple(name for name, f in WATCH_SCHEMA.items() if f.is_required())
 WATCH = {"vector_store_id": "vs_1", "batch_id": "vsfb_1"}
 
 
@@ -90,7 +101,12 @@ def test_defaults() -> None:
     )
     assert (config.server.host, config.server.port) == ("127.0.0.1", 9464)
     assert config.server.control_token_env == "BATCH_WATCHER_CONTROL_TOKEN"
-    assert config.state == StateConfig(Path("batch-watcher.sqlite3"), 86400.0, 10000, 1000)
+    assert config.state == StateConfig(
+        path=Path("batch-watcher.sqlite3"),
+        retention_seconds=86400.0,
+        max_watches=10000,
+        max_failed_files=1000,
+    )
     assert (config.log.format, config.log.level) == ("auto", "info")
     assert config.notify.webhook_url is None
     assert config.notify.webhook_secret is None
@@ -100,16 +116,22 @@ def test_defaults() -> None:
 
 
 @pytest.mark.parametrize("section", sorted(SCHEMA))
-def test_schema_matches_dataclass_fields(section: str) -> None:
-    """Every key of a section is a field of its dataclass, and every init field is a key."""
-    cls = SECTION_CLASSES[section]
-    fields = [f.name for f in dataclasses.fields(cls) if f.init]
-    assert fields == list(SCHEMA[section])
+def test_sections_are_the_tables_of_the_config(section: str) -> None:
+    """Every section the loader reads is the class of the Config field of that name."""
+    assert SECTIONS[section] is SECTION_CLASSES[section]
+    assert Config.model_fields[section].annotation is SECTION_CLASSES[section]
 
 
-def test_watch_schema_matches_dataclass_fields() -> None:
-    """Every key of a ``[[watch]]`` is a field of WatchConfig and the other way round."""
-    assert [f.name for f in dataclasses.fields(WatchConfig)] == list(WATCH_SCHEMA)
+def test_every_key_says_what_it_means() -> None:
+    """Every key of every section has a description (the command line's help reads it)."""
+    for section, fields in SCHEMA.items():
+        for name, field in fields.items():
+            assert field.description, f"{section}.{name}"
+
+
+def test_watch_requires_only_its_ids() -> None:
+    """A ``[[watch]]`` needs its two ids; every other key is optional."""
+    assert REQUIRED_WATCH_KEYS == ("vector_store_id", "batch_id")
 
 
 def _documented_keys(text: str) -> dict[str, set[str]]:
@@ -348,12 +370,14 @@ def test_watches_are_read_with_labels_and_overrides() -> None:
 def test_watch_poll_config_applies_only_the_overrides_it_has() -> None:
     """A watch's poll settings are [poll]'s, with the watch's non-None overrides on top."""
     poll = PollConfig(interval_seconds=7.0, deadline_seconds=100.0)
-    watch = WatchConfig("vs", "b", interval_seconds=9.0, cancel_on_timeout=True)
+    watch = WatchConfig(
+        vector_store_id="vs", batch_id="b", interval_seconds=9.0, cancel_on_timeout=True
+    )
     merged = watch.poll_config(poll)
     assert merged.interval_seconds == 9.0
     assert merged.cancel_on_timeout is True
     assert merged.deadline_seconds == 100.0
-    assert WatchConfig("vs", "b").poll_config(poll) == poll
+    assert WatchConfig(vector_store_id="vs", batch_id="b").poll_config(poll) == poll
 
 
 @pytest.mark.parametrize(
@@ -482,15 +506,16 @@ def test_parse_watch_checks_one_watch_for_the_control_api() -> None:
 def test_load_config_reads_a_file(tmp_path: Path) -> None:
     """A TOML file is read and validated; relative paths stay relative to the working directory."""
     path = tmp_path / "watcher.toml"
-    path.write_text(
-        '[poll]\ninterval_seconds = 2\n[state]\npath = "data/w.sqlite3"\n'
-        '[[watch]]\nvector_store_id = "vs_1"\nbatch_id = "b_1"\n',
-        encoding="utf-8",
-    )
+    document = {
+        "poll": {"interval_seconds": 2},
+        "state": {"path": "data/w.sqlite3"},
+        "watch": [{"vector_store_id": "vs_1", "batch_id": "b_1"}],
+    }
+    path.write_text(tomli_w.dumps(document), encoding="utf-8")
     config = load_config(path, environ={})
     assert config.poll.interval_seconds == 2.0
     assert config.state.path == Path("data/w.sqlite3")
-    assert config.watches == (WatchConfig("vs_1", "b_1"),)
+    assert config.watches == (WatchConfig(vector_store_id="vs_1", batch_id="b_1"),)
 
 
 def test_toml_syntax_error_gives_line_and_column(tmp_path: Path) -> None:
@@ -532,7 +557,7 @@ def test_unreadable_or_binary_file_is_a_clear_error(tmp_path: Path) -> None:
         ("BATCH_WATCHER_SERVER_LISTEN", "0.0.0.0:9464", "server", "listen", "0.0.0.0:9464"),
         ("BATCH_WATCHER_API_AUTH", "azure", "api", "auth", "azure"),
         ("BATCH_WATCHER_API_MAX_CONCURRENCY", "16", "api", "max_concurrency", 16),
-        ("BATCH_WATCHER_API_API_KEY_FILE", "/run/k", "api", "api_key_file", Path("/run/k")),
+        ("BATCH_WATCHER_API_API_KEY_FILE", __file__, "api", "api_key_file", Path(__file__)),
         ("BATCH_WATCHER_STATE_PATH", "s.db", "state", "path", Path("s.db")),
         ("BATCH_WATCHER_LOG_LEVEL", "DEBUG", "log", "level", "debug"),
         ("BATCH_WATCHER_NOTIFY_WEBHOOK_URL", "http://h/x", "notify", "webhook_url", "http://h/x"),
@@ -724,7 +749,7 @@ def test_render_effective_says_when_secrets_are_missing() -> None:
 def test_config_is_frozen() -> None:
     """Configuration objects cannot be changed after they are built."""
     config = Config()
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         config.poll.interval_seconds = 1.0  # type: ignore[misc]
     with pytest.raises(TypeError):
         config.api.query["x"] = "y"  # type: ignore[index]
@@ -764,16 +789,36 @@ def _table(keys: Mapping[str, object]) -> st.SearchStrategy[object]:
     return st.dictionaries(names, _values, max_size=4) | _values
 
 
-def _plausible_value(key: Key) -> st.SearchStrategy[object]:
+def _kind(name: str, field: FieldInfo) -> str:
+    """What sort of value a key takes, from its type or, for text, its name."""
+    annotation = field.annotation
+    for kind, types in (("number", float), ("integer", int), ("boolean", bool)):
+        if annotation in (types, types | None):
+            return kind
+    if get_origin(annotation) is Literal:
+        return "choice"
+    if name.endswith("_url"):
+        return "url"
+    if name.endswith("_env"):
+        return "env_name"
+    if name.endswith("_file") or name == "path":
+        return "path"
+    if name.endswith("_id"):
+        return "id"
+    return {"organization": "header", "project": "header"}.get(name, name)
+
+
+def _plausible_value(name: str, field: FieldInfo) -> st.SearchStrategy[object]:
     """Values of the key's kind, mostly right, sometimes out of bounds."""
+    kind = _kind(name, field)
     by_kind: dict[str, st.SearchStrategy[object]] = {
         "number": st.sampled_from([0, 0.5, 1, 5, 30.0, 300.0, 1e9]),
         "integer": st.sampled_from([0, 1, 8, 1024, 10**6]),
         "boolean": st.booleans(),
-        "choice": st.sampled_from(key.choices),
+        "choice": st.sampled_from(get_args(field.annotation) or ("",)),
         "url": st.sampled_from(["https://a.test/v1/", "http://[::1]:8080", "https://b.test"]),
         "listen": st.sampled_from(["127.0.0.1:9464", "[::1]:0", "h:65535"]),
-        "path": _names,
+        "path": _names | st.just(__file__),
         "env_name": st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True),
         "header": _names,
         "query": st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2),
@@ -784,14 +829,23 @@ def _plausible_value(key: Key) -> st.SearchStrategy[object]:
             max_size=3,
         ),
     }
-    return by_kind[key.kind]
+    return by_kind[kind]
+
+
+def test_every_key_has_a_plausible_kind() -> None:
+    """The property tests below know the kind of every key (a new key needs one)."""
+    kinds = {"number", "integer", "boolean", "choice", "url", "listen", "path", "env_name"}
+    kinds |= {"header", "query", "id", "labels"}
+    for fields in [*SCHEMA.values(), WATCH_SCHEMA]:
+        for name, field in fields.items():
+            assert _kind(name, field) in kinds, name
 
 
 def _plausible_table(
-    keys: Mapping[str, Key], required: tuple[str, ...] = ()
+    keys: Mapping[str, FieldInfo], required: tuple[str, ...] = ()
 ) -> st.SearchStrategy[dict[str, object]]:
     """A table of known keys whose values are often right."""
-    strategies = {name: _plausible_value(key) for name, key in keys.items()}
+    strategies = {name: _plausible_value(name, field) for name, field in keys.items()}
     return st.fixed_dictionaries(
         {name: strategies.pop(name) for name in required}, optional=strategies
     )
@@ -852,3 +906,212 @@ def test_any_document_loads_or_raises_config_error(
     assert found
     for problem in found:
         assert _PROBLEM.match(problem), problem
+
+
+# -- problems found together ---------------------------------------------------------------
+
+
+def test_a_duplicate_watch_is_reported_with_the_other_problems() -> None:
+    """A second watch of the same batch is named even when that watch, or the file, has other
+    problems too."""
+    data = {
+        "poll": {"interval_seconds": -1},
+        "watch": [WATCH, {**WATCH, "labels": {"__x": "y"}}],
+    }
+    assert problems(data) == [
+        "poll.interval_seconds: -1 is not > 0",
+        "watch[1]: the same batch as watch[0] (vs_1 / vsfb_1)",
+        "watch[1].labels: label name '__x' starts with '__', which is reserved",
+    ]
+
+
+# -- secrets' files and the API key ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [("api", "api_key_file"), ("server", "control_token_file"), ("notify", "webhook_secret_file")],
+)
+def test_a_secret_file_that_does_not_exist_is_a_problem(
+    tmp_path: Path, section: str, key: str
+) -> None:
+    """A *_file secret that is not there, or is a directory, is a problem naming its key (it
+    would otherwise mean no secret, e.g. no control token)."""
+    missing = tmp_path / "nope"
+    assert problems({section: {key: str(missing)}}) == [
+        f"{section}.{key}: {str(missing)!r} does not exist"
+    ]
+    assert problems({section: {key: str(tmp_path)}}) == [
+        f"{section}.{key}: {str(tmp_path)!r} is a directory, not a file"
+    ]
+    variable = env_name(section, key)
+    assert problems({}, {variable: str(missing)}) == [
+        f"{section}.{key}: {str(missing)!r} does not exist (from {variable})"
+    ]
+    present = tmp_path / "secret"
+    present.write_text("s3cret\n", encoding="utf-8")
+    config = config_from_mapping({section: {key: str(present)}}, {})
+    assert getattr(getattr(config, section), key) == present
+
+
+def test_require_api_key_refuses_no_key_for_a_remote_api(tmp_path: Path) -> None:
+    """With no key anywhere, a remote API is a problem naming api.api_key and where it looked;
+    an API on loopback (a simulator) needs none, and a key in the variable or a file is enough."""
+    with pytest.raises(ConfigError) as caught:
+        require_api_key(config_from_mapping({}, {}))
+    (problem,) = caught.value.problems
+    assert problem.startswith("api.api_key: no API key in environment variable OPENAI_API_KEY")
+    for url in ("http://127.0.0.1:8321/v1", "http://localhost/v1", "http://[::1]:9/v1"):
+        require_api_key(config_from_mapping({"api": {"base_url": url}}, {}))
+    require_api_key(config_from_mapping({}, {"OPENAI_API_KEY": "sk-x"}))
+    key_file = tmp_path / "key"
+    key_file.write_text("sk-file", encoding="utf-8")
+    require_api_key(config_from_mapping({"api": {"api_key_file": str(key_file)}}, {}))
+
+
+# -- the settings built from the model -------------------------------------------------------
+
+
+def test_engine_poll_and_client_defaults_are_the_models() -> None:
+    """EngineSettings, PollSettings and ClientSettings default to what the default Config
+    gives them, so no default is written twice."""
+    config = Config()
+    assert EngineSettings() == engine_settings(config)
+    assert PollSettings() == poll_settings(config)
+    client, default = client_settings(config), ClientSettings()
+    for name in ("base_url", "auth", "timeout_seconds", "max_response_bytes", "organization"):
+        assert getattr(client, name) == getattr(default, name), name
+
+
+def test_settings_follow_the_configuration() -> None:
+    """Every key the engine and client use reaches their settings; zero turns stall and deadline
+    off."""
+    config = config_from_mapping(
+        {
+            "api": {"timeout_seconds": 7, "max_concurrency": 3, "max_requests_per_minute": 60},
+            "poll": {"interval_seconds": 2, "stall_after_seconds": 0, "deadline_seconds": 9},
+            "state": {"max_watches": 5, "max_failed_files": 4},
+        },
+        {},
+    )
+    engine, client = engine_settings(config), client_settings(config)
+    assert (client.timeout_seconds, client.max_connections) == (7.0, 3)
+    assert (engine.max_concurrency, engine.max_requests_per_minute) == (3, 60)
+    assert (engine.poll.interval, engine.stall_after_seconds, engine.deadline_seconds) == (
+        2.0,
+        None,
+        9.0,
+    )
+    assert (engine.max_watches, engine.max_failed_files) == (5, 4)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "text", "expected"),
+    [
+        ("poll", "interval_seconds", "2.5", 2.5),
+        ("api", "max_requests_per_minute", "60", 60),
+        ("api", "auth", "Azure", "azure"),
+        ("api", "base_url", "http://h.test/v1/", "http://h.test/v1"),
+        ("server", "listen", "[::1]:0", "[::1]:0"),
+    ],
+)
+def test_field_value_reads_an_options_text(
+    section: str, key: str, text: str, expected: object
+) -> None:
+    """field_value reads a command-line option's text by its key's rule."""
+    assert field_value(section, key, text) == expected
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "text", "reason"),
+    [
+        ("poll", "interval_seconds", "-1", "is not > 0"),
+        ("poll", "interval_seconds", "soon", "is not a number"),
+        ("poll", "deadline_seconds", "-1", "is not >= 0"),
+        ("api", "max_requests_per_minute", "1.5", "is not an integer"),
+        ("api", "max_concurrency", "0", "is not in 1..1024"),
+        ("api", "auth", "basic", "is not one of bearer, azure"),
+        ("api", "timeout_seconds", "inf", "is not a finite number"),
+        ("server", "listen", "nowhere", 'is not "host:port"'),
+    ],
+)
+def test_field_value_refuses_text_with_the_files_words(
+    section: str, key: str, text: str, reason: str
+) -> None:
+    """An option's bad text is refused with the same reason the file or a variable would get."""
+    with pytest.raises(ValueError, match="^" + re.escape(reason)):
+        field_value(section, key, text)
+    (problem,) = problems({}, {env_name(section, key): text})
+    assert f"{text!r} {reason}" in problem
+
+
+# -- the documentation states the model's defaults -------------------------------------------
+
+
+def _example_tables() -> dict[str, list[dict[str, Any]]]:
+    """Every table of the example with its commented-out keys put back, one dict per table."""
+    tables: dict[str, list[dict[str, Any]]] = {}
+    current: dict[str, Any] | None = None
+    for line in EXAMPLE.read_text(encoding="utf-8").splitlines():
+        stripped = line.lstrip("# ").rstrip()
+        if header := re.fullmatch(r"\[\[?([a-z]+)\]\]?", stripped):
+            current = {}
+            tables.setdefault(header.group(1), []).append(current)
+        elif current is not None and re.match(r"[a-z_]+ = ", stripped):
+            current.update(tomllib.loads(stripped))
+    return tables
+
+
+def test_every_key_in_the_example_validates_even_commented_out() -> None:
+    """Each key the example shows, set or commented out, is valid for its table."""
+    tables = _example_tables()
+    assert set(tables) == {*SECTIONS, "watch"}
+    for name, model in SECTIONS.items():
+        (table,) = tables[name]
+        assert set(table) == set(model.model_fields), name
+        model.model_validate(table)
+    (watch,) = tables["watch"]
+    assert set(watch) == set(WATCH_SCHEMA)
+    WatchConfig.model_validate(watch, context={"poll": PollConfig()})
+
+
+def test_the_examples_set_keys_are_the_defaults() -> None:
+    """Each key the example sets (not commented out) is the model's default, as it says."""
+    document = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+    for name, table in document.items():
+        for key, value in table.items():
+            default = SECTIONS[name].model_fields[key].get_default(call_default_factory=True)
+            default = str(default) if isinstance(default, Path) else default
+            assert value == default, f"{name}.{key}"
+
+
+def test_the_readme_and_docs_state_the_models_defaults() -> None:
+    """The defaults the README's option table and the docs name are the model's."""
+    root = EXAMPLE.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `(--[a-z-]+)` \| .*\(default: (.+?)\) \|$", readme, re.M))
+    assert rows["--base-url"] == f"`$OPENAI_BASE_URL` or `{DEFAULTS.api.base_url}`"
+    assert float(rows["--interval"]) == DEFAULTS.poll.interval_seconds
+    assert float(rows["--timeout"]) == DEFAULTS.poll.deadline_seconds
+    assert float(rows["--request-timeout"]) == DEFAULTS.api.timeout_seconds
+    assert int(rows["--max-requests-per-minute"]) == DEFAULTS.api.max_requests_per_minute
+    metrics = (root / "docs" / "metrics.md").read_text(encoding="utf-8")
+    assert f"`[server] listen` (default\n`{DEFAULTS.server.listen}`)" in metrics
+    runbook = (root / "docs" / "runbook.md").read_text(encoding="utf-8")
+    assert "`[state] retention_seconds` (24h by default)" in runbook
+    assert DEFAULTS.state.retention_seconds == 24 * 3600
+
+
+def test_the_model_imports_nothing_above_it() -> None:
+    """The configuration (but its settings module) and the API client import nothing from the
+    core, the daemon or the command line: the core and the client take their defaults from the
+    model, not the other way round."""
+    code = (
+        "import sys, watcher.config, watcher.api.client\n"
+        "print(sorted(m for m in sys.modules if m.startswith(("
+        "'watcher.core', 'watcher.daemon', 'watcher.cli', 'watcher.logs'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"

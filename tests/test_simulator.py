@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-import tracemalloc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -849,31 +848,16 @@ async def test_control_vanishes_a_batch(served: Served) -> None:
 # -- load and demo --------------------------------------------------------------------------
 
 
-async def test_serves_hundreds_of_requests_per_second(served: Served) -> None:
-    """Sequential retrieves over one connection take milliseconds each, not tens of them."""
-    await served.api.get(BATCH_URL)
-    started = time.perf_counter()
-    for _ in range(300):
-        await served.api.get(BATCH_URL)
-    assert time.perf_counter() - started < 2.0
-
-
 async def test_template_of_10000_batches_stays_cheap(served: Served) -> None:
-    """10,000 batches of 100 files take little memory and time; a sample behaves."""
-    tracemalloc.start()
-    started = time.perf_counter()
+    """10,000 batches from one template get their ids in order, spread ends, and behave
+    (what they cost is measured by the benchmark, not here)."""
     template = BatchSpec("vs_load", "t", total_files=100, duration_seconds=60, failed_files=5)
     ids = served.sim.add_template(
         10_000, template, "vsfb_load_", start_jitter_seconds=30, duration_jitter=0.2, seed=3
     )
-    elapsed = time.perf_counter() - started
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
     assert len(ids) == 10_000
     assert ids[0] == "vsfb_load_00000"
     assert ids[-1] == "vsfb_load_09999"
-    assert peak < 30 * 2**20
-    assert elapsed < 5
     ends = {served.sim.terminal_at("vs_load", i) for i in ids[:100]}
     assert len(ends) == 100  # the jitter spread them
     assert all(1000 + 48 <= end <= 1000 + 30 + 72 for end in ends)

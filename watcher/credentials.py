@@ -65,12 +65,14 @@ class SecretSource:
 
     env: str | None = None
     file: Path | None = None
-    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    # Two sources are equal when they name the same place: what was read, and from which
+    # environment, is not part of that.
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ, compare=False)
     recheck_seconds: float = 1.0
-    clock: Callable[[], float] = time.monotonic
-    _cached: Secret | None = field(default=None, init=False)
-    _stamp: tuple[int, int] | None = field(default=None, init=False)
-    _checked_at: float = field(default=float("-inf"), init=False)
+    clock: Callable[[], float] = field(default=time.monotonic, compare=False)
+    _cached: Secret | None = field(default=None, init=False, compare=False)
+    _stamp: tuple[int, int] | None = field(default=None, init=False, compare=False)
+    _checked_at: float = field(default=float("-inf"), init=False, compare=False)
 
     @property
     def description(self) -> str:

@@ -10,15 +10,15 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any, Literal, TextIO
+from typing import Any, TextIO, get_args
 
 import structlog
 
+from .config.model import LogFormat, LogLevel
 from .core.events import BatchFinished, Event, event_name
 from .credentials import MASK, Secret, SecretSource
 
-LogFormat = Literal["auto", "json", "console"]
-LEVELS = ("debug", "info", "warning", "error")
+LEVELS: tuple[str, ...] = get_args(LogLevel)
 
 _secrets: list[Secret] = []
 _sources: list[SecretSource] = []

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from figures import record
-from harness import DaemonProcess, SimulatorProcess, announced
+from harness import DaemonProcess, SimulatorProcess, announced, http
 
 VS = "vs_faults"
 TIMEOUT_SECONDS = 1.0
@@ -297,6 +297,15 @@ def test_global_rate_limit_and_a_key_refused_then_accepted(
                 [],
             ),
         )
+    # However slow the machine, one batch is still running when the key is refused: it ends
+    # only when the test cancels it, after the key works again.
+    hold = "vsfb_rl_hold"
+    batches[hold] = 20
+    sim.control(
+        "POST",
+        "batches",
+        _spec(hold, {"total_files": 20, "failed_files": 0, "duration_seconds": 86_400.0}, []),
+    )
     started = time.monotonic()
     daemon = daemon_factory(
         {
@@ -331,6 +340,12 @@ def test_global_rate_limit_and_a_key_refused_then_accepted(
         what="the key accepted again",
     )
     assert daemon.request("GET", "/readyz").status_code == 200
+    cancel = http().post(
+        f"{sim.url}/vector_stores/{VS}/file_batches/{hold}/cancel",
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=10,
+    )
+    assert cancel.status_code == 200, cancel.text
 
     watches = daemon.wait_until(
         lambda: (w := _watches(daemon)) and all("result" in x for x in w.values()) and w,

@@ -17,12 +17,14 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, Literal, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import anyio
 import httpx
 
 from .. import __version__
+from ..config.model import DEFAULTS, AuthStyle
+from ..config.values import validate_base_url
 from ..credentials import Secret, SecretSource
 from ..errors import (
     APIError,
@@ -41,11 +43,10 @@ from .models import BatchFile, FileBatch, one_line, parse_file_batch, parse_file
 
 T = TypeVar("T")
 
-DEFAULT_BASE_URL: Final = "https://api.openai.com/v1"
+DEFAULT_BASE_URL: Final = DEFAULTS.api.base_url
 USER_AGENT: Final = f"batch-watcher/{__version__}"
 
 Endpoint = Literal["retrieve", "list_files", "cancel"]
-AuthStyle = Literal["bearer", "azure"]
 
 # A 400 on a batch or store id says "not found" in one of these ways (OpenAI, Azure, llama-stack).
 _SAYS_NOT_FOUND = re.compile(
@@ -86,10 +87,10 @@ class ClientSettings:
     api_key: SecretSource | Secret | None = None
     organization: str | None = None
     project: str | None = None
-    auth: AuthStyle = "bearer"
+    auth: AuthStyle = DEFAULTS.api.auth
     query: Mapping[str, str] = field(default_factory=dict)
-    timeout_seconds: float = 30.0
-    max_response_bytes: int = 8 * 1024 * 1024
+    timeout_seconds: float = DEFAULTS.api.timeout_seconds
+    max_response_bytes: int = DEFAULTS.api.max_response_bytes
     max_connections: int = 64
 
     @classmethod
@@ -103,33 +104,6 @@ class ClientSettings:
 
     def replace(self, **changes: Any) -> ClientSettings:
         return dataclasses.replace(self, **changes)
-
-
-def check_base_url(url: str) -> str:
-    """The URL without a trailing slash, or a :class:`ValueError` saying what is wrong with it
-    (without repeating it). The configuration's check adds its own rules on top."""
-    if any(ch.isspace() or not ch.isprintable() for ch in url):
-        raise ValueError("contains spaces or control characters")
-    try:
-        parts = urlsplit(url)
-        # A port that is no number in 0..65535 fails only here, not when the URL is split; left
-        # for later, it failed every request with an error no one translated.
-        parts.port  # noqa: B018
-    except ValueError as exc:
-        raise ValueError(f"is not a URL: {exc}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("is not an http(s) URL with a host")
-    if parts.query or parts.fragment:
-        raise ValueError("has a query or fragment")
-    return url.rstrip("/")
-
-
-def validate_base_url(url: str) -> str:
-    """:func:`check_base_url`, with the URL named in the error."""
-    try:
-        return check_base_url(url)
-    except ValueError as exc:
-        raise ValueError(f"{url!r} {exc}") from None
 
 
 class APIClient:

@@ -22,7 +22,7 @@ from ..simulator import Simulator, demo_scenario, serve_simulator
 def demo_config(base_url: str, listen: str, state_path: Path) -> Mapping[str, object]:
     specs = demo_scenario()
     return {
-        "api": {"base_url": base_url, "max_requests_per_minute": 600, "max_concurrency": 4},
+        "api": {"base_url": base_url, "max_concurrency": 4},
         "poll": {"interval_seconds": 1.0, "stall_after_seconds": 20.0},
         "server": {"listen": listen},
         "state": {"path": str(state_path)},

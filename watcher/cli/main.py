@@ -3,56 +3,97 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, get_args
 
 import anyio
+from pydantic.fields import FieldInfo
 
 from .. import __version__
-from ..api.client import DEFAULT_BASE_URL, ClientSettings, validate_base_url
-from ..config import Config, config_from_mapping, load_config, render_effective
-from ..core.policy import PollSettings
-from ..core.settings import EngineSettings
-from ..credentials import SecretSource
+from ..config import (
+    DEFAULTS,
+    SECTIONS,
+    AuthStyle,
+    Config,
+    LogConfig,
+    LogFormat,
+    LogLevel,
+    PollConfig,
+    ServerConfig,
+    config_from_mapping,
+    field_value,
+    load_config,
+    render_effective,
+    require_api_key,
+)
+from ..config.settings import client_settings, engine_settings
+from ..config.values import check_id
 from ..daemon.service import Daemon
 from ..errors import ConfigError
-from ..logs import LEVELS, configure, register_secret
+from ..logs import configure, register_secret
 from .report import ExitStatus
 from .watch_command import Target, WatchCommand, run_watch
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not > 0")
-    return value
+@dataclass(frozen=True, slots=True)
+class _Setting:
+    """A ``watch`` option that sets one configuration key: its default and help are the key's."""
+
+    flag: str
+    section: str
+    key: str
+    metavar: str | None = "SECONDS"
+    default: str | None = None  # when the command's default is not the configuration's
+
+    @property
+    def field(self) -> FieldInfo:
+        return SECTIONS[self.section].model_fields[self.key]
+
+    def help(self) -> str:
+        default = self.default or _shown(self.field.default)
+        return f"{self.field.description} (default: {default})"
+
+    def parse(self, text: str) -> object:
+        try:
+            return field_value(self.section, self.key, text)
+        except ValueError as reason:
+            raise argparse.ArgumentTypeError(f"{text!r} {reason}") from None
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not >= 1")
-    return value
+_BASE_URL = _Setting("--base-url", "api", "base_url", "URL")
+_INTERVAL = _Setting("--interval", "poll", "interval_seconds")
+# ``watch`` runs in pipelines, where a stalled flag would only be noise unless asked for.
+_STALL_AFTER = _Setting("--stall-after", "poll", "stall_after_seconds", default="0")
+_WATCH_SETTINGS = (
+    _BASE_URL,
+    _INTERVAL,
+    _Setting("--timeout", "poll", "deadline_seconds"),
+    _STALL_AFTER,
+    _Setting("--request-timeout", "api", "timeout_seconds"),
+    _Setting("--max-requests-per-minute", "api", "max_requests_per_minute", "N"),
+    _Setting("--auth", "api", "auth", None),
+)
+
+
+def _shown(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _target(text: str) -> Target:
     vs, sep, batch = text.partition("/")
-    if not sep or not vs or not batch or "/" in batch:
+    if not sep or "/" in batch:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not VECTOR_STORE_ID/BATCH_ID (e.g. vs_abc123/vsfb_abc123)"
         )
     for part in (vs, batch):
-        if len(part) > 128 or not part.isprintable() or part.strip() != part or part == "..":
-            raise argparse.ArgumentTypeError(f"{text!r}: {part!r} is not a valid id")
+        try:
+            check_id(part)
+        except ValueError as reason:
+            raise argparse.ArgumentTypeError(f"{text!r}: {part!r} {reason}") from None
     return (vs, batch)
 
 
@@ -63,15 +104,69 @@ def _query(text: str) -> tuple[str, str]:
     return (key, value)
 
 
-def _add_logging(parser: argparse.ArgumentParser, default: str | None = "info") -> None:
-    """``default=None``: the configuration file decides unless the flag is given."""
-    parser.add_argument(
-        "--log-format",
-        choices=("auto", "json", "console"),
-        default="auto" if default else None,
-        help="log format on stderr (auto: console on a terminal, JSON otherwise)",
+def _add_logging(parser: argparse.ArgumentParser, *, from_config: bool = False) -> None:
+    """``from_config``: the configuration file decides unless the flag is given."""
+    fields = LogConfig.model_fields
+    for name, choices in (("format", get_args(LogFormat)), ("level", get_args(LogLevel))):
+        field = fields[name]
+        default = "the configuration's" if from_config else _shown(field.default)
+        parser.add_argument(
+            f"--log-{name}",
+            choices=choices,
+            default=None if from_config else field.default,
+            help=f"{field.description} (default: {default})",
+        )
+
+
+def _add_watch(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    watch = sub.add_parser(
+        "watch",
+        help="watch batches until each ends, then report (for CI)",
+        description=(
+            "Watch batches until each one ends; print its result; exit 0 if all completed with "
+            "no failed file, 1 on failures, 2 on bad usage, 3 if a deadline passed, 4 if the API "
+            "refused us (bad key, batch not found). The API key is read from OPENAI_API_KEY, "
+            "never from the command line; OPENAI_ORG_ID and OPENAI_PROJECT_ID are sent if set."
+        ),
     )
-    parser.add_argument("--log-level", choices=LEVELS, default=default)
+    watch.add_argument("targets", nargs="+", type=_target, metavar="VECTOR_STORE_ID/BATCH_ID")
+    for setting in _WATCH_SETTINGS:
+        options: dict[str, Any] = {"metavar": setting.metavar} if setting.metavar else {}
+        if setting.key == "auth":
+            options["choices"] = get_args(AuthStyle)
+        help_text = setting.help()
+        if setting is _BASE_URL:
+            default = f"$OPENAI_BASE_URL or {DEFAULTS.api.base_url}"
+            help_text = f"{setting.field.description} (default: {default})"
+        watch.add_argument(setting.flag, type=setting.parse, help=help_text, **options)
+    watch.add_argument(
+        "--cancel-on-timeout",
+        action="store_true",
+        help=f"{PollConfig.model_fields['cancel_on_timeout'].description} (with --timeout)",
+    )
+    watch.add_argument(
+        "--query",
+        type=_query,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra query parameter on every request, repeatable, e.g. "
+        "api-version=2025-04-01-preview (default: none)",
+    )
+    watch.add_argument(
+        "--output",
+        choices=("text", "json"),
+        default="text",
+        help="text: a summary and the failed files once all end; json: one JSON line per batch "
+        "as it ends (default: text)",
+    )
+    watch.add_argument(
+        "--progress",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="live progress bars on stderr; auto: when stderr is a terminal (default: auto)",
+    )
+    _add_logging(watch)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,45 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"batch-watcher {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    watch = sub.add_parser(
-        "watch",
-        help="watch batches until each ends, then report (for CI)",
-        description=(
-            "Watch batches until each one ends; print its result; exit 0 if all completed with "
-            "no failed file, 1 on failures, 2 on bad usage, 3 if a deadline passed, 4 if the API "
-            "refused us (bad key, batch not found). The API key is read from OPENAI_API_KEY, "
-            "never from the command line."
-        ),
-    )
-    watch.add_argument("targets", nargs="+", type=_target, metavar="VECTOR_STORE_ID/BATCH_ID")
-    watch.add_argument(
-        "--base-url", help=f"API base URL (default: $OPENAI_BASE_URL or {DEFAULT_BASE_URL})"
-    )
-    watch.add_argument("--interval", type=_seconds, default=5.0, help="seconds between polls")
-    watch.add_argument("--timeout", type=_seconds, help="deadline per batch, in seconds")
-    watch.add_argument(
-        "--cancel-on-timeout", action="store_true", help="cancel a batch whose deadline passed"
-    )
-    watch.add_argument("--output", choices=("text", "json"), default="text")
-    watch.add_argument("--auth", choices=("bearer", "azure"), default="bearer")
-    watch.add_argument(
-        "--query",
-        type=_query,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra query parameter on every request (e.g. api-version=2025-04-01-preview)",
-    )
-    watch.add_argument("--max-requests-per-minute", type=_positive_int, default=600)
-    watch.add_argument("--stall-after", type=_seconds, help="flag a batch stalled after this")
-    watch.add_argument(
-        "--progress",
-        choices=("auto", "always", "never"),
-        default="auto",
-        help="live progress bars on stderr (auto: when stderr is a terminal)",
-    )
-    _add_logging(watch)
+    _add_watch(sub)
 
     run = sub.add_parser(
         "run",
@@ -127,58 +184,84 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the daemon with a TOML configuration (see config.example.toml).",
     )
     run.add_argument("--config", type=Path, help="the TOML file (default: all defaults)")
-    _add_logging(run, default=None)
+    _add_logging(run, from_config=True)
 
     check = sub.add_parser(
         "check-config",
         help="validate a configuration and print it as it takes effect (secrets masked)",
+        description=(
+            "Validate a configuration and print it as it takes effect, secrets by source only. "
+            "Exit 2 on any problem, or when no API key is found for an API that is not on "
+            "this machine."
+        ),
     )
     check.add_argument("--config", type=Path, help="the TOML file (default: all defaults)")
-    _add_logging(check, default=None)
+    _add_logging(check, from_config=True)
 
+    listen = ServerConfig.model_fields["listen"]
     demo = sub.add_parser(
         "demo",
         help="run the daemon against the built-in simulator (no key, no network)",
+        description=(
+            "Start the built-in simulator with a handful of batches (clean, failed files over "
+            "several pages, failed, cancelled, stalled, flaky) and run the daemon against it: "
+            "its status page, metrics and control API are served until Ctrl-C. Needs no API "
+            "key and no network."
+        ),
     )
-    demo.add_argument("--listen", default="127.0.0.1:9464", help="host:port of the daemon")
+    demo.add_argument(
+        "--listen",
+        type=_Setting("--listen", "server", "listen", "HOST:PORT").parse,
+        default=listen.default,
+        metavar="HOST:PORT",
+        help=f"{listen.description} (default: {listen.default})",
+    )
     demo.add_argument("--state-dir", type=Path, help="keep the state here (default: a temp dir)")
-    _add_logging(demo, default="info")
+    _add_logging(demo)
     return parser
 
 
-def _watch_command(args: argparse.Namespace, environ: Mapping[str, str]) -> WatchCommand:
-    base_url = args.base_url or environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
-    # Name where the bad value came from: a user who never typed --base-url looks for it in vain.
-    origin = "--base-url" if args.base_url else "OPENAI_BASE_URL"
+def _from_environ(environ: Mapping[str, str], variable: str, section: str, key: str) -> object:
+    """A key's value from a variable the ``watch`` command honours, checked by the key's rule."""
+    text = environ[variable]
     try:
-        base_url = validate_base_url(base_url)
-    except ValueError as exc:
-        raise ConfigError(f"{origin}: {exc}") from None
-    key = SecretSource(env="OPENAI_API_KEY", environ=environ)
-    register_secret(key)
-    client = ClientSettings(
-        base_url=base_url,
-        api_key=key,
-        organization=environ.get("OPENAI_ORG_ID") or None,
-        project=environ.get("OPENAI_PROJECT_ID") or None,
-        auth=args.auth,
-        query=dict(args.query),
-    )
-    interval = args.interval
-    engine = EngineSettings(
-        poll=PollSettings(
-            interval=interval,
-            min_interval=min(0.5, interval),
-            max_interval=max(300.0, interval),
-        ),
-        max_requests_per_minute=args.max_requests_per_minute,
-        stall_after_seconds=args.stall_after,
-        deadline_seconds=args.timeout,
-        cancel_on_timeout=args.cancel_on_timeout,
-    )
+        return field_value(section, key, text)
+    except ValueError as reason:
+        raise ConfigError(f"{variable}: {text!r} {reason}") from None
+
+
+def _watch_command(args: argparse.Namespace, environ: Mapping[str, str]) -> WatchCommand:
+    api: dict[str, object] = {"query": dict(args.query)}
+    poll: dict[str, object] = {
+        "stall_after_seconds": 0.0 if args.stall_after is None else args.stall_after,
+        "cancel_on_timeout": args.cancel_on_timeout,
+    }
+    for variable, key in (
+        ("OPENAI_BASE_URL", "base_url"),
+        ("OPENAI_ORG_ID", "organization"),
+        ("OPENAI_PROJECT_ID", "project"),
+    ):
+        if environ.get(variable):
+            api[key] = _from_environ(environ, variable, "api", key)
+    for setting in _WATCH_SETTINGS:
+        value = getattr(args, setting.flag.removeprefix("--").replace("-", "_"))
+        if value is not None and setting is not _STALL_AFTER:
+            (api if setting.section == "api" else poll)[setting.key] = value
+    if args.interval is not None:
+        # The interval asked for wins over the default bounds around it.
+        poll["min_interval_seconds"] = min(DEFAULTS.poll.min_interval_seconds, args.interval)
+        poll["max_interval_seconds"] = max(DEFAULTS.poll.max_interval_seconds, args.interval)
+    # Only the API key comes from the environment: no BATCH_WATCHER_* override applies here.
+    secrets_only = {k: v for k, v in environ.items() if k == DEFAULTS.api.api_key_env}
+    config = config_from_mapping({"api": api, "poll": poll}, secrets_only)
+    register_secret(config.api.api_key)
     progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     return WatchCommand(
-        targets=args.targets, client=client, engine=engine, output=args.output, progress=progress
+        targets=args.targets,
+        client=client_settings(config),
+        engine=engine_settings(config),
+        output=args.output,
+        progress=progress,
     )
 
 
@@ -201,7 +284,9 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def _check_config(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    print(render_effective(_load(args, environ)), end="")
+    config = _load(args, environ)
+    require_api_key(config)
+    print(render_effective(config), end="")
     return 0
 
 

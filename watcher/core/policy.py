@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from ..config.model import DEFAULTS
+
 
 class Reason(StrEnum):
     """Why the next poll waits as long as it does."""
@@ -36,10 +38,10 @@ class Outcome(StrEnum):
 class PollSettings:
     """The knobs of the polling policy, in seconds."""
 
-    interval: float = 5.0
-    min_interval: float = 0.5
-    max_interval: float = 300.0
-    slow_down: bool = True
+    interval: float = DEFAULTS.poll.interval_seconds
+    min_interval: float = DEFAULTS.poll.min_interval_seconds
+    max_interval: float = DEFAULTS.poll.max_interval_seconds
+    slow_down: bool = DEFAULTS.poll.slow_down
     slow_down_after: float = 60.0  # no progress for this long: start polling less often
     slow_down_max_factor: float = 4.0
 

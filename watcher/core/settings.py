@@ -1,22 +1,27 @@
-"""The engine's knobs: what the lifecycle's rules and the scheduler's limits go by."""
+"""The engine's knobs: what the lifecycle's rules and the scheduler's limits go by.
+
+Defaults for what the configuration sets are the configuration's (``DEFAULTS``); the rest are
+the engine's own rules of thumb.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..config.model import DEFAULTS
 from .policy import PollSettings
 
 
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
     poll: PollSettings = field(default_factory=PollSettings)
-    max_requests_per_minute: float = 600.0
-    max_concurrency: int = 8
-    stall_after_seconds: float | None = 900.0
-    deadline_seconds: float | None = None
-    cancel_on_timeout: bool = False
-    max_watches: int = 10_000
-    max_failed_files: int = 1000
+    max_requests_per_minute: float = DEFAULTS.api.max_requests_per_minute
+    max_concurrency: int = DEFAULTS.api.max_concurrency
+    stall_after_seconds: float | None = DEFAULTS.poll.stall_after
+    deadline_seconds: float | None = DEFAULTS.poll.deadline
+    cancel_on_timeout: bool = DEFAULTS.poll.cancel_on_timeout
+    max_watches: int = DEFAULTS.state.max_watches
+    max_failed_files: int = DEFAULTS.state.max_failed_files
     max_list_attempts: int = 8  # failed attempts at listing a batch's files before giving up
     auth_retry_seconds: float = 30.0
     not_found_confirmations: int = 2

@@ -7,7 +7,6 @@ finish and exits 0 within a grace period; a second one exits at once.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import signal
 import time
@@ -19,14 +18,12 @@ import structlog
 import uvicorn
 
 from .. import __version__
-from ..api.client import ClientSettings
-from ..config import Config
-from ..config_schema import parse_listen
+from ..config import Config, parse_listen
+from ..config.settings import client_settings, engine_settings
+from ..config.values import is_loopback
 from ..core import lifecycle
 from ..core.engine import Engine, TooManyWatches
 from ..core.events import Sink
-from ..core.policy import PollSettings
-from ..core.settings import EngineSettings
 from ..core.states import Phase, State
 from ..core.watch import WatchOptions
 from ..errors import ConfigError
@@ -40,49 +37,6 @@ from .web import AppState, build_app
 log = structlog.get_logger("watcher.daemon.service")
 
 GRACE_SECONDS = 10.0
-
-
-def client_settings(config: Config) -> ClientSettings:
-    api = config.api
-    return ClientSettings(
-        base_url=api.base_url,
-        api_key=api.api_key,
-        organization=api.organization,
-        project=api.project,
-        auth=api.auth,
-        query=dict(api.query),
-        timeout_seconds=api.timeout_seconds,
-        max_response_bytes=api.max_response_bytes,
-        max_connections=max(api.max_concurrency, 1),
-    )
-
-
-def engine_settings(config: Config) -> EngineSettings:
-    poll, api, state = config.poll, config.api, config.state
-    return EngineSettings(
-        poll=PollSettings(
-            interval=poll.interval_seconds,
-            min_interval=poll.min_interval_seconds,
-            max_interval=poll.max_interval_seconds,
-            slow_down=poll.slow_down,
-        ),
-        max_requests_per_minute=api.max_requests_per_minute,
-        max_concurrency=api.max_concurrency,
-        stall_after_seconds=poll.stall_after_seconds or None,
-        deadline_seconds=poll.deadline_seconds or None,
-        cancel_on_timeout=poll.cancel_on_timeout,
-        max_watches=state.max_watches,
-        max_failed_files=state.max_failed_files,
-    )
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass

@@ -20,8 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from ..config import PollConfig, parse_watch
-from ..config_schema import validate_id
+from ..config import PollConfig, parse_watch, validate_id
 from ..core.engine import Engine, TooManyWatches
 from ..core.watch import WatchOptions
 from ..credentials import SecretSource
