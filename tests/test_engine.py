@@ -819,6 +819,6 @@ async def test_a_403_holds_only_its_vector_store(sim: Simulator, make_engine: Ma
         engine.add("vs_denied", "vsfb_denied")
         await until(lambda: recorder.of(BatchFinished, "vsfb_free"), "the free batch ended")
         assert engine.auth_error is None
-        assert set(engine.refused_stores) == {"vs_denied"}
+        assert set(engine.refusals.stores) == {"vs_denied"}
         assert [e.batch_id for e in recorder.of(AuthFailed)] == ["vsfb_denied"]
     assert recorder.result("vsfb_free").status == "completed"

@@ -13,11 +13,10 @@ in the tests) the engine runs hours in milliseconds.
 
 from __future__ import annotations
 
-import heapq
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Protocol
 
 import anyio
@@ -33,6 +32,8 @@ from . import lifecycle
 from .events import AuthFailed, AuthRecovered, Event, Sink, WatchRemoved, WatchStarted
 from .failed_files import list_failed_files
 from .lifecycle import Cancel, Finish, Hold, ListFailedFiles, Record, Retrieve, Step, Wait
+from .refusals import Refusals
+from .schedule import DueTimes, Entry
 from .settings import EngineSettings
 from .states import Phase
 from .watch import Key, Watch, WatchOptions
@@ -61,28 +62,6 @@ class WatchStore(Protocol):
         """Forget the watch."""
 
 
-class _Entry:
-    """A watch as the scheduler holds it: the latest record, and its place in the heap."""
-
-    __slots__ = ("busy", "due", "removed", "seq", "watch")
-
-    def __init__(self, watch: Watch) -> None:
-        self.watch = watch
-        self.due = 0.0
-        self.seq = 0
-        self.busy = False  # a worker is stepping it
-        self.removed = False
-
-
-@dataclass(slots=True)
-class _Refusal:
-    """Credentials the API refused, for the key (scope ``None``, a 401) or for one vector store
-    (a 403). Watches in the scope wait; one at a time probes whether it works again."""
-
-    error: AuthError
-    next_probe: float
-
-
 class Engine:
     """Watches batches. Run :meth:`run` in a task group; add and remove watches at any time."""
 
@@ -106,14 +85,13 @@ class Engine:
         self._clock = clock
         self._wall = wall
         self._rng = rng
-        self._entries: dict[Key, _Entry] = {}
-        self._heap: list[tuple[float, int, _Entry]] = []
-        self._seq = 0
+        self._entries: dict[Key, Entry] = {}
+        self._due = DueTimes(clock)
         self._wake = anyio.Event()
         self._active = 0
         self._idle = anyio.Event()
         self._idle.set()
-        self._refusals: dict[str | None, _Refusal] = {}
+        self.refusals = Refusals()
         self.last_success_at: float | None = None  # wall clock of the last good API reply
         self.last_tick = 0.0  # the scheduler's heartbeat, on the engine's clock
         self.polls = 0
@@ -177,7 +155,7 @@ class Engine:
             labels=labels,
             options=self._with_default_deadline(options),
         )
-        entry = _Entry(watch)
+        entry = Entry(watch)
         self._entries[key] = entry
         if not finished:
             self._set_active(+1)
@@ -256,24 +234,12 @@ class Engine:
     @property
     def auth_error(self) -> AuthError | None:
         """The API's refusal of the key itself, while it lasts."""
-        refusal = self._refusals.get(None)
-        return None if refusal is None else refusal.error
+        return self.refusals.key_error
 
-    @property
-    def refused_stores(self) -> dict[str, AuthError]:
-        """Vector stores the API denies us access to (403), while it lasts."""
-        return {vs: r.error for vs, r in self._refusals.items() if vs is not None}
-
-    def _refusal(self, watch: Watch) -> _Refusal | None:
-        if not self._refusals:
-            return None
-        return self._refusals.get(None) or self._refusals.get(watch.vector_store_id)
-
-    def _hold(self, entry: _Entry, error: AuthError) -> None:
+    def _hold(self, entry: Entry, error: AuthError) -> None:
         watch = entry.watch
-        scope = watch.vector_store_id if error.status == 403 else None
         retry = self.settings.auth_retry_seconds
-        if scope not in self._refusals:
+        if self.refusals.refuse(watch.vector_store_id, error, self._clock() + retry):
             self._emit(
                 AuthFailed(
                     vector_store_id=watch.vector_store_id,
@@ -283,18 +249,13 @@ class Engine:
                     request_id=error.request_id,
                 )
             )
-        self._refusals[scope] = _Refusal(error, self._clock() + retry)
         self._schedule(entry, retry)
 
     def _succeeded(self, probe: Watch) -> None:
         """A request for ``probe`` got a good reply: the credentials work for it (again)."""
         self.last_success_at = self._wall()
-        if not self._refusals:
-            return
         now = self._clock()
-        for scope in (None, probe.vector_store_id):
-            if self._refusals.pop(scope, None) is None:
-                continue
+        for scope in self.refusals.accept(probe.vector_store_id):
             self._emit(
                 AuthRecovered(vector_store_id=probe.vector_store_id, batch_id=probe.batch_id)
             )
@@ -311,7 +272,7 @@ class Engine:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Poll until cancelled. The HTTP client is closed on the way out."""
-        send, receive = anyio.create_memory_object_stream[tuple[_Entry, int]](0)
+        send, receive = anyio.create_memory_object_stream[tuple[Entry, int]](0)
         try:
             async with anyio.create_task_group() as tg, send, receive:
                 for _ in range(self.settings.max_concurrency):
@@ -325,31 +286,25 @@ class Engine:
             with anyio.CancelScope(shield=True):
                 await self.client.aclose()
 
-    async def _scheduler(self, send: MemoryObjectSendStream[tuple[_Entry, int]]) -> None:
-        heap = self._heap
+    async def _scheduler(self, send: MemoryObjectSendStream[tuple[Entry, int]]) -> None:
         while True:
             now = self._clock()
             self.last_tick = now
-            if heap and heap[0][0] <= now:
-                _, seq, entry = heapq.heappop(heap)
-                if entry.seq != seq or entry.removed or entry.watch.phase is Phase.FINISHED:
+            entry = self._due.pop(now)
+            if entry is not None:
+                retry = self.settings.auth_retry_seconds
+                held = self.refusals.wait(entry.watch.vector_store_id, now, retry)
+                if held > 0:
+                    self._schedule(entry, held + 0.001)
                     continue
-                refusal = self._refusal(entry.watch)
-                if refusal is not None:
-                    if now < refusal.next_probe:
-                        self._schedule(entry, refusal.next_probe - now + 0.001)
-                        continue
-                    # One watch at a time asks whether the credentials work again.
-                    refusal.next_probe = now + self.settings.auth_retry_seconds
-                await self._hand_over(send, entry, seq)
+                await self._hand_over(send, entry, entry.seq)
                 continue
-            timeout = min(heap[0][0] - now, 1.0) if heap else 1.0
             self._wake = anyio.Event()
-            with anyio.move_on_after(timeout):
+            with anyio.move_on_after(self._due.until_next(now, 1.0)):
                 await self._wake.wait()
 
     async def _hand_over(
-        self, send: MemoryObjectSendStream[tuple[_Entry, int]], entry: _Entry, seq: int
+        self, send: MemoryObjectSendStream[tuple[Entry, int]], entry: Entry, seq: int
     ) -> None:
         """Give the watch to the next free worker. While every worker is busy (say, all held by a
         server's long Retry-After) the heartbeat goes on: waiting for the API is not being stuck.
@@ -366,15 +321,11 @@ class Engine:
                 return
             self.last_tick = self._clock()
 
-    def _schedule(self, entry: _Entry, delay: float) -> None:
-        self._seq += 1
-        entry.seq = self._seq
-        entry.due = self._clock() + delay
-        heapq.heappush(self._heap, (entry.due, self._seq, entry))
-        if self._heap[0][2] is entry:
+    def _schedule(self, entry: Entry, delay: float) -> None:
+        if self._due.put(entry, delay):
             self._wake.set()
 
-    async def _worker(self, receive: MemoryObjectReceiveStream[tuple[_Entry, int]]) -> None:
+    async def _worker(self, receive: MemoryObjectReceiveStream[tuple[Entry, int]]) -> None:
         async with receive:
             while True:
                 try:
@@ -407,7 +358,7 @@ class Engine:
 
     # -- one turn of one watch ---------------------------------------------------------------
 
-    async def _turn(self, entry: _Entry) -> None:
+    async def _turn(self, entry: Entry) -> None:
         """Do what the lifecycle asks, feeding each outcome back, until it says to wait."""
         step = lifecycle.due(entry.watch, wall=self._wall(), settings=self.settings)
         while True:
@@ -433,7 +384,7 @@ class Engine:
             elif isinstance(action, Cancel):
                 step = await self._cancel(entry.watch)
 
-    def _apply(self, entry: _Entry, step: Step) -> None:
+    def _apply(self, entry: Entry, step: Step) -> None:
         entry.watch = step.watch
         if self._store is not None and step.record is not Record.NOTHING:
             if step.record is Record.SAVE:
@@ -443,7 +394,7 @@ class Engine:
         for event in step.events:
             self._emit(event)
 
-    async def _finish(self, entry: _Entry, step: Step) -> None:
+    async def _finish(self, entry: Entry, step: Step) -> None:
         """On disk before anyone hears of it: a restart must never announce an end twice. Not
         on disk, not announced: the ending is tried again later, in full."""
         if self._store is not None:
