@@ -8,6 +8,7 @@ from watcher.core.policy import (
     LEAD,
     NEAR,
     TRUST_AHEAD,
+    UNKNOWN_END,
     WINDOW_POINTS,
     WINDOW_SECONDS,
     Decision,
@@ -254,7 +255,9 @@ def test_likelihood_of_an_end_grows_with_the_time_since_the_poll() -> None:
 
 def test_likelihood_ranks_a_near_end_above_a_far_one() -> None:
     """At the same time since the poll, the batch estimated to end sooner ranks first; an
-    overdue estimate counts as half an interval to go; no estimate, as memoryless."""
+    estimate overdue by o counts as o to go, at least half an interval; no estimate, as
+    UNKNOWN_END intervals."""
     assert ended_likelihood(10.0, 5.0, 5.0) > ended_likelihood(100.0, 5.0, 5.0)
-    assert ended_likelihood(-30.0, 2.5, 5.0) == pytest.approx(0.5)
-    assert ended_likelihood(None, 50.0, 5.0) == pytest.approx(1 - 2.718281828**-1, rel=1e-6)
+    assert ended_likelihood(-30.0, 30.0, 5.0) == pytest.approx(0.5)
+    assert ended_likelihood(-1.0, 2.5, 5.0) == pytest.approx(0.5)
+    assert ended_likelihood(None, UNKNOWN_END * 5.0, 5.0) == pytest.approx(0.5)

@@ -6,7 +6,6 @@ it is tested with plain numbers and no sleeping.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -179,6 +178,8 @@ TRUST_AHEAD = 1.5
 #: Once the estimated end has passed, the wait grows from ``NEAR · interval`` by this share of
 #: the time overdue, up to ``interval``.
 OVERDUE_GROWTH = 0.1
+#: Without an estimate, a batch's end is taken as this many intervals after a poll.
+UNKNOWN_END = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,13 +265,19 @@ def ended_likelihood(remaining: float | None, since_poll: float, interval: float
 
     What the shared budget ranks due watches by: the next request goes to the watch most likely
     to have ended. With an estimate, the end is taken as log-logistic around it (half likely at
-    the estimate, 0.9 at twice it); without one, as memoryless with a mean of ten intervals.
-    An overdue estimate counts as half an interval to go.
+    the estimate, 0.9 at twice it); without one, the same around ``UNKNOWN_END`` intervals.
+    An estimate overdue by ``o`` counts as ``o`` to go, and never less than half an interval.
     """
     if since_poll <= 0:
         return 0.0
     if remaining is None:
-        return -math.expm1(-since_poll / (10.0 * interval))
-    expected = max(remaining, 0.5 * interval)
-    ratio: float = (expected / since_poll) ** 3.17
+        return _log_logistic(UNKNOWN_END * interval, since_poll)
+    # Overdue by o, the end is taken as about o away again: the longer a batch has outlived
+    # its estimate, the less the estimate says (and the less its next second is worth).
+    return _log_logistic(max(abs(remaining), 0.5 * interval), since_poll)
+
+
+def _log_logistic(median: float, t: float) -> float:
+    """P(end <= t) for an end log-logistic around ``median``: 0.5 there, 0.9 at twice it."""
+    ratio: float = (median / t) ** 3.17
     return 1.0 / (1.0 + ratio)
