@@ -92,7 +92,7 @@ def markdown(result: Result, info: dict[str, str]) -> str:
     s = result.settings
     lines = [
         START,
-        "## Adaptive polling (virtual time)",
+        "## Adaptive polling: results (virtual time)",
         "",
         f"- Written by `python -m bench.adaptive` (seed {s.seed}); date {info['date']}, "
         f"commit `{info['commit']}`. Virtual time: the figures do not depend on the machine.",
@@ -101,12 +101,13 @@ def markdown(result: Result, info: dict[str, str]) -> str:
         "| --- | ---: | --- |",
         *(f"| {what} | {value} | {target} |" for what, value, target in headline(result)),
         "",
-        f"**Alone**: {s.alone:,} batches, each watched by itself from its start, interval "
-        f"{s.interval:g} s. Latency is the first poll that sees the end minus the end.",
+        f"**Alone**: {s.alone_batches().describe()}, each watched by itself "
+        f"from its start, interval {s.interval:g} s. Latency is the first poll that sees the end "
+        "minus the end.",
         "",
         *_table(result.alone),
         "",
-        f"**Fleet**: {s.fleet:,} batches, all watched from the start, sharing a budget of "
+        f"**Fleet**: {s.fleet_batches().describe()}, sharing a budget of "
         f"{s.per_second:.1f} requests/s: what polling each once every {s.budget_interval:g} s "
         f"needs. The adaptive rows use the default interval ({s.interval:g} s) and the budget "
         "decides who is polled: each second the due watches are ranked, by how long they have "

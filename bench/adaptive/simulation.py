@@ -50,6 +50,18 @@ class Batches:
     max_duration: float = 1_200.0
     start_window: float = 0.0  # batches start uniformly over this many seconds
 
+    def describe(self) -> str:
+        starts = (
+            f"starting over {self.start_window:g} s"
+            if self.start_window
+            else "all starting at once"
+        )
+        return (
+            f"{self.count:,} batches of {self.min_files:,}–{self.max_files:,} files over "
+            f"{self.min_duration:g}–{self.max_duration:g} s (both log-uniform), {starts}, each on "
+            f"its own ingestion curve (seed {self.seed})"
+        )
+
     def specs(self) -> list[tuple[float, BatchSpec]]:
         """(start moment, spec) of each batch; the watch begins when the batch does."""
         rng = random.Random(self.seed)
@@ -255,6 +267,12 @@ class Settings:
     def per_second(self) -> float:
         return self.fleet / self.budget_interval
 
+    def alone_batches(self) -> Batches:
+        return Batches(self.alone, seed=self.seed)
+
+    def fleet_batches(self) -> Batches:
+        return Batches(self.fleet, seed=self.seed + 1)
+
 
 SMOKE = Settings(alone=300, fleet=2_000)
 
@@ -269,13 +287,13 @@ class Result:
 
 def run(settings: Settings) -> Result:
     problems: list[str] = []
-    alone = Batches(settings.alone, seed=settings.seed)
+    alone = settings.alone_batches()
     alone_figures = []
     for name, poller in pollers(settings.interval).items():
         watched = run_alone(alone, poller)
         problems += _problems(name, watched)
         alone_figures.append(figures(name, watched))
-    fleet = Batches(settings.fleet, seed=settings.seed + 1)
+    fleet = settings.fleet_batches()
     adaptive = pollers(settings.interval)["adaptive"]
     fixed_name = f"fixed {settings.budget_interval:g} s"
     runs = (
