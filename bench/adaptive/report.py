@@ -73,6 +73,27 @@ def _table(rows: Sequence[Figures]) -> list[str]:
     return lines
 
 
+def _by_duration(result: Result) -> list[str]:
+    if not result.by_duration:
+        return []
+    s = result.settings
+    lines = [
+        f"**By batch duration**: {s.per_band:,} batches in each band, drawn as above but for "
+        "their durations.",
+        "",
+        f"| durations | retrieves per batch, adaptive | fixed {s.interval:g} s | adaptive ÷ fixed "
+        "| p50, adaptive | fixed | p99, adaptive | fixed |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for low, high, a, f in result.by_duration:
+        lines.append(
+            f"| {low:g}–{high:g} s | {a.per_batch:.1f} | {f.per_batch:.1f} "
+            f"| {a.retrieves / f.retrieves:.2f}× | {a.p50:.2f} s | {f.p50:.2f} s "
+            f"| {a.p99:.2f} s | {f.p99:.2f} s |"
+        )
+    return [*lines, ""]
+
+
 def console(result: Result) -> str:
     s = result.settings
     lines = [
@@ -80,6 +101,7 @@ def console(result: Result) -> str:
     ]
     lines.append(f"alone: {s.alone:,} batches, interval {s.interval:g} s")
     lines += _table(result.alone)
+    lines += _by_duration(result)
     lines.append(
         f"fleet: {s.fleet:,} batches, budget {s.per_second:.1f} requests/s "
         f"(every batch once per {s.budget_interval:g} s)"
@@ -107,6 +129,7 @@ def markdown(result: Result, info: dict[str, str]) -> str:
         "",
         *_table(result.alone),
         "",
+        *_by_duration(result),
         f"**Fleet**: {s.fleet_batches().describe()}, sharing a budget of "
         f"{s.per_second:.1f} requests/s: what polling each once every {s.budget_interval:g} s "
         f"needs. The adaptive rows use the default interval ({s.interval:g} s) and the budget "

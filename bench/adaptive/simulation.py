@@ -262,6 +262,11 @@ class Settings:
     fleet: int = 10_000  # batches sharing one budget
     budget_interval: float = 60.0  # the fixed interval the fleet's budget allows
     seed: int = 1
+    #: Batches per duration band in the table by duration (0: no table).
+    per_band: int = 400
+    bands: tuple[tuple[float, float], ...] = (
+        (20, 45), (45, 90), (90, 180), (180, 360), (360, 720), (720, 1440),
+    )  # fmt: skip
 
     @property
     def per_second(self) -> float:
@@ -274,7 +279,7 @@ class Settings:
         return Batches(self.fleet, seed=self.seed + 1)
 
 
-SMOKE = Settings(alone=300, fleet=2_000)
+SMOKE = Settings(alone=300, fleet=2_000, per_band=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +288,8 @@ class Result:
     alone: list[Figures]  # adaptive, fixed, SDK
     fleet: list[Figures]  # fixed at the budget's interval, adaptive first come, adaptive ranked
     problems: list[str]
+    #: (shortest, longest duration, adaptive, fixed) for batches of durations in each band.
+    by_duration: list[tuple[float, float, Figures, Figures]] = field(default_factory=list)
 
 
 def run(settings: Settings) -> Result:
@@ -306,7 +313,17 @@ def run(settings: Settings) -> Result:
         watched = run_budget(fleet, poller, settings.per_second, rank)
         problems += _problems(name, watched)
         fleet_figures.append(figures(name, watched))
-    return Result(settings, alone_figures, fleet_figures, problems)
+    by_duration = []
+    for low, high in settings.bands if settings.per_band else ():
+        band = replace(
+            settings.alone_batches(), count=settings.per_band, min_duration=low, max_duration=high
+        )
+        adaptive_band, fixed_band = (
+            figures(name, run_alone(band, poller))
+            for name, poller in list(pollers(settings.interval).items())[:2]
+        )
+        by_duration.append((low, high, adaptive_band, fixed_band))
+    return Result(settings, alone_figures, fleet_figures, problems, by_duration)
 
 
 def _problems(name: str, watched: Sequence[Watched]) -> list[str]:
