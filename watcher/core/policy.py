@@ -226,8 +226,9 @@ class ProgressWindow:
         return best or None
 
     def remaining_seconds(self, expected: int, now: float) -> float | None:
-        """Seconds from ``now`` until ``expected`` files have finished at :meth:`rate`; may be
-        negative when the end is overdue. ``None`` while there is no rate to go by."""
+        """Seconds from ``now`` until ``expected`` files have finished at :meth:`rate`, but no
+        more than ``TRUST_AHEAD`` times as long as this curve has been watched; negative when
+        the end is overdue. ``None`` while there is no rate to go by."""
         if not self.points:
             return None
         last = self.points[-1]
