@@ -1,56 +1,69 @@
-"""Adaptive polling through the engine, against the simulator over loopback HTTP: the estimate
-of the time left reaches the schedule at the engine's one call of ``next_poll`` for an OK reply."""
+"""Adaptive polling through the engine, on virtual time against the simulator's app in process:
+the estimate of the time left reaches the schedule at the lifecycle's call of ``next_poll`` for
+a good reply."""
 
 from __future__ import annotations
 
 import dataclasses
 
 import anyio
+import httpx
+from factories import virtual_time, virtual_wall
 
 from watcher.api.client import ClientSettings
-from watcher.core.engine import Engine, EngineSettings
+from watcher.core.engine import Engine
 from watcher.core.policy import PollSettings
-from watcher.simulator import BatchSpec, Simulator, serve_simulator
+from watcher.core.settings import EngineSettings
+from watcher.simulator import BatchSpec, Simulator, SimulatorApp
 
 VS = "vs_adaptive"
-POLL = PollSettings(interval=0.1, min_interval=0.01, max_interval=1.0, slow_down=False)
+INTERVAL = 5.0
+POLL = PollSettings(interval=INTERVAL, slow_down=False)
 SETTINGS = EngineSettings(poll=POLL, max_requests_per_minute=60_000, stall_after_seconds=None)
+#: Batches on ingestion curves (changing rates, pauses, a slow tail), 2 to 10 minutes long.
+BATCHES = [
+    BatchSpec(VS, f"b{n}", total_files=files, duration_seconds=duration, curve_seed=n)
+    for n, (files, duration) in enumerate([(120, 151.3), (400, 242.7), (900, 333.1), (2000, 601.9)])
+]
 
 
-async def _retrieves(sim: Simulator, base_url: str, batch_id: str, adaptive: bool) -> int:
-    """Watch one batch to its end with adaptive polling on or off; the retrieves it took."""
+async def _watch_all(sim: Simulator, prefix: str, adaptive: bool) -> Engine:
+    """Watch a copy of every batch to its end with one engine, adaptive or not."""
     settings = dataclasses.replace(SETTINGS, poll=dataclasses.replace(POLL, adaptive=adaptive))
-    engine = Engine(ClientSettings(base_url=base_url, timeout_seconds=5.0), settings)
+    engine = Engine.create(
+        ClientSettings(base_url="http://simulator.test/v1", timeout_seconds=5.0),
+        settings,
+        transport=httpx.ASGITransport(SimulatorApp(sim)),
+        wall=virtual_wall,
+    )
     async with anyio.create_task_group() as tg:
         await tg.start(engine.run)
-        engine.add(VS, batch_id)
-        with anyio.fail_after(30):
+        for spec in BATCHES:
+            batch_id = prefix + spec.batch_id
+            sim.add_batch(dataclasses.replace(spec, batch_id=batch_id))
+            engine.add(VS, batch_id)
+        with anyio.fail_after(3600):
             await engine.wait_idle()
         tg.cancel_scope.cancel()
-    watch = engine.get(VS, batch_id)
-    assert watch is not None
-    assert watch.result is not None
-    assert watch.result.status == "completed"
-    return sim.stats.requests_for(batch_id, "retrieve")
+    return engine
 
 
-async def test_a_steady_batch_is_polled_far_less_often_with_adaptive_polling() -> None:
-    """Two identical steady batches, one watched adaptively: it takes under half the retrieves
-    of polling every interval, and its end is still seen."""
-    sim = Simulator(
-        [
-            BatchSpec(VS, "fixed", total_files=300, duration_seconds=4.0),
-            BatchSpec(VS, "adaptive", total_files=300, duration_seconds=4.0),
-        ]
-    )
-    async with serve_simulator(sim) as base_url, anyio.create_task_group() as tg:
-        counts: dict[str, int] = {}
+@virtual_time
+async def test_adaptive_polling_takes_under_half_the_retrieves_and_sees_every_end() -> None:
+    """The same batches watched adaptively and every interval: adaptively they take under half
+    the retrieves, every end is seen within the interval, and no batch is polled after it."""
+    sim = Simulator(clock=anyio.current_time, wall_clock=virtual_wall)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_watch_all, sim, "adaptive_", True)
+        tg.start_soon(_watch_all, sim, "fixed_", False)
 
-        async def watch(batch_id: str, adaptive: bool) -> None:
-            counts[batch_id] = await _retrieves(sim, base_url, batch_id, adaptive)
+    def retrieves(prefix: str) -> int:
+        return sum(sim.stats.requests_for(prefix + s.batch_id, "retrieve") for s in BATCHES)
 
-        tg.start_soon(watch, "fixed", False)
-        tg.start_soon(watch, "adaptive", True)
-    assert counts["fixed"] >= 20  # about 4 s / 0.1 s
-    assert counts["adaptive"] < 0.5 * counts["fixed"]
+    assert retrieves("fixed_") >= sum(s.duration_seconds for s in BATCHES) / INTERVAL
+    assert retrieves("adaptive_") < 0.5 * retrieves("fixed_")
+    for spec in BATCHES:
+        truth = sim.truth("adaptive_" + spec.batch_id, failed_files=False)
+        assert truth["status"] == "completed"
+        assert 0 <= truth["seen_terminal_at"] - truth["terminal_at"] <= INTERVAL
     assert sim.stats.retrieves_after_terminal == 0

@@ -17,8 +17,9 @@ from collections.abc import Sequence
 import anyio
 
 from watcher.api.client import ClientSettings
-from watcher.core.engine import Engine, EngineSettings
+from watcher.core.engine import Engine
 from watcher.core.policy import PollSettings
+from watcher.core.settings import EngineSettings
 from watcher.simulator import Simulator, serve_simulator
 
 from .report import _table
@@ -36,7 +37,7 @@ async def _engine_run(batches: Batches, adaptive: bool, interval: float) -> Figu
     poll = PollSettings(interval=interval, slow_down=False, adaptive=adaptive)
     settings = EngineSettings(poll=poll, max_requests_per_minute=60_000, stall_after_seconds=None)
     async with serve_simulator(sim) as base_url, anyio.create_task_group() as tg:
-        engine = Engine(ClientSettings(base_url=base_url, timeout_seconds=10.0), settings)
+        engine = Engine.create(ClientSettings(base_url=base_url, timeout_seconds=10.0), settings)
         await tg.start(engine.run)
         sim.add_batches(specs)
         for spec in specs:
