@@ -11,9 +11,13 @@ import httpx
 from factories import virtual_time, virtual_wall
 
 from watcher.api.client import ClientSettings
+from watcher.api.models import FileBatch, FileCounts
+from watcher.core import lifecycle
 from watcher.core.engine import Engine
-from watcher.core.policy import PollSettings
+from watcher.core.lifecycle import Step, Wait
+from watcher.core.policy import LEAD, NEAR, PollSettings, Progress, Reason
 from watcher.core.settings import EngineSettings
+from watcher.core.watch import Watch
 from watcher.simulator import BatchSpec, Simulator, SimulatorApp
 
 VS = "vs_adaptive"
@@ -67,3 +71,31 @@ async def test_adaptive_polling_takes_under_half_the_retrieves_and_sees_every_en
         assert truth["status"] == "completed"
         assert 0 <= truth["seen_terminal_at"] - truth["terminal_at"] <= INTERVAL
     assert sim.stats.retrieves_after_terminal == 0
+
+
+def _reply(watch: Watch, completed: int, now: float, poll_after: float | None = None) -> Step:
+    counts = FileCounts(in_progress=1000 - completed, completed=completed, total=1000)
+    return lifecycle.replied(
+        watch,
+        FileBatch("b", VS, "in_progress", counts, created_at=0),
+        poll_after=poll_after,
+        now=now,
+        wall=1_700_000_000.0 + now,
+        settings=SETTINGS,
+        random=lambda: 0.5,
+    )
+
+
+def test_each_good_reply_feeds_the_window_and_the_estimate_sets_the_wait() -> None:
+    """A reply adds its count to the watch's window; with a rate, the wait is the estimate's
+    (far: a share of the time left; near: NEAR · interval); the server's hint still wins."""
+    watch = lifecycle.start(Watch.new(VS, "b", registered_at=1_700_000_000.0), now=0.0).watch
+    first = _reply(watch, 0, now=0.0)
+    assert first.action == Wait(INTERVAL, Reason.INTERVAL)  # no rate yet
+    far = _reply(first.watch, 100, now=100.0)  # 1 file/s, 900 left, watched 100 s
+    assert far.watch.window.points == (Progress(0.0, 0), Progress(100.0, 100))
+    assert far.action == Wait(LEAD * 150.0, Reason.ESTIMATE)  # trusted 1.5 × 100 s ahead
+    near = _reply(far.watch, 998, now=998.0)
+    assert near.action == Wait(NEAR * INTERVAL, Reason.ESTIMATE)
+    hinted = _reply(far.watch, 998, now=998.0, poll_after=20.0)
+    assert hinted.action == Wait(20.0, Reason.SERVER_HINT)
