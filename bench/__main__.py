@@ -4,6 +4,9 @@
     python -m bench --n 1000        # one size
     python -m bench --smoke         # N = 200 in about a minute; checks correctness, not timing
 
+Each run also runs the adaptive-polling benchmark (``python -m bench.adaptive``, virtual time,
+seconds), small under ``--smoke``.
+
 Exit status: 0, or 1 when a correctness check failed (a batch never reported ended, a 429 under
 the server's limit, more requests in a second than the budget allows).
 """
@@ -16,6 +19,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import adaptive
+from .adaptive.report import console as adaptive_console
+from .adaptive.report import write_markdown as write_adaptive
 from .processes import BenchError
 from .report import SizeResult, checks, machine, summary_rows, to_json, write_markdown
 from .scenarios import plan_for, run_detection, run_steady
@@ -65,10 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
     if args.json:
         args.json.write_text(to_json(results, info), encoding="utf-8")
+    polling = adaptive.run(adaptive.SMOKE if args.smoke else adaptive.Settings())
+    print(adaptive_console(polling))
     if not args.smoke:
         write_markdown(args.output, results, info)
+        write_adaptive(args.output, polling, info)
         _say(f"wrote {args.output}")
-    problems = checks(results)
+    problems = checks(results) + polling.problems
     for problem in problems:
         _say(f"FAILED: {problem}")
     if not problems:

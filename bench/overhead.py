@@ -134,6 +134,7 @@ async def watcher_loop(
                 },
                 "poll": {
                     "interval_seconds": 0.5,
+                    "adaptive": False,
                     "slow_down": False,
                     "stall_after_seconds": 0.0,
                 },

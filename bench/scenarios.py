@@ -212,9 +212,15 @@ def daemon_sections(
             "max_requests_per_minute": plan.budget_per_minute,
             "max_concurrency": plan.concurrency,
         },
-        # No slow-down and no stall flag: the interval stays what we configured, so that the
-        # latency can be held against it.
-        "poll": {"interval_seconds": interval, "slow_down": False, "stall_after_seconds": 0.0},
+        # No adaptive polling, no slow-down and no stall flag: the interval stays what we
+        # configured, so that every watch stays due in the steady run and the latency can be
+        # held against the interval in the detection run (bench.adaptive measures adaptive).
+        "poll": {
+            "interval_seconds": interval,
+            "adaptive": False,
+            "slow_down": False,
+            "stall_after_seconds": 0.0,
+        },
         "server": {"listen": "127.0.0.1:0"},
         "state": {"path": "state.sqlite3", "max_watches": max(plan.n, 1)},
         "log": {"format": "json", "level": "info"},

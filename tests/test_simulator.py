@@ -991,3 +991,34 @@ def test_module_refuses_an_unset_key_variable() -> None:
     )
     assert done.returncode == 2
     assert "SIM_UNSET_KEY" in done.stderr
+
+
+# -- a clock that starts at the first poll ----------------------------------------------------
+
+
+async def test_a_batch_clock_can_start_at_its_first_poll(clock: FakeClock) -> None:
+    """With ``clock_from_first_poll``, a batch added long before anyone asks has not moved; its
+    first retrieve starts it, and it ends its duration after that."""
+    sim = Simulator(clock=clock, clock_from_first_poll=True)
+    sim.add_batches([BatchSpec(VS, BATCH, 10, 10), BatchSpec(VS, "vsfb_other", 10, 10)])
+    clock.advance(500)
+    assert sim.truth(BATCH)["started"] is False
+    assert sim.truth(BATCH)["terminal_at"] is None
+    async with serve_simulator(sim) as base_url, httpx.AsyncClient(base_url=base_url) as api:
+        first = (await api.get(BATCH_URL)).json()
+        assert (first["status"], first["file_counts"]["completed"]) == ("in_progress", 0)
+        assert sim.truth(BATCH)["terminal_at"] == pytest.approx(clock.now + 10)
+        clock.advance(5)
+        assert (await api.get(BATCH_URL)).json()["file_counts"]["completed"] == 5
+        clock.advance(5)
+        assert (await api.get(BATCH_URL)).json()["status"] == "completed"
+    assert sim.truth("vsfb_other")["started"] is False
+    assert sim.progress("vsfb_other").processed == 0
+
+
+def test_by_default_a_batch_clock_starts_when_it_is_added(clock: FakeClock) -> None:
+    """Without the option, a batch progresses from the moment it is added, polled or not."""
+    sim = Simulator([BatchSpec(VS, BATCH, 10, 10)], clock=clock)
+    clock.advance(10)
+    assert sim.truth(BATCH)["started"] is True
+    assert sim.progress(BATCH).status == "completed"

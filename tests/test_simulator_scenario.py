@@ -35,7 +35,8 @@ def specs(draw: st.DrawFn) -> BatchSpec:
     final: FinalStatus = draw(st.sampled_from(["completed", "failed", "cancelled"]))
     cancelled = draw(st.integers(0, total)) if final == "cancelled" else 0
     failed = draw(st.integers(0, total - cancelled))
-    stall = draw(st.none() | st.integers(0, total))
+    curve = draw(st.none() | st.integers(0, 10_000))
+    stall = None if curve is not None else draw(st.none() | st.integers(0, total))
     return BatchSpec(
         "vs",
         "b",
@@ -47,6 +48,7 @@ def specs(draw: st.DrawFn) -> BatchSpec:
         cancelled_files=cancelled,
         stall_after_files=stall,
         stall_seconds=draw(st.sampled_from([0, 30])),
+        curve_seed=curve,
     )
 
 

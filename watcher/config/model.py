@@ -122,6 +122,11 @@ class PollConfig(Section):
         0.5, gt=0, description="seconds; the floor under the server's openai-poll-after-ms"
     )
     slow_down: bool = Field(True, description="poll less often while a batch makes no progress")
+    adaptive: bool = Field(
+        True,
+        description="poll from the estimated time until a batch ends: rarely while the end is "
+        "far, closely as it nears, within about interval_seconds of it; false: every interval",
+    )
 
     @model_validator(mode="after")
     def _in_order(self) -> Self:

@@ -32,6 +32,7 @@ def poll_settings(config: Config) -> PollSettings:
         min_interval=poll.min_interval_seconds,
         max_interval=poll.max_interval_seconds,
         slow_down=poll.slow_down,
+        adaptive=poll.adaptive,
     )
 
 

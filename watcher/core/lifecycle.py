@@ -191,14 +191,17 @@ def replied(
     if stall_after and not w.stalled and batch.status == IN_PROGRESS and quiet >= stall_after:
         w = replace(w, stalled=True, eta_seconds=None)
         events.append(BatchStalled(**_ids(w), file_counts=counts, stalled_seconds=quiet))
+    window = w.window.add(Progress(now, counts.finished))
     decision = next_poll(
         poll_settings(w, settings),
         outcome=Outcome.OK,
         poll_after=poll_after,
         since_progress=quiet,
         until_deadline=_until_deadline(w, wall),
+        remaining=window.remaining_seconds(counts.expected, now),
         random=random,
     )
+    w = replace(w, window=window)
     return Step(w, Wait(decision.delay, decision.reason), tuple(events), record)
 
 

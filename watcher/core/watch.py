@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..api.models import IN_PROGRESS, FileCounts
-from .policy import Progress
+from .policy import Progress, ProgressWindow
 from .results import BatchResult
 from .states import Phase, State
 
@@ -58,6 +58,8 @@ class Watch:
     progress_first: Progress | None = None
     progress_last: Progress | None = None
     eta_seconds: float | None = None
+    #: Recent progress, which the adaptive poll schedule estimates the end from.
+    window: ProgressWindow = field(default_factory=ProgressWindow)
     stalled: bool = False
     #: Consecutive failed requests, and the last error seen (kept after a success, with its time).
     failures: int = 0

@@ -1,10 +1,11 @@
 """What a simulated batch does over time: the frozen spec, and its progress as pure functions.
 
-A batch's files finish one by one, in index order, at an even rate over ``duration_seconds``
-after ``start_delay_seconds`` (optionally pausing for ``stall_seconds`` once
-``stall_after_files`` are done). Failures are spread evenly over the processed files, so any
-prefix of the batch holds its share of them. Nothing here reads a clock: every function takes
-``elapsed``, the seconds since the batch was added to the simulator.
+A batch's files finish one by one, in index order, over ``duration_seconds`` after
+``start_delay_seconds``: at an even rate (optionally pausing for ``stall_seconds`` once
+``stall_after_files`` are done), or along a seeded ingestion curve (:mod:`.curves`). Failures
+are spread evenly over the processed files, so any prefix of the batch holds its share of them.
+Nothing here reads a clock: every function takes ``elapsed``, the seconds since the batch was
+added to the simulator (or since its first poll: see :class:`.simulator.Simulator`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, get_args
 
 from ..api.models import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, FileCounts, LastError
+from .curves import ingestion_curve
 from .faults import Fault
 
 FinalStatus = Literal["completed", "failed", "cancelled"]
@@ -58,6 +60,9 @@ class BatchSpec:
     created_at: int | None = None
     #: Faults armed for this batch when it is added.
     faults: tuple[Fault, ...] = ()
+    #: None: files finish at an even rate. A seed: they follow that ingestion curve, with
+    #: changing rates, pauses and a slow tail (:func:`.curves.ingestion_curve`).
+    curve_seed: int | None = None
 
     def __post_init__(self) -> None:
         problems = _spec_problems(self)
@@ -92,9 +97,11 @@ def _spec_problems(spec: BatchSpec) -> list[str]:
         for name in ("duration_seconds", "start_delay_seconds", "stall_seconds")
         if not _is_number(getattr(spec, name))
     ]
-    optional_ints = (spec.stall_after_files, spec.poll_after_ms, spec.created_at)
+    optional_ints = (spec.stall_after_files, spec.poll_after_ms, spec.created_at, spec.curve_seed)
     if not all(_is_int(v) for v in optional_ints if v is not None):
-        problems.append("stall_after_files, poll_after_ms and created_at must be integers or null")
+        problems.append(
+            "stall_after_files, poll_after_ms, created_at and curve_seed must be integers or null"
+        )
     ids: tuple[object, ...] = (spec.vector_store_id, spec.batch_id)  # JSON may hold anything
     if not all(isinstance(i, str) for i in ids):
         problems.append("vector_store_id and batch_id must be strings")
@@ -124,6 +131,8 @@ def _spec_problems(spec: BatchSpec) -> list[str]:
         problems.append("errors: failed files need at least one error")
     if spec.stall_after_files is not None and spec.stall_after_files < 0:
         problems.append(f"stall_after_files: {spec.stall_after_files} is not >= 0")
+    if spec.curve_seed is not None and spec.stall_after_files is not None:
+        problems.append("stall_after_files: an ingestion curve has pauses of its own")
     if spec.poll_after_ms is not None and spec.poll_after_ms < 0:
         problems.append(f"poll_after_ms: {spec.poll_after_ms} is not >= 0")
     return problems
@@ -175,6 +184,8 @@ def processed_at(spec: BatchSpec, elapsed: float) -> int:
         return 0
     if spec.duration_seconds == 0:
         return processable
+    if spec.curve_seed is not None:
+        return ingestion_curve(spec.curve_seed, processable, spec.duration_seconds).files_at(active)
     if spec.stalls:
         assert spec.stall_after_files is not None
         stall_begins = spec.stall_after_files * spec.duration_seconds / processable
@@ -260,7 +271,8 @@ def expand_template(
     seed: int = 0,
 ) -> list[BatchSpec]:
     """``count`` copies of ``template`` with ids ``<prefix>00000``…; each start is delayed by up
-    to ``start_jitter_seconds`` and each duration scaled by up to ±``duration_jitter``."""
+    to ``start_jitter_seconds`` and each duration scaled by up to ±``duration_jitter``. With a
+    ``curve_seed``, copy ``n`` follows the curve of ``curve_seed + n``."""
     if count < 0:
         raise ValueError(f"count: {count} is not >= 0")
     if start_jitter_seconds < 0 or not 0 <= duration_jitter < 1:
@@ -282,6 +294,7 @@ def expand_template(
                 vector_store_id=vector_store_id or template.vector_store_id,
                 start_delay_seconds=delay,
                 duration_seconds=duration,
+                curve_seed=None if template.curve_seed is None else template.curve_seed + n,
             )
         )
     return specs

@@ -44,32 +44,37 @@ class SimBatch:
     """One batch's mutable state; everything else is computed from ``spec`` and the clock."""
 
     spec: BatchSpec
-    added_at: float
+    added_at: float  # when its clock started: when it was added, or first asked for
     created_at: int
     cancel_requested: float | None = None
     vanished: bool = False
     seen_terminal_at: float | None = None
+    started: bool = True  # False: its clock waits for the first request that asks for it
 
     def progress(self, now: float, cancel_seconds: float) -> Progress:
         return progress_at(
             self.spec,
-            now - self.added_at,
+            now - self.added_at if self.started else 0.0,
             cancel_requested=self.cancel_requested,
             cancel_seconds=cancel_seconds,
         )
 
-    def terminal_at(self, cancel_seconds: float) -> float:
+    def terminal_at(self, cancel_seconds: float, now: float) -> float:
+        """When it becomes terminal; for a batch whose clock has not started, as if it started
+        ``now``."""
         after = terminal_after(
             self.spec, cancel_requested=self.cancel_requested, cancel_seconds=cancel_seconds
         )
-        return self.added_at + after
+        return (self.added_at if self.started else now) + after
 
 
 class Simulator:
     """A fake of the vector-store file-batch API, to be served by :class:`~.app.SimulatorApp`.
 
     ``clock`` drives batch progress, cancellation and the rate-limit window (tests pass a fake);
-    ``wall_clock`` gives ``created_at`` and the Unix times in :meth:`truth`.
+    ``wall_clock`` gives ``created_at`` and the Unix times in :meth:`truth`. With
+    ``clock_from_first_poll``, a batch's clock starts at the first API request that asks for it
+    (its first poll) instead of when it is added, so a batch nobody watched yet has not ended.
     """
 
     def __init__(
@@ -84,8 +89,10 @@ class Simulator:
         cancel_seconds: float = 0.5,
         rate_limit: RateLimit | None = None,
         seed: int = 0,
+        clock_from_first_poll: bool = False,
     ) -> None:
         self.clock = clock
+        self.clock_from_first_poll = clock_from_first_poll
         self.wall_clock = wall_clock
         #: Query parameters every API request must carry (a value of None accepts any value).
         self.required_query: dict[str, str | None] = dict(required_query or {})
@@ -137,7 +144,9 @@ class Simulator:
         with self._lock:
             if spec.batch_id in self._batches:
                 raise ValueError(f"batch {spec.batch_id!r} already exists")
-            self._batches[spec.batch_id] = SimBatch(spec, now, created_at)
+            self._batches[spec.batch_id] = SimBatch(
+                spec, now, created_at, started=not self.clock_from_first_poll
+            )
         for fault in spec.faults:
             self.faults.arm(fault, spec.batch_id)
         return spec.batch_id
@@ -184,10 +193,15 @@ class Simulator:
             raise UnknownBatch(batch_id) from None
 
     def visible(self, vector_store_id: str, batch_id: str) -> SimBatch:
-        """The batch as the API sees it. Raises :class:`UnknownBatch`."""
+        """The batch as the API sees it, its clock started if it was waiting for a request.
+        Raises :class:`UnknownBatch`."""
         found = self._batches.get(batch_id)
         if found is None or found.vanished or found.spec.vector_store_id != vector_store_id:
             raise UnknownBatch(batch_id)
+        if not found.started:
+            with self._lock:
+                if not found.started:
+                    found.added_at, found.started = self.clock(), True
         return found
 
     def progress(self, batch_id: str) -> Progress:
@@ -198,7 +212,7 @@ class Simulator:
         found = self.batch(batch_id)
         if found.spec.vector_store_id != vector_store_id:
             raise UnknownBatch(batch_id)
-        return found.terminal_at(self.cancel_seconds)
+        return found.terminal_at(self.cancel_seconds, self.clock())
 
     def cancel(self, vector_store_id: str, batch_id: str) -> Progress:
         """Ask to cancel, as the API's cancel endpoint does; returns the batch after it."""
@@ -229,15 +243,16 @@ class Simulator:
         spec = found.spec
         now = self.clock()
         progress = found.progress(now, self.cancel_seconds)
-        terminal_at = found.terminal_at(self.cancel_seconds)
+        terminal_at = found.terminal_at(self.cancel_seconds, now) if found.started else None
         out: dict[str, Any] = {
             "id": spec.batch_id,
             "vector_store_id": spec.vector_store_id,
             "status": progress.status,
             "file_counts": progress.file_counts.as_dict(),
             "created_at": found.created_at,
+            "started": found.started,
             "terminal_at": terminal_at,
-            "terminal_at_unix": self._unix(terminal_at, now),
+            "terminal_at_unix": None if terminal_at is None else self._unix(terminal_at, now),
             "seen_terminal_at": found.seen_terminal_at,
             "seen_terminal_at_unix": (
                 self._unix(found.seen_terminal_at, now)
