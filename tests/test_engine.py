@@ -822,3 +822,34 @@ async def test_a_403_holds_only_its_vector_store(sim: Simulator, make_engine: Ma
         assert set(engine.refusals.stores) == {"vs_denied"}
         assert [e.batch_id for e in recorder.of(AuthFailed)] == ["vsfb_denied"]
     assert recorder.result("vsfb_free").status == "completed"
+
+
+@virtual_time
+async def test_under_a_full_budget_a_watch_never_polled_goes_first(
+    sim: Simulator, make_engine: MakeEngine
+) -> None:
+    """When more watches are due than the budget serves, a newly added watch is polled within
+    the next few requests instead of waiting behind every watch already due."""
+    ids = sim.add_template(8, spec("tpl", duration_seconds=3600), "vsfb_busy_")
+    sim.add_batch(spec("vsfb_newcomer", duration_seconds=3600))
+    settings = dataclasses.replace(
+        FAST,
+        poll=PollSettings(interval=0.5, min_interval=0.1, max_interval=5.0, adaptive=False),
+        max_requests_per_minute=60,  # one a second: eight watches at 0.5 s want sixteen
+        max_concurrency=1,
+    )
+    engine, _ = make_engine(settings)
+    async with running(engine):
+        for batch_id in ids:
+            engine.add(VS, batch_id)
+        await until(
+            lambda: all(sim.stats.requests_for(b) >= 2 for b in ids), "two rounds", within=120
+        )
+        before = len(sim.stats.recent())
+        engine.add(VS, "vsfb_newcomer")
+        await until(
+            lambda: sim.stats.requests_for("vsfb_newcomer") >= 1, "the newcomer", within=120
+        )
+    order = [r.batch_id for r in sim.stats.recent()[before:]]
+    # In flight when it was added: the one the worker holds, the one being handed to it.
+    assert order.index("vsfb_newcomer") <= 2, order

@@ -1,15 +1,8 @@
-"""Refused credentials and the due-time heap, with plain numbers."""
+"""Refused credentials, with plain numbers."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from factories import FakeClock
-
 from watcher.core.refusals import Refusals
-from watcher.core.schedule import DueTimes, Entry
-from watcher.core.states import Phase
-from watcher.core.watch import Watch
 from watcher.errors import AuthError
 
 KEY_REFUSED = AuthError("the API refused the API key", status=401)
@@ -47,23 +40,3 @@ def test_a_good_reply_ends_the_refusals_it_disproves() -> None:
     assert refusals.accept("vs_a") == [None, "vs_a"]
     assert refusals.stores == {"vs_b": DENIED}
     assert refusals.accept("vs_a") == []
-
-
-def test_due_times_come_in_order_and_a_rescheduled_entry_once() -> None:
-    """Entries come out when due, earliest first; rescheduling drops the older time; removed
-    and finished entries never come out."""
-    clock = FakeClock(0.0)
-    due = DueTimes(clock)
-    a, b, c = (Entry(Watch.new("vs", f"b{n}", registered_at=0.0)) for n in range(3))
-    assert due.put(a, 5.0)
-    assert due.put(b, 1.0)
-    assert not due.put(c, 3.0)
-    due.put(a, 2.0)  # moved earlier: the item at 5 is stale
-    c.removed = True
-    assert due.until_next(0.0, most=10.0) == 1.0
-    assert due.pop(0.5) is None
-    assert [due.pop(10.0), due.pop(10.0), due.pop(10.0)] == [b, a, None]
-    done = Entry(replace(Watch.new("vs", "done", registered_at=0.0), phase=Phase.FINISHED))
-    due.put(done, 0.0)
-    assert due.pop(10.0) is None
-    assert due.until_next(10.0, most=1.0) == 1.0

@@ -33,7 +33,7 @@ from .events import AuthFailed, AuthRecovered, Event, Sink, WatchRemoved, WatchS
 from .failed_files import list_failed_files
 from .lifecycle import Cancel, Finish, Hold, ListFailedFiles, Record, Retrieve, Step, Wait
 from .refusals import Refusals
-from .schedule import DueTimes, Entry
+from .schedule import DueTimes, Entry, Ready
 from .settings import EngineSettings
 from .states import Phase
 from .watch import Key, Watch, WatchOptions
@@ -287,10 +287,13 @@ class Engine:
                 await self.client.aclose()
 
     async def _scheduler(self, send: MemoryObjectSendStream[tuple[Entry, int]]) -> None:
+        ready = Ready(lambda entry: lifecycle.poll_settings(entry.watch, self.settings).interval)
         while True:
             now = self._clock()
             self.last_tick = now
-            entry = self._due.pop(now)
+            while (due := self._due.pop(now)) is not None:
+                ready.add(due)
+            entry = ready.take(now)
             if entry is not None:
                 retry = self.settings.auth_retry_seconds
                 held = self.refusals.wait(entry.watch.vector_store_id, now, retry)
@@ -372,13 +375,14 @@ class Engine:
             if isinstance(action, Wait):
                 if action.pause_all is not None:
                     self.budget.pause(action.pause_all)
+                entry.remaining = action.remaining
                 self._schedule(entry, action.delay)
                 return
             if isinstance(action, Hold):
                 self._hold(entry, action.error)
                 return
             if isinstance(action, Retrieve):
-                step = await self._retrieve(entry.watch)
+                step = await self._retrieve(entry)
             elif isinstance(action, ListFailedFiles):
                 step = await self._list(entry.watch, action)
             elif isinstance(action, Cancel):
@@ -406,7 +410,8 @@ class Engine:
         for event in step.events:
             self._emit(event)
 
-    async def _retrieve(self, watch: Watch) -> Step:
+    async def _retrieve(self, entry: Entry) -> Step:
+        watch = entry.watch
         self.polls += 1
         try:
             reply = await self.client.retrieve_batch_reply(watch.vector_store_id, watch.batch_id)
@@ -420,6 +425,7 @@ class Engine:
                 random=self._rng,
             )
         self._succeeded(watch)
+        entry.polled_at = self._clock()
         return lifecycle.replied(
             watch,
             reply.value,

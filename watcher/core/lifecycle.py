@@ -50,11 +50,14 @@ Random = Callable[[], float]
 @dataclass(frozen=True, slots=True)
 class Wait:
     """Call :func:`due` again after ``delay`` seconds. ``pause_all``: the server asked every
-    request to wait this long (a 429), not only this watch's."""
+    request to wait this long (a 429), not only this watch's. ``remaining``: after a good
+    reply, the estimate of the time left to the batch's end (``None``: none yet); the shared
+    budget serves the watches most likely to have ended first."""
 
     delay: float
     reason: Reason
     pause_all: float | None = None
+    remaining: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,17 +195,19 @@ def replied(
         w = replace(w, stalled=True, eta_seconds=None)
         events.append(BatchStalled(**_ids(w), file_counts=counts, stalled_seconds=quiet))
     window = w.window.add(Progress(now, counts.finished))
+    remaining = window.remaining_seconds(counts.expected, now)
     decision = next_poll(
         poll_settings(w, settings),
         outcome=Outcome.OK,
         poll_after=poll_after,
         since_progress=quiet,
         until_deadline=_until_deadline(w, wall),
-        remaining=window.remaining_seconds(counts.expected, now),
+        remaining=remaining,
         random=random,
     )
     w = replace(w, window=window)
-    return Step(w, Wait(decision.delay, decision.reason), tuple(events), record)
+    wait = Wait(decision.delay, decision.reason, remaining=remaining)
+    return Step(w, wait, tuple(events), record)
 
 
 def failed(
