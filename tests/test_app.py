@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+import structlog
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -25,9 +26,9 @@ from watcher.core.policy import PollSettings
 from watcher.core.settings import EngineSettings
 from watcher.credentials import Secret
 from watcher.daemon.service import Daemon
-from watcher.daemon.web import HEALTHY_TICK_SECONDS, AppState, build_app
+from watcher.daemon.web import HEALTHY_TICK_SECONDS, AppState, build_app, host_name
 from watcher.errors import ConfigError
-from watcher.serving import EmbeddedServer, bind
+from watcher.serving import EmbeddedServer, ServerLimits, bind
 from watcher.simulator import BatchSpec, Fault, FaultKind, Simulator, serve_simulator
 
 VS = "vs_app"
@@ -554,3 +555,203 @@ async def test_healthz_stays_200_while_the_api_makes_everyone_wait(
     finally:
         daemon.store.close()
         await daemon.engine.client.aclose()
+
+
+# -- the control API against a web page, cut-off and slow bodies ---------------------------------
+
+
+async def test_a_write_must_say_it_is_json(
+    tmp_path: Path, sim: tuple[Simulator, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A POST whose body is a valid watch but whose type is a form's or ``text/plain`` (what a
+    cross-site page can send without a preflight) is 415 and registers nothing; JSON with a
+    charset is accepted."""
+    _, url = sim
+    daemon = Daemon(_config(tmp_path, url))
+    body = b'{"vector_store_id": "vs_app", "batch_id": "vsfb_slow"}'
+    async with running_daemon(monkeypatch, daemon) as client:
+        for content_type in (
+            None,
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/jsonp",
+        ):
+            headers = {} if content_type is None else {"Content-Type": content_type}
+            response = await client.post("/v1/watches", content=body, headers=headers)
+            assert response.status_code == 415, content_type
+            assert "application/json" in response.json()["error"]
+        assert len(daemon.engine) == 0
+        response = await client.post(
+            "/v1/watches", content=body, headers={"Content-Type": "Application/JSON; charset=utf-8"}
+        )
+        assert response.status_code == 201
+
+
+async def test_without_a_token_a_foreign_host_is_refused(
+    tmp_path: Path, sim: tuple[Simulator, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no control token, a request whose Host is not a loopback name (DNS rebinding) gets
+    421 on every control route and changes nothing; loopback names pass, and health and metrics
+    stay open to any Host."""
+    _, url = sim
+    daemon = Daemon(_config(tmp_path, url))
+    one = f"/v1/watches/{VS}/vsfb_slow"
+    async with running_daemon(monkeypatch, daemon) as client:
+        port = client.base_url.port
+        assert (
+            await client.post("/v1/watches", json={"vector_store_id": VS, "batch_id": "vsfb_slow"})
+        ).status_code == 201
+        for host in (
+            f"evil.example:{port}",
+            "evil.example",
+            f"127.0.0.1.evil.example:{port}",
+            f"evil@127.0.0.1:{port}",
+            "",
+        ):
+            for method, path in (("GET", "/v1/watches"), ("GET", one), ("DELETE", one)):
+                response = await client.request(method, path, headers={"Host": host})
+                assert response.status_code == 421, (host, method, path)
+                assert "Host" in response.json()["error"]
+            response = await client.post(
+                "/v1/watches",
+                json={"vector_store_id": VS, "batch_id": "vsfb_slow2"},
+                headers={"Host": host},
+            )
+            assert response.status_code == 421
+            for path in ("/healthz", "/metrics"):
+                assert (await client.get(path, headers={"Host": host})).status_code == 200
+        assert [w.batch_id for w in daemon.engine.watches()] == ["vsfb_slow"]
+        for host in (
+            f"localhost:{port}",
+            f"LOCALHOST:{port}",
+            f"127.0.0.1:{port}",
+            "[::1]",
+            "127.0.0.1",
+        ):
+            assert (await client.get(one, headers={"Host": host})).status_code == 200, host
+
+
+async def test_with_a_token_the_host_is_not_checked(
+    tmp_path: Path, sim: tuple[Simulator, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a control token the token decides, whatever the Host (a sidecar is reached by a
+    service name)."""
+    _, url = sim
+    daemon = Daemon(_config(tmp_path, url, BATCH_WATCHER_CONTROL_TOKEN=TOKEN))
+    async with running_daemon(monkeypatch, daemon) as client:
+        headers = {"Host": "batch-watcher.default.svc:9464"}
+        assert (await client.get("/v1/watches", headers=headers)).status_code == 401
+        response = await client.get("/v1/watches", headers={**headers, **_bearer(TOKEN)})
+        assert response.status_code == 200
+
+
+def test_host_name_reads_only_a_plain_host() -> None:
+    """``host_name`` lower-cases the name, drops the port and IPv6 brackets, and gives None for
+    anything that could hide a different name (userinfo, a path, a bad port)."""
+    assert host_name("LocalHost:8080") == "localhost"
+    assert host_name("[::1]:9464") == "::1"
+    assert host_name("127.0.0.1") == "127.0.0.1"
+    for bad in ("", "evil@127.0.0.1", "127.0.0.1/x", "127.0.0.1:port", "a b", "127.0.0.1#x"):
+        assert host_name(bad) is None, bad
+
+
+async def test_readyz_is_not_ready_without_an_api_key(
+    tmp_path: Path, sim: tuple[Simulator, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no API key anywhere, ``/readyz`` is 503 and says where it looked for one."""
+    _, url = sim
+    daemon = Daemon(_config(tmp_path, url, OPENAI_API_KEY=""))
+    async with running_daemon(monkeypatch, daemon) as client:
+        response = await client.get("/readyz")
+        assert response.status_code == 503
+        assert response.json()["problems"] == [
+            "no API key: nothing found in environment variable OPENAI_API_KEY"
+        ]
+
+
+async def test_a_watch_from_the_configuration_file_cannot_be_deleted(
+    tmp_path: Path, sim: tuple[Simulator, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DELETE of a watch the configuration file declares is 409 saying to remove it there, and
+    the watch stays, on disk too; a watch registered through the API is deleted (204)."""
+    _, url = sim
+    watches = [{"vector_store_id": VS, "batch_id": b} for b in ("vsfb_slow", "vsfb_slow2")]
+    daemon = Daemon(_config(tmp_path, url, {"watch": watches}))
+    async with running_daemon(monkeypatch, daemon) as client:
+        response = await client.delete(f"/v1/watches/{VS}/vsfb_slow2")
+        assert response.status_code == 409
+        message = response.json()["error"]
+        assert "configuration file (watch[1])" in message
+        assert "remove it there" in message
+        assert (await client.get(f"/v1/watches/{VS}/vsfb_slow2")).status_code == 200
+        body = {"vector_store_id": VS, "batch_id": "vsfb_slow3"}
+        assert (await client.post("/v1/watches", json=body)).status_code == 201
+        assert (await client.delete(f"/v1/watches/{VS}/vsfb_slow3")).status_code == 204
+    assert sorted(_stored(tmp_path)) == [(VS, "vsfb_slow"), (VS, "vsfb_slow2")]
+
+
+async def _raw_exchange(client: httpx.AsyncClient, request: bytes, then_close: bool) -> bytes:
+    """Send ``request`` on a raw socket to the client's server; read the answer until the server
+    closes (or return at once, having closed our side, when ``then_close``)."""
+    host, port = client.base_url.host, client.base_url.port
+    assert port is not None
+    stream = await anyio.connect_tcp(host, port)
+    async with stream:
+        await stream.send(request)
+        if then_close:
+            return b""
+        received = b""
+        with anyio.fail_after(10):
+            while True:
+                try:
+                    received += await stream.receive()
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    return received
+
+
+async def test_a_body_that_stops_coming_is_answered_408(
+    tmp_path: Path, sim: tuple[Simulator, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A POST that declares more body than it sends is answered 408 once the body deadline
+    passes, and the connection is closed."""
+    _, url = sim
+    daemon = Daemon(_config(tmp_path, url), limits=ServerLimits(body_timeout_seconds=0.5))
+    async with running_daemon(monkeypatch, daemon) as client:
+        head = (
+            b"POST /v1/watches HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        )
+        answer = await _raw_exchange(client, head + b'{"vector_store_id": ', then_close=False)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
+        assert b"connection: close" in answer.lower()
+        assert len(daemon.engine) == 0
+
+
+async def test_a_body_cut_off_is_one_quiet_log_line(
+    tmp_path: Path,
+    sim: tuple[Simulator, str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A client that hangs up in the middle of a POST body leaves one ``request_aborted`` event
+    and no traceback; the next request is served."""
+    _, url = sim
+    daemon = Daemon(_config(tmp_path, url))
+    async with running_daemon(monkeypatch, daemon) as client:
+        head = (
+            b"POST /v1/watches HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+        )
+        with structlog.testing.capture_logs() as captured:
+            await _raw_exchange(client, head + b'{"vector_store_id": ', then_close=True)
+
+            async def logged() -> bool:
+                return any(e["event"] == "request_aborted" for e in captured)
+
+            await _until(logged, "request_aborted")
+        [event] = [e for e in captured if e["event"] == "request_aborted"]
+        assert event["path"] == "/v1/watches"
+        assert event["received_bytes"] == len(b'{"vector_store_id": ')
+        assert (await client.get("/healthz")).status_code == 200
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"

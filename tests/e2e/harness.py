@@ -221,9 +221,11 @@ def start_daemon(
     args: Sequence[str] = (),
     wait_ready: bool = True,
     name: str = "daemon",
+    preexec_fn: Callable[[], object] | None = None,
 ) -> DaemonProcess:
     """Start ``batch-watcher run`` with ``config`` (a dict written as TOML). Unless the config
-    says otherwise, it listens on a free loopback port and keeps its state in ``workdir``."""
+    says otherwise, it listens on a free loopback port and keeps its state in ``workdir``.
+    ``preexec_fn`` runs in the child before it starts (to lower its resource limits, say)."""
     config = dict(config)
     config.setdefault("server", {})
     config["server"] = {"listen": "127.0.0.1:0", **config["server"]}
@@ -248,6 +250,7 @@ def start_daemon(
         stderr=subprocess.STDOUT,
         env=_env(env),
         cwd=workdir,
+        preexec_fn=preexec_fn,
     )
     log_file.close()
     daemon = DaemonProcess(

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import anyio
 import structlog
-import uvicorn
 
 from .. import __version__
 from ..config import Config, parse_listen
@@ -28,11 +27,11 @@ from ..core.states import Phase, State
 from ..core.watch import WatchOptions
 from ..errors import ConfigError
 from ..logs import log_event, register_secret
-from ..serving import EmbeddedServer, address, bind
+from ..serving import EmbeddedServer, ServerLimits, address, bind, server_config
 from ..store.sqlite import StateStore
 from .metrics import WatcherMetrics
 from .notify import Notifier
-from .web import AppState, build_app
+from .web import LOOPBACK_NAMES, AppState, build_app
 
 log = structlog.get_logger("watcher.daemon.service")
 
@@ -47,6 +46,7 @@ class Daemon:
     extra_sinks: Sequence[Sink] = ()
     grace_seconds: float = GRACE_SECONDS
     on_listening: Callable[[str], object] | None = None  # called with the bound host:port
+    limits: ServerLimits = field(default_factory=ServerLimits)
     store: StateStore = field(init=False)
     engine: Engine = field(init=False)
     metrics: WatcherMetrics = field(init=False)
@@ -150,16 +150,15 @@ class Daemon:
             poll=self.config.poll,
             control_token=self.config.server.control_token,
             loopback=is_loopback(host),
+            declared={
+                (spec.vector_store_id, spec.batch_id): index
+                for index, spec in enumerate(self.config.watches)
+            },
+            local_names=LOOPBACK_NAMES | {host.lower()},
+            body_timeout_seconds=self.limits.body_timeout_seconds,
         )
         server = EmbeddedServer(
-            uvicorn.Config(
-                build_app(state),
-                lifespan="off",
-                log_config=None,
-                access_log=False,
-                server_header=False,
-                timeout_graceful_shutdown=1,
-            )
+            server_config(build_app(state), self.limits, timeout_graceful_shutdown=1)
         )
         work = anyio.CancelScope()
 

@@ -2,21 +2,29 @@
 
 The control API is for the application that creates batches (the sidecar case). It is guarded by
 ``Authorization: Bearer <control token>``; with no token configured it answers only when the
-daemon listens on loopback, so that no one off the host can register watches.
+daemon listens on loopback, so that no one off the host can register watches, and only to a
+``Host`` that names the loopback, so that a web page the operator visits cannot reach it through
+DNS rebinding. A write must say ``Content-Type: application/json``: a browser sends a cross-site
+POST without asking first only when its type is a form's or ``text/plain``.
+
+The API is described by ``openapi.json`` beside this module, served at ``/openapi.json``.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.resources import files
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
+import structlog
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
@@ -25,12 +33,18 @@ from ..core.engine import Engine, TooManyWatches
 from ..core.watch import WatchOptions
 from ..credentials import SecretSource
 from ..errors import ConfigError
+from ..serving import BODY_TIMEOUT_SECONDS
 from ..store.sqlite import StateStore
 from .metrics import WatcherMetrics, take_snapshot
 from .status_page import render_status_page
 
+log = structlog.get_logger("watcher.daemon.web")
+
 MAX_BODY_BYTES = 64 * 1024
 HEALTHY_TICK_SECONDS = 30.0  # the scheduler ticks at least every second when all is well
+#: The names a request may use for a daemon that listens on loopback without a control token.
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+OPENAPI = files(__package__).joinpath("openapi.json").read_bytes()
 
 
 @dataclass(slots=True)
@@ -43,10 +57,34 @@ class AppState:
     loopback: bool
     clock: Callable[[], float] = time.monotonic
     config_loaded: bool = True
+    #: Watches the configuration file declares, with their index in its ``watch`` list: they
+    #: come back at every start, so the API refuses to delete them.
+    declared: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    #: Host names accepted without a control token (the listen address's and the loopback's).
+    local_names: frozenset[str] = LOOPBACK_NAMES
+    body_timeout_seconds: float = BODY_TIMEOUT_SECONDS
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def host_name(header: str) -> str | None:
+    """The host name of a ``Host`` header (lower case, IPv6 without brackets), or None when it
+    is not one."""
+    if any(c in header for c in "@/\\?# \t"):  # userinfo or a path would hide the real name
+        return None
+    try:
+        parts = urlsplit(f"//{header}")
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return None
+    return parts.hostname or None
+
+
+def _is_json(request: Request) -> bool:
+    media_type = request.headers.get("content-type", "").partition(";")[0]
+    return media_type.strip().lower() == "application/json"
 
 
 def build_app(state: AppState) -> Starlette:
@@ -70,6 +108,10 @@ def build_app(state: AppState) -> Starlette:
         problems = []
         if not state.config_loaded:
             problems.append("configuration not loaded")
+        key = state.engine.client.settings.api_key
+        if key is None or (isinstance(key, SecretSource) and key.current() is None):
+            where = key.description if isinstance(key, SecretSource) else "the settings"
+            problems.append(f"no API key: nothing found in {where}")
         if not state.store.is_open:
             problems.append("state store not open")
         if not state.engine.started:
@@ -91,6 +133,12 @@ def build_app(state: AppState) -> Starlette:
                         "the control API is disabled: no control token is configured and the "
                         "daemon does not listen on loopback",
                     )
+                if host_name(request.headers.get("host", "")) not in state.local_names:
+                    return _error(
+                        421,
+                        "without a control token the control API answers only to a Host that "
+                        f"names the loopback ({', '.join(sorted(state.local_names))})",
+                    )
                 return await handler(request)
             scheme, _, presented = request.headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not token.matches(presented.strip()):
@@ -106,15 +154,37 @@ def build_app(state: AppState) -> Starlette:
     async def list_watches(_: Request) -> Response:
         return JSONResponse({"watches": [w.as_dict() for w in state.engine.watches()]})
 
-    async def add_watch(request: Request) -> Response:
+    async def read_body(request: Request) -> bytes | Response:
+        """The body, or the answer to a request whose body is too big, too slow or cut off."""
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
             return _error(413, f"the body is over {MAX_BODY_BYTES} bytes")
         raw = bytearray()
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > MAX_BODY_BYTES:
-                return _error(413, f"the body is over {MAX_BODY_BYTES} bytes")
+        with anyio.move_on_after(state.body_timeout_seconds):
+            try:
+                async for chunk in request.stream():
+                    raw += chunk
+                    if len(raw) > MAX_BODY_BYTES:
+                        return _error(413, f"the body is over {MAX_BODY_BYTES} bytes")
+            except ClientDisconnect:
+                # Nobody is left to answer; one line says so (not a traceback per request).
+                log.info("request_aborted", path=request.url.path, received_bytes=len(raw))
+                return _error(400, "the request body was cut off")
+            return bytes(raw)
+        # "Connection: close": the rest of the body may still come, and must not be read as the
+        # next request.
+        response = _error(
+            408, f"the body did not arrive within {state.body_timeout_seconds:g} seconds"
+        )
+        response.headers["Connection"] = "close"
+        return response
+
+    async def add_watch(request: Request) -> Response:
+        if not _is_json(request):
+            return _error(415, "the body must be JSON, sent as 'Content-Type: application/json'")
+        raw = await read_body(request)
+        if isinstance(raw, Response):
+            return raw
         try:
             body = json.loads(raw)
         except (ValueError, RecursionError):
@@ -160,6 +230,13 @@ def build_app(state: AppState) -> Starlette:
         key = _key(request)
         if isinstance(key, Response):
             return key
+        if key in state.declared:
+            return _error(
+                409,
+                f"{key[0]}/{key[1]} is declared in the configuration file "
+                f"(watch[{state.declared[key]}]) and would come back at the next start: remove "
+                "it there, then restart the daemon",
+            )
         if not state.engine.remove(*key):
             return _error(404, f"not watching {key[0]}/{key[1]}")
         await state.store.flush()
@@ -168,12 +245,16 @@ def build_app(state: AppState) -> Starlette:
     async def status_page(_: Request) -> Response:
         return HTMLResponse(render_status_page(list(state.engine.watches()), state.engine))
 
+    async def openapi(_: Request) -> Response:
+        return Response(OPENAPI, media_type="application/json")
+
     one = "/v1/watches/{vector_store_id}/{batch_id}"
     routes = [
         Route("/", status_page, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
         Route("/v1/watches", guarded(list_watches), methods=["GET"]),
         Route("/v1/watches", guarded(add_watch), methods=["POST"]),
         Route(one, guarded(get_watch), methods=["GET"]),
