@@ -3,11 +3,13 @@ misbehave."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import replace
@@ -18,6 +20,8 @@ from typing import Any
 import anyio
 import pytest
 import stamina
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from watcher.api.models import FileCounts
 from watcher.core.events import BatchFinished
@@ -25,11 +29,14 @@ from watcher.core.results import BatchResult
 from watcher.core.states import Phase, State
 from watcher.core.watch import Watch
 from watcher.credentials import SecretSource
-from watcher.daemon.notify import Notifier, signature
+from watcher.daemon.notify import Notifier, signature, signing_key
+from watcher.errors import ConfigError
 from watcher.store.sqlite import StateStore
 
 #: An answer: status, extra headers, body.
 Answer = tuple[int, dict[str, str], bytes]
+#: A secret in the Standard Webhooks form: ``whsec_`` and base64 of random bytes.
+WHSEC = "whsec_" + base64.b64encode(b"unit-test-key-0123456789abcdefgh").decode()
 
 
 class Receiver:
@@ -38,11 +45,13 @@ class Receiver:
     def __init__(self, answers: list[Answer]) -> None:
         self.answers = list(answers)
         self.posts: list[tuple[dict[str, str], bytes]] = []
+        self.paths: list[tuple[str, bytes]] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.paths.append((self.path, body))
                 receiver.posts.append((dict(self.headers.items()), body))
                 status, headers, reply = (
                     receiver.answers.pop(0) if receiver.answers else (204, {}, b"")
@@ -142,32 +151,108 @@ async def deliver(notifier: Notifier, store: StateStore, until: Callable[[], boo
         tg.cancel_scope.cancel()
 
 
-def test_signature_is_hmac_sha256_of_the_body() -> None:
-    """The signature header's value is ``sha256=`` and the hex HMAC-SHA256 of the exact body."""
+def test_signature_is_the_standard_webhooks_v1_scheme() -> None:
+    """``webhook-signature`` is ``v1,`` and the base64 HMAC-SHA256 of ``id.timestamp.body``, with
+    the key decoded from base64 after ``whsec_``, else the secret's own bytes."""
     body = b'{"batch_id":"vsfb_1"}'
-    want = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
-    assert signature("s3cret", body) == f"sha256={want}"
+    raw = b"0123456789abcdef0123456789abcdef"
+    secret = "whsec_" + base64.b64encode(raw).decode()
+    assert signing_key(secret) == raw
+    assert signing_key(secret.rstrip("=")) == raw  # unpadded, as some tools print it
+    assert signing_key("plain-secret") == b"plain-secret"
+    mac = hmac.new(raw, b"bw_1_x.1700000000." + body, hashlib.sha256).digest()
+    assert signature(raw, "bw_1_x", 1_700_000_000, body) == "v1," + base64.b64encode(mac).decode()
+    for bad in ("whsec_", "whsec_not base64!"):
+        with pytest.raises(ValueError, match="whsec_"):
+            signing_key(bad)
 
 
-async def test_each_delivery_is_posted_once_and_signed(
+def test_a_secret_after_whsec_that_is_not_base64_is_a_config_error(store: StateStore) -> None:
+    """A ``whsec_`` secret whose rest is not base64 stops the start, naming the key."""
+    source = SecretSource(env="S", environ={"S": "whsec_@@@"})
+    with pytest.raises(ConfigError, match=r"^notify\.webhook_secret: "):
+        Notifier("http://127.0.0.1:9/hook", store, secret=source)
+
+
+async def test_each_delivery_is_posted_once_and_verifies_with_standardwebhooks(
     receiver_factory: Callable[[list[Answer]], Receiver], store: StateStore
 ) -> None:
-    """Each outbox item is posted once, with its id and a valid signature, then leaves the
-    outbox."""
+    """Each outbox item is posted once, and the ``standardwebhooks`` library verifies it with
+    the secret as configured (``whsec_`` form) and as raw bytes; then it leaves the outbox."""
     receiver = receiver_factory([])
-    secret = "whsec-unit-0123456789"
+    for secret, verifier in (
+        (WHSEC, Webhook(WHSEC)),
+        ("a-plain-secret-0123456789", Webhook(b"a-plain-secret-0123456789")),
+    ):
+        receiver.posts.clear()
+        notifier = Notifier(
+            receiver.url,
+            store,
+            secret=SecretSource(env="S", environ={"S": secret}),
+            idle_seconds=0.05,
+        )
+        events = [await finish(store, b) for b in ("vsfb_1", "vsfb_2")]
+        # Until the outbox is empty, not just posted to: a delivery is settled after the answer.
+        await deliver(notifier, store, lambda: not outbox_rows(store))
+        assert len(receiver.posts) == 2
+        for (headers, body), event in zip(receiver.posts, events, strict=True):
+            assert verifier.verify(body, headers) == event.result.as_dict()
+            assert headers["Content-Type"] == "application/json"
+        assert await store.pending_deliveries() == []
+
+
+async def test_a_captured_delivery_cannot_be_replayed_later(
+    receiver_factory: Callable[[list[Answer]], Receiver], store: StateStore
+) -> None:
+    """The signature covers the timestamp: a receiver's verifier refuses the same request an
+    hour later, and refuses it with the timestamp moved to now."""
+    receiver = receiver_factory([])
     notifier = Notifier(
-        receiver.url, store, secret=SecretSource(env="S", environ={"S": secret}), idle_seconds=0.05
+        receiver.url, store, secret=SecretSource(env="S", environ={"S": WHSEC}), idle_seconds=0.05
     )
-    events = [await finish(store, b) for b in ("vsfb_1", "vsfb_2")]
+    await finish(store, "vsfb_1")
+    await deliver(notifier, store, lambda: notifier.delivered == 1)
+    [(headers, body)] = receiver.posts
+    verifier = Webhook(WHSEC)
+    verifier.verify(body, headers)
+    with pytest.raises(WebhookVerificationError, match="too new"):
+        # The same request, checked as if an hour had passed... backwards: a clock an hour
+        # behind sees it as from the future; either way outside the five-minute window.
+        verifier.verify(body, {**headers, "webhook-timestamp": str(int(time.time()) + 3600)})
+    with pytest.raises(WebhookVerificationError, match="No matching signature"):
+        verifier.verify(body, {**headers, "webhook-timestamp": str(int(time.time()) + 1)})
+
+
+async def test_a_retry_keeps_its_id_and_signs_a_fresh_timestamp(
+    receiver_factory: Callable[[list[Answer]], Receiver], store: StateStore
+) -> None:
+    """Every attempt of one delivery carries the same ``webhook-id`` with its own timestamp and a
+    signature over it; another delivery has another id."""
+    receiver = receiver_factory([(503, {}, b"busy")])
+    now = [1_700_000_000.0]
+
+    def clock() -> float:
+        now[0] += 7
+        return now[0]
+
+    notifier = Notifier(
+        receiver.url,
+        store,
+        secret=SecretSource(env="S", environ={"S": WHSEC}),
+        idle_seconds=0.05,
+        clock=clock,
+    )
+    await finish(store, "vsfb_1")
+    await finish(store, "vsfb_2")
     await deliver(notifier, store, lambda: notifier.delivered == 2)
-    assert len(receiver.posts) == 2
-    for (headers, body), event in zip(receiver.posts, events, strict=True):
-        assert json.loads(body) == event.result.as_dict()
-        expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-        assert headers["X-Batch-Watcher-Signature"] == expected
-        assert headers["X-Batch-Watcher-Delivery"].isdigit()
-    assert await store.pending_deliveries() == []
+    ids = [headers["webhook-id"] for headers, _ in receiver.posts]
+    stamps = [headers["webhook-timestamp"] for headers, _ in receiver.posts]
+    assert ids[0] == ids[1] != ids[2]
+    assert len(set(stamps)) == 3
+    key = signing_key(WHSEC)
+    for headers, body in receiver.posts:
+        expected = signature(key, headers["webhook-id"], int(headers["webhook-timestamp"]), body)
+        assert headers["webhook-signature"] == expected
 
 
 async def test_a_server_error_is_retried(
@@ -179,7 +264,28 @@ async def test_a_server_error_is_retried(
     await finish(store, "vsfb_1")
     await deliver(notifier, store, lambda: notifier.delivered == 1)
     assert len(receiver.posts) == 2
-    assert "X-Batch-Watcher-Signature" not in receiver.posts[0][0]
+    assert "webhook-signature" not in receiver.posts[0][0]
+    assert await store.pending_deliveries() == []
+
+
+async def test_a_redirect_is_a_failed_attempt_and_is_not_followed(
+    receiver_factory: Callable[[list[Answer]], Receiver], store: StateStore
+) -> None:
+    """A 3xx is retried at the same URL (its Location is never visited) and the delivery stays
+    queued until the receiver accepts it; it is not dropped as a refusal."""
+    receiver = receiver_factory(
+        [(status, {"Location": "/elsewhere"}, b"") for status in (302, 307, 308)]
+    )
+    notifier = Notifier(receiver.url, store, idle_seconds=3600)
+    await finish(store, "vsfb_1")
+    # Three redirects end the first round (three attempts at most here): still queued.
+    await deliver(notifier, store, lambda: len(receiver.posts) == 3)
+    assert notifier.delivered == 0
+    assert len(await store.pending_deliveries()) == 1
+    # The next round (a notifier started again) is accepted.
+    notifier = Notifier(receiver.url, store, idle_seconds=0.05)
+    await deliver(notifier, store, lambda: notifier.delivered == 1)
+    assert [path for path, _ in receiver.paths] == ["/hook"] * 4
     assert await store.pending_deliveries() == []
 
 

@@ -219,7 +219,7 @@ def test_kill_9_at_random_points_loses_nothing_and_repeats_nothing(
     duplicates = len(ended) - len(set(ended))
     delivery_ids: dict[str, set[str]] = defaultdict(set)
     for delivery in deliveries:
-        delivery_ids[delivery.json["batch_id"]].add(delivery.headers["X-Batch-Watcher-Delivery"])
+        delivery_ids[delivery.json["batch_id"]].add(delivery.headers["webhook-id"])
     resumed = [e for e in logs if e.get("event") == "watch_started" and e.get("resumed")]
     record(
         tmp_path,

@@ -3,14 +3,25 @@
 The payload is the same JSON as ``watch --output json``. Deliveries come from the state store's
 outbox (written in the same transaction that records the batch as finished), so a crash between
 the two loses nothing; a delivery is retried with backoff and jitter (stamina), and stays in the
-outbox until the receiver accepts it. Receivers may see a delivery twice after a crash; each
-carries its id in ``X-Batch-Watcher-Delivery`` to make that harmless.
+outbox until the receiver accepts it (2xx) or refuses it for good (4xx). A redirect is a failed
+attempt: it is never followed, since the body and its signature were meant for this URL.
+
+Each POST follows Standard Webhooks (https://www.standardwebhooks.com/): ``webhook-id`` (the
+same for every attempt of one delivery, after a restart too, so a receiver can drop a
+duplicate), ``webhook-timestamp`` (Unix seconds of this attempt) and, with a secret,
+``webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">``: a receiver that rejects
+old timestamps cannot be fed a captured request again. The key is the secret's base64 after
+``whsec_`` when it has that prefix, else the secret's UTF-8 bytes.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
+import time
+from collections.abc import Callable
 
 import anyio
 import httpx
@@ -20,22 +31,46 @@ import structlog
 from .. import __version__
 from ..core.events import BatchFinished, Event
 from ..credentials import SecretSource
+from ..errors import ConfigError
 from ..store.sqlite import OutboxItem, StateStore
 
 log = structlog.get_logger("watcher.daemon.notify")
 
-SIGNATURE_HEADER = "X-Batch-Watcher-Signature"
 PAGE = 100  # deliveries read from the outbox at a time
-DELIVERY_HEADER = "X-Batch-Watcher-Delivery"
+SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 
 
 class _Refused(Exception):
-    """The receiver answered with a status worth retrying (5xx, 429, 408)."""
+    """The receiver answered with a status worth retrying (3xx, 5xx, 429, 408)."""
 
 
-def signature(secret: str, body: bytes) -> str:
-    """``sha256=<hex HMAC-SHA256 of the body>``, as the signature header carries it."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def signing_key(secret: str) -> bytes:
+    """The HMAC key for a secret: base64-decoded after ``whsec_``, else its UTF-8 bytes.
+
+    Raises ValueError when the part after ``whsec_`` is not base64."""
+    if not secret.startswith(SECRET_PREFIX):
+        return secret.encode()
+    encoded = secret.removeprefix(SECRET_PREFIX)
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except binascii.Error:
+        raise ValueError(f"the part after {SECRET_PREFIX!r} is not base64") from None
+    if not key:
+        raise ValueError(f"nothing follows {SECRET_PREFIX!r}")
+    return key
+
+
+def signature(key: bytes, delivery_id: str, timestamp: int, body: bytes) -> str:
+    """``v1,<base64 HMAC-SHA256 of "id.timestamp.body">``, the ``webhook-signature`` value."""
+    signed = f"{delivery_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def delivery_id(item: OutboxItem) -> str:
+    """The ``webhook-id`` of an outbox item: its row and a digest of its payload, the same for
+    every attempt, and different for a new state store whose rows start again at 1."""
+    digest = hashlib.sha256(item.payload.encode()).hexdigest()[:16]
+    return f"bw_{item.id}_{digest}"
 
 
 class Notifier:
@@ -49,10 +84,18 @@ class Notifier:
         max_attempts: int = 5,
         idle_seconds: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        current = secret.current() if secret is not None else None
+        if current is not None:
+            try:
+                signing_key(current.reveal())
+            except ValueError as exc:
+                raise ConfigError(f"notify.webhook_secret: {exc}") from None
         self.url = url
         self._store = store
         self._secret = secret
+        self._clock = clock
         self._max_attempts = max_attempts
         self._idle = idle_seconds
         self._http = httpx.AsyncClient(
@@ -92,12 +135,26 @@ class Notifier:
             with anyio.CancelScope(shield=True):
                 await self._http.aclose()
 
+    def _headers(self, item: OutboxItem, body: bytes, key: bytes | None) -> dict[str, str]:
+        """This attempt's headers: a fresh timestamp, and the signature over it."""
+        message_id, timestamp = delivery_id(item), int(self._clock())
+        headers = {
+            "Content-Type": "application/json",
+            "webhook-id": message_id,
+            "webhook-timestamp": str(timestamp),
+        }
+        if key is not None:
+            headers["webhook-signature"] = signature(key, message_id, timestamp, body)
+        return headers
+
     async def _deliver(self, item: OutboxItem) -> bool:
         body = item.payload.encode()
-        headers = {"Content-Type": "application/json", DELIVERY_HEADER: str(item.id)}
         secret = self._secret.current() if self._secret is not None else None
-        if secret:
-            headers[SIGNATURE_HEADER] = signature(secret.reveal(), body)
+        try:
+            key = signing_key(secret.reveal()) if secret else None
+        except ValueError as exc:  # the secret was changed to one that is not valid
+            log.error("webhook_secret_invalid", delivery=item.id, error=str(exc))
+            return False
         try:
             async for attempt in stamina.retry_context(
                 on=(httpx.TransportError, _Refused),
@@ -110,11 +167,14 @@ class Notifier:
                     # Only the status matters: the receiver's body is never read, so neither its
                     # size nor an encoding it gets wrong can stop the notifier.
                     async with self._http.stream(
-                        "POST", self.url, content=body, headers=headers
+                        "POST", self.url, content=body, headers=self._headers(item, body, key)
                     ) as response:
                         pass
-                    if response.status_code >= 500 or response.status_code in (408, 429):
-                        raise _Refused(str(response.status_code))
+                    status = response.status_code
+                    if 300 <= status < 400:
+                        raise _Refused(f"HTTP {status}: a redirect, which is not followed")
+                    if status >= 500 or status in (408, 429):
+                        raise _Refused(f"HTTP {status}")
         except (httpx.TransportError, _Refused) as exc:
             log.warning(
                 "webhook_failed",
@@ -125,7 +185,7 @@ class Notifier:
                 attempts=self._max_attempts,
             )
             return False
-        if response.status_code >= 300:
+        if response.status_code >= 400:
             # The receiver refuses this payload for good (4xx); retrying will not change that.
             log.error(
                 "webhook_rejected",
