@@ -10,6 +10,8 @@ import pytest
 from deploy_contract import CONFIG_PATH, DEPLOY, env_override
 from deploy_tools import run
 
+from watcher.serving import ServerLimits
+
 UNIT = DEPLOY / "systemd" / "batch-watcher.service"
 EXEC = "/usr/local/bin/batch-watcher"
 MAX_EXPOSURE = 2.0
@@ -117,3 +119,12 @@ def test_state_lives_in_the_state_directory() -> None:
     environment = dict(e.partition("=")[::2] for e in service()["Environment"])
     (state_dir,) = service()["StateDirectory"]
     assert environment[env_override("state", "path")].startswith(f"%S/{state_dir}/")
+
+
+def test_open_files_limit_leaves_the_server_its_whole_connection_cap() -> None:
+    """LimitNOFILE is set, and high enough that the HTTP server's connection cap is not lowered
+    to fit under it (a lower limit would let fewer clients in before it refuses)."""
+    [value] = service()["LimitNOFILE"]
+    limits = ServerLimits()
+    assert limits.connection_cap(int(value)) == limits.max_connections
+    assert limits.connection_cap(1024) < limits.max_connections  # systemd's default soft limit
