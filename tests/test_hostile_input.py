@@ -433,7 +433,7 @@ def test_hostile_requests_to_the_control_api_are_refused_and_store_nothing(
         )
         def run(body: bytes, declared: str, vs: str, batch: str, safe: str, method: str) -> None:
             length = {"exact": str(len(body)), "lie": "3", "junk": "1e9"}.get(declared)
-            headers = [(b"content-type", b"application/json")]
+            headers = [(b"content-type", b"application/json"), (b"host", b"127.0.0.1")]
             if length is not None:
                 headers.append((b"content-length", length.encode()))
             status, answer = ask("POST", b"/v1/watches", body, headers)
@@ -454,7 +454,7 @@ def test_hostile_requests_to_the_control_api_are_refused_and_store_nothing(
                 + "/"
                 + quote(batch.encode(*enc), safe)
             )
-            status, answer = ask(method, target.encode("ascii"), b"", [])
+            status, answer = ask(method, target.encode("ascii"), b"", [(b"host", b"localhost")])
             assert 400 <= status < 500, (method, target, status, answer[:300])
             assert len(daemon.engine) == 0
             assert _count_rows(tmp_path / "state.sqlite3") == 0
@@ -467,11 +467,12 @@ def test_past_max_watches_a_watch_is_refused_clearly_and_not_stored(tmp_path: Pa
     and is neither watched nor written."""
     with _control_app(tmp_path) as ask:
         daemon: Daemon = ask.daemon
+        headers = [(b"content-type", b"application/json"), (b"host", b"127.0.0.1")]
         for n in range(5):
             body = json.dumps({"vector_store_id": VS, "batch_id": f"vsfb_{n}"}).encode()
-            assert ask("POST", b"/v1/watches", body, [])[0] == 201
+            assert ask("POST", b"/v1/watches", body, headers)[0] == 201
         body = json.dumps({"vector_store_id": VS, "batch_id": "vsfb_one_more"}).encode()
-        status, answer = ask("POST", b"/v1/watches", body, [])
+        status, answer = ask("POST", b"/v1/watches", body, headers)
         assert status == 409
         assert "state.max_watches = 5" in json.loads(answer)["error"]
         assert daemon.engine.get(VS, "vsfb_one_more") is None
