@@ -755,3 +755,29 @@ async def test_a_body_cut_off_is_one_quiet_log_line(
         assert event["received_bytes"] == len(b'{"vector_store_id": ')
         assert (await client.get("/healthz")).status_code == 200
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+async def test_openapi_json_is_the_document_in_docs(
+    tmp_path: Path, sim: tuple[Simulator, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``/openapi.json`` serves exactly ``docs/openapi.json``, an OpenAPI 3.1 document that
+    lists every control route with the methods the app answers."""
+    _, url = sim
+    document = Path(__file__).parents[1] / "docs" / "openapi.json"
+    daemon = Daemon(_config(tmp_path, url))
+    async with running_daemon(monkeypatch, daemon) as client:
+        response = await client.get("/openapi.json")
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/json"
+        assert response.content == document.read_bytes()
+        spec = response.json()
+        assert spec["openapi"] == "3.1.0"
+        paths = spec["paths"]
+        assert set(paths["/v1/watches"]) == {"get", "post"}
+        assert set(paths["/v1/watches/{vector_store_id}/{batch_id}"]) - {"parameters"} == {
+            "get",
+            "delete",
+        }
+        # The app's 405 names the same methods the document does.
+        allow = (await client.put("/v1/watches")).headers["allow"]
+        assert {m.strip().lower() for m in allow.split(",")} - {"head"} == {"get", "post"}

@@ -82,6 +82,20 @@ def host_name(header: str) -> str | None:
     return parts.hostname or None
 
 
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def by_method(path: str, **handlers: Handler) -> Route:
+    """One route for a path that answers several methods, so that its 405 lists them all
+    (a route per method would list only its own)."""
+
+    async def dispatch(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    return Route(path, dispatch, methods=list(handlers))
+
+
 def _is_json(request: Request) -> bool:
     media_type = request.headers.get("content-type", "").partition(";")[0]
     return media_type.strip().lower() == "application/json"
@@ -121,9 +135,7 @@ def build_app(state: AppState) -> Starlette:
         body = {"status": "ready" if not problems else "not ready", "problems": problems}
         return JSONResponse(body, status_code=200 if not problems else 503)
 
-    def guarded(
-        handler: Callable[[Request], Awaitable[Response]],
-    ) -> Callable[[Request], Awaitable[Response]]:
+    def guarded(handler: Handler) -> Handler:
         async def check(request: Request) -> Response:
             token = state.control_token.current() if state.control_token else None
             if token is None:
@@ -255,10 +267,9 @@ def build_app(state: AppState) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
-        Route("/v1/watches", guarded(list_watches), methods=["GET"]),
-        Route("/v1/watches", guarded(add_watch), methods=["POST"]),
-        Route(one, guarded(get_watch), methods=["GET"]),
-        Route(one, guarded(delete_watch), methods=["DELETE"]),
+        # One route per path, so that a 405's Allow lists every method the path has.
+        by_method("/v1/watches", GET=guarded(list_watches), POST=guarded(add_watch)),
+        by_method(one, GET=guarded(get_watch), DELETE=guarded(delete_watch)),
     ]
     app = Starlette(routes=routes)
     # No redirect for a path that misses a route only by slashes: /v1/watches// holds ids that
