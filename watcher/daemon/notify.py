@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Callable
+from typing import Literal
 
 import anyio
 import httpx
@@ -122,9 +123,14 @@ class Notifier:
                 items = await self._store.pending_deliveries(PAGE)
                 progressed = False
                 for item in items:
-                    if await self._deliver(item):
+                    outcome = await self._deliver(item)
+                    if outcome != "failed":
                         await self._store.delivered(item.id)
                         progressed = True
+                    if outcome == "delivered":
+                        # Counted once the outbox says so, so that a reader of the count never
+                        # sees a delivery the store would still send again.
+                        self.delivered += 1
                 if len(items) == PAGE and progressed:
                     # More may wait behind a full page, finished before this page was read:
                     # their wake-up is spent. Read on now, not after the idle wait.
@@ -147,14 +153,14 @@ class Notifier:
             headers["webhook-signature"] = signature(key, message_id, timestamp, body)
         return headers
 
-    async def _deliver(self, item: OutboxItem) -> bool:
+    async def _deliver(self, item: OutboxItem) -> Literal["delivered", "rejected", "failed"]:
         body = item.payload.encode()
         secret = self._secret.current() if self._secret is not None else None
         try:
             key = signing_key(secret.reveal()) if secret else None
         except ValueError as exc:  # the secret was changed to one that is not valid
             log.error("webhook_secret_invalid", delivery=item.id, error=str(exc))
-            return False
+            return "failed"
         try:
             async for attempt in stamina.retry_context(
                 on=(httpx.TransportError, _Refused),
@@ -184,7 +190,7 @@ class Notifier:
                 error=f"{type(exc).__name__}: {exc}",
                 attempts=self._max_attempts,
             )
-            return False
+            return "failed"
         if response.status_code >= 400:
             # The receiver refuses this payload for good (4xx); retrying will not change that.
             log.error(
@@ -194,12 +200,11 @@ class Notifier:
                 delivery=item.id,
                 http_status=response.status_code,
             )
-            return True
-        self.delivered += 1
+            return "rejected"
         log.info(
             "webhook_delivered",
             vector_store_id=item.vector_store_id,
             batch_id=item.batch_id,
             delivery=item.id,
         )
-        return True
+        return "delivered"
