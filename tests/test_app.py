@@ -657,17 +657,28 @@ def test_host_name_reads_only_a_plain_host() -> None:
 
 
 async def test_readyz_is_not_ready_without_an_api_key(
-    tmp_path: Path, sim: tuple[Simulator, str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With no API key anywhere, ``/readyz`` is 503 and says where it looked for one."""
-    _, url = sim
-    daemon = Daemon(_config(tmp_path, url, OPENAI_API_KEY=""))
+    """With no API key anywhere and an API off this machine, ``/readyz`` is 503 saying so as
+    ``check-config`` does."""
+    # Never contacted: the daemon holds no watch, and .invalid never resolves.
+    remote = "https://api.batch-watcher-test.invalid/v1"
+    daemon = Daemon(_config(tmp_path, remote, OPENAI_API_KEY=""))
     async with running_daemon(monkeypatch, daemon) as client:
         response = await client.get("/readyz")
         assert response.status_code == 503
-        assert response.json()["problems"] == [
-            "no API key: nothing found in environment variable OPENAI_API_KEY"
-        ]
+        [problem] = response.json()["problems"]
+        assert problem.startswith("api.api_key: no API key in environment variable OPENAI_API_KEY")
+
+
+async def test_readyz_needs_no_key_for_an_api_on_this_machine(
+    tmp_path: Path, sim: tuple[Simulator, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no API key and the API on loopback (the simulator), ``/readyz`` is ready."""
+    _, url = sim
+    daemon = Daemon(_config(tmp_path, url, OPENAI_API_KEY=""))
+    async with running_daemon(monkeypatch, daemon) as client:
+        assert (await client.get("/readyz")).json() == {"status": "ready", "problems": []}
 
 
 async def test_a_watch_from_the_configuration_file_cannot_be_deleted(

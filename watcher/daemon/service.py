@@ -17,7 +17,7 @@ import anyio
 import structlog
 
 from .. import __version__
-from ..config import Config, parse_listen
+from ..config import Config, parse_listen, require_api_key
 from ..config.settings import client_settings, engine_settings
 from ..config.values import is_loopback
 from ..core import lifecycle
@@ -130,6 +130,14 @@ class Daemon:
             if gone:
                 log.info("watches_pruned", count=len(gone))
 
+    def _api_key_missing(self) -> str | None:
+        """Why the API has no key when it needs one, as ``check-config`` says it; else None."""
+        try:
+            require_api_key(self.config)
+        except ConfigError as exc:
+            return str(exc)
+        return None
+
     async def serve(self) -> int:
         host, port = parse_listen(self.config.server.listen)
         try:
@@ -156,6 +164,7 @@ class Daemon:
             },
             local_names=LOOPBACK_NAMES | {host.lower()},
             body_timeout_seconds=self.limits.body_timeout_seconds,
+            api_key_missing=self._api_key_missing,
         )
         server = EmbeddedServer(
             server_config(build_app(state), self.limits, timeout_graceful_shutdown=1)

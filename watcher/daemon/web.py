@@ -63,6 +63,8 @@ class AppState:
     #: Host names accepted without a control token (the listen address's and the loopback's).
     local_names: frozenset[str] = LOOPBACK_NAMES
     body_timeout_seconds: float = BODY_TIMEOUT_SECONDS
+    #: Why there is no API key where the API needs one (``check-config``'s rule), or None.
+    api_key_missing: Callable[[], str | None] = lambda: None
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -122,10 +124,8 @@ def build_app(state: AppState) -> Starlette:
         problems = []
         if not state.config_loaded:
             problems.append("configuration not loaded")
-        key = state.engine.client.settings.api_key
-        if key is None or (isinstance(key, SecretSource) and key.current() is None):
-            where = key.description if isinstance(key, SecretSource) else "the settings"
-            problems.append(f"no API key: nothing found in {where}")
+        if (missing := state.api_key_missing()) is not None:
+            problems.append(missing)
         if not state.store.is_open:
             problems.append("state store not open")
         if not state.engine.started:
