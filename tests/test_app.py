@@ -792,3 +792,35 @@ async def test_openapi_json_is_the_document_in_docs(
         # The app's 405 names the same methods the document does.
         allow = (await client.put("/v1/watches")).headers["allow"]
         assert {m.strip().lower() for m in allow.split(",")} - {"head"} == {"get", "post"}
+
+
+async def test_a_control_token_file_that_goes_missing_closes_the_api(
+    tmp_path: Path, sim: tuple[Simulator, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the configured token file disappears, the control API on loopback answers 503 to
+    everyone instead of opening, ``/readyz`` names the key; once the file is back, the token
+    works again."""
+    _, url = sim
+    token_file = tmp_path / "control-token"
+    token_file.write_text(TOKEN)
+    daemon = Daemon(_config(tmp_path, url, {"server": {"control_token_file": str(token_file)}}))
+    async with running_daemon(monkeypatch, daemon) as client:
+        assert (await client.get("/v1/watches", headers=_bearer(TOKEN))).status_code == 200
+        assert (await client.get("/v1/watches")).status_code == 401
+        token_file.unlink()
+        await _until(lambda: _status(client, "/v1/watches", 503), "the API closed")
+        body = {"vector_store_id": VS, "batch_id": "vsfb_slow"}
+        assert (await client.post("/v1/watches", json=body)).status_code == 503
+        assert len(daemon.engine) == 0
+        response = await client.get("/readyz")
+        assert response.status_code == 503
+        [problem] = response.json()["problems"]
+        assert problem.startswith("server.control_token_file: no token in ")
+        token_file.write_text(TOKEN)
+
+        async def open_with_the_token() -> bool:
+            response = await client.get("/v1/watches", headers=_bearer(TOKEN))
+            return response.status_code == 200
+
+        await _until(open_with_the_token, "the token accepted again")
+        assert (await client.get("/readyz")).status_code == 200

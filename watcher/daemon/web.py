@@ -98,6 +98,13 @@ def by_method(path: str, **handlers: Handler) -> Route:
     return Route(path, dispatch, methods=list(handlers))
 
 
+def _token_file_unreadable(source: SecretSource | None) -> str | None:
+    """Why the configured control token file gives no token now, or None."""
+    if source is None or source.file is None or source.current() is not None:
+        return None
+    return f"server.control_token_file: no token in {source.file} (missing, unreadable or empty)"
+
+
 def _is_json(request: Request) -> bool:
     media_type = request.headers.get("content-type", "").partition(";")[0]
     return media_type.strip().lower() == "application/json"
@@ -126,6 +133,8 @@ def build_app(state: AppState) -> Starlette:
             problems.append("configuration not loaded")
         if (missing := state.api_key_missing()) is not None:
             problems.append(missing)
+        if lost := _token_file_unreadable(state.control_token):
+            problems.append(lost)
         if not state.store.is_open:
             problems.append("state store not open")
         if not state.engine.started:
@@ -138,6 +147,9 @@ def build_app(state: AppState) -> Starlette:
     def guarded(handler: Handler) -> Handler:
         async def check(request: Request) -> Response:
             token = state.control_token.current() if state.control_token else None
+            if token is None and (lost := _token_file_unreadable(state.control_token)):
+                # A token file that goes missing must not open the API: closed until it is back.
+                return _error(503, f"the control API is closed: {lost}")
             if token is None:
                 if not state.loopback:
                     return _error(
