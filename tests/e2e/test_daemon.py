@@ -281,7 +281,7 @@ def test_sigterm_exits_0_and_a_second_signal_exits_at_once(
     # A request whose body never comes keeps the graceful shutdown waiting on it.
     with socket.create_connection((host, int(port)), timeout=10) as held:
         held.sendall(
-            b"POST /v1/watches HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /v1/watches HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Content-Length: 1000\r\n\r\n{"
         )
         hurried.signal(signal.SIGTERM)
