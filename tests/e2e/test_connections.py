@@ -6,10 +6,12 @@ from __future__ import annotations
 import resource
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from harness import DaemonProcess, SimulatorProcess, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -20,8 +22,19 @@ FAST_POLL = {"interval_seconds": 0.2, "min_interval_seconds": 0.1}
 NOFILE = 256
 IDLE = 300
 SLOWLORIS = 500
-#: The liveness probe's timeout in deploy/kubernetes: /healthz must answer within it.
-PROBE_TIMEOUT = 3.0
+
+
+def _probe_timeout() -> float:
+    """The liveness probe's timeout in the Kubernetes manifest: /healthz must answer within it."""
+    manifest = Path(__file__).parents[2] / "deploy" / "kubernetes" / "standalone"
+    for doc in yaml.safe_load_all((manifest / "deployment.yaml").read_text()):
+        for container in doc["spec"]["template"]["spec"]["containers"]:
+            if "livenessProbe" in container:
+                return float(container["livenessProbe"]["timeoutSeconds"])
+    raise AssertionError("no liveness probe in the standalone deployment")
+
+
+PROBE_TIMEOUT = _probe_timeout()
 
 SimFactory = Callable[..., SimulatorProcess]
 DaemonFactory = Callable[..., DaemonProcess]
