@@ -177,13 +177,16 @@ def server_config(
     )
 
 
+LoopErrorHandler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
+
+
 class AcceptErrorLog:
     """An event-loop exception handler that turns accept() failures into one short log line per
     period (with how many there were) and leaves every other error to the previous handler."""
 
     def __init__(
         self,
-        previous: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None,
+        previous: LoopErrorHandler | None,
         clock: Callable[[], float],
         period: float = ACCEPT_ERROR_LOG_SECONDS,
     ) -> None:
@@ -220,6 +223,7 @@ class EmbeddedServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, on_started: Callable[[], object] = lambda: None):
         super().__init__(config)
         self._on_started = on_started
+        self._previous_handler: LoopErrorHandler | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -227,12 +231,17 @@ class EmbeddedServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         loop = asyncio.get_running_loop()
-        loop.set_exception_handler(AcceptErrorLog(loop.get_exception_handler(), loop.time))
+        self._previous_handler = loop.get_exception_handler()
+        loop.set_exception_handler(AcceptErrorLog(self._previous_handler, loop.time))
         await super().startup(sockets)
         for sock in sockets or ():
             sock.listen(LISTEN_QUEUE)
         if self.started:
             self._on_started()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        asyncio.get_running_loop().set_exception_handler(self._previous_handler)
 
 
 def bind(host: str, port: int) -> socket.socket:
