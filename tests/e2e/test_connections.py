@@ -155,3 +155,24 @@ def test_a_body_cut_off_is_one_short_log_line(
     assert "Traceback" not in text
     lines: list[dict[str, Any]] = daemon.events("request_aborted")
     assert all(len(str(line)) < 300 for line in lines)
+
+
+def test_a_body_shorter_than_declared_is_answered_408(
+    simulator_factory: SimFactory, daemon_factory: DaemonFactory
+) -> None:
+    """A POST that declares more body than it sends is answered 408 once the body deadline has
+    passed, and the connection is closed; nothing is registered."""
+    sim = simulator_factory("--scenario", "empty")
+    daemon = daemon_factory({"api": {"base_url": sim.url}, "poll": FAST_POLL})
+    host, port = daemon.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        sock.sendall(
+            b"POST /v1/watches HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+            b'{"vector_store_id": '
+        )
+        answer = b""
+        while chunk := sock.recv(65536):  # until the server closes (the timeout bounds it)
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+    assert daemon.request("GET", "/v1/watches").json() == {"watches": []}
