@@ -17,11 +17,18 @@ pytestmark = pytest.mark.e2e
 DOCUMENT = Path(__file__).parents[2] / "docs" / "openapi.json"
 #: Examples per operation (each is one request, or a few for the stateful checks).
 EXAMPLES = 40
+TOKEN = "fuzz-control-token-0123456789"
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
-    """One daemon (no control token, on loopback) against the simulator, for the module."""
+@pytest.fixture(scope="module", params=["no token", "token"])
+def daemon(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DaemonProcess]:
+    """A daemon on loopback against the simulator, without a control token (the API open to
+    loopback names) and with one."""
+    env = {"OPENAI_API_KEY": "sk-fuzz"}
+    if request.param == "token":
+        env["BATCH_WATCHER_CONTROL_TOKEN"] = TOKEN
     sim: SimulatorProcess = start_simulator(["--scenario", "empty"])
     workdir = tmp_path_factory.mktemp("fuzz")
     config = {
@@ -30,7 +37,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
         "state": {"max_watches": 50},
         "watch": [{"vector_store_id": "vs_fuzz", "batch_id": "vsfb_declared"}],
     }
-    process = start_daemon(workdir, config, env={"OPENAI_API_KEY": "sk-fuzz"})
+    process = start_daemon(workdir, config, env=env)
     yield process
     process.stop()
     sim.stop()
@@ -54,5 +61,8 @@ def test_every_answer_is_one_the_document_describes(
     status, type or body the OpenAPI document does not describe."""
     # Every check but one: a label value the document calls valid may still be refused (422,
     # documented), since JSON Schema's patterns cannot say exactly what str.isprintable does.
-    case.call_and_validate(base_url=daemon.url, excluded_checks=[positive_data_acceptance])
+    headers = {"Authorization": f"Bearer {daemon.token}"} if daemon.token else None
+    case.call_and_validate(
+        base_url=daemon.url, headers=headers, excluded_checks=[positive_data_acceptance]
+    )
     assert daemon.proc.poll() is None, daemon.tail()
