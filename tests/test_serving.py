@@ -163,3 +163,24 @@ def test_accept_errors_are_one_line_per_period() -> None:
     assert lines[0]["error"] == "OSError: [Errno 24] Too many open files"
     assert all("exc_info" not in e for e in lines)
     assert passed_on == [{"message": "something else"}]
+
+
+async def test_a_cancelled_server_lets_the_next_one_accept() -> None:
+    """A server whose task is cancelled (not asked to exit) stops listening before its socket is
+    closed, so the next server, given the same file descriptor, accepts and answers."""
+    for _ in range(2):
+        sock = bind("127.0.0.1", 0)
+        started = anyio.Event()
+        embedded = EmbeddedServer(server_config(HeldApp(), ServerLimits()), on_started=started.set)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(embedded.serve, [sock])
+            with anyio.fail_after(10):
+                await started.wait()
+            host, port = sock.getsockname()[:2]
+            async with await anyio.connect_tcp(host, port) as stream:
+                await stream.send(request("/fast"))
+                with anyio.fail_after(10):
+                    answer = await stream.receive()
+            assert answer.startswith(b"HTTP/1.1 200 ")
+            tg.cancel_scope.cancel()
+        sock.close()

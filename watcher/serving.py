@@ -229,6 +229,16 @@ class EmbeddedServer(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:
         yield
 
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().serve(sockets)
+        finally:
+            # Cancelled, uvicorn does not shut down: stop the loop listening before the caller
+            # closes the sockets, or the loop keeps a stale reader for their file descriptor
+            # and the next server given the same number never accepts.
+            for server in getattr(self, "servers", ()):
+                server.close()
+
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         loop = asyncio.get_running_loop()
         self._previous_handler = loop.get_exception_handler()
