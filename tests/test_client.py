@@ -27,7 +27,7 @@ from watcher.api.client import (
     validate_base_url,
 )
 from watcher.api.headers import RateLimit as HeaderRateLimit
-from watcher.api.models import BatchFile, FileBatch
+from watcher.api.models import BatchFile, FileBatch, LastError
 from watcher.credentials import Secret, SecretSource
 from watcher.errors import (
     APIError,
@@ -282,6 +282,67 @@ async def test_key_echoed_by_the_server_is_redacted(echo: str) -> None:
     for shown in (str(caught.value), repr(caught.value)):
         assert KEY not in shown
         assert "sk-test-" not in shown
+
+
+def json_escaped(text: str) -> str:
+    """``text`` as a JSON string whose every character is a ``\\uXXXX`` escape."""
+    return '"' + "".join(f"\\u{ord(ch):04x}" for ch in text) + '"'
+
+
+#: A key with no prefix a pattern could catch (an Azure-style key): only the key itself can.
+AZURE_KEY = "0123456789abcdef0123456789abcdef"
+
+
+def escaping_echo(key: str) -> Callable[[httpx.Request], httpx.Response]:
+    """A server that quotes ``key`` JSON-escaped into everything it says: a batch's status
+    and vector store id, each failed file's id, code and message, and error messages."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        k = json_escaped(key)
+        path = request.url.path
+        if path.endswith("/files"):
+            item = (
+                f'{{"id": "file-1", "status": "failed", "last_error": '
+                f'{{"code": {k}, "message": "the key {k[1:-1]} was refused"}}}}'
+            )
+            other = f'{{"id": {k}, "status": "failed", "last_error": null}}'
+            body = f'{{"object": "list", "data": [{item}, {other}], "has_more": false}}'
+            return httpx.Response(200, content=body.encode(), headers={"x-request-id": "r"})
+        if BATCH in path:
+            body = (
+                f'{{"id": "{BATCH}", "object": "vector_store.file_batch", "status": {k}, '
+                f'"vector_store_id": {k}, "file_counts": {{"failed": 1, "total": 1}}, {k}: 1}}'
+            )
+            return httpx.Response(200, content=body.encode(), headers={"x-request-id": "r"})
+        status = {"vsfb_401": 401, "vsfb_400": 400, "vsfb_500": 500}[path.rsplit("/", 1)[-1]]
+        message = f'"Incorrect API key provided: {k[1:-1]}."'
+        body = f'{{"error": {{"message": {message}, "code": {k}}}, "detail": {k}}}'
+        return httpx.Response(status, content=body.encode(), headers={"x-request-id": "r"})
+
+    return handler
+
+
+@pytest.mark.parametrize("key", [KEY, AZURE_KEY])
+async def test_a_key_echoed_json_escaped_is_redacted_once_decoded(key: str) -> None:
+    """A key the server spells with JSON escapes, which its bytes never show, is cut from every
+    string once decoded: statuses, ids, error codes and messages, and errors' messages."""
+    async with mock_client(escaping_echo(key), api_key=Secret(key)) as client:
+        batch = await client.retrieve_batch(VS, BATCH)
+        files = [f async for f in client.iter_batch_files(VS, BATCH, status="failed")]
+        errors = []
+        for batch_id in ("vsfb_401", "vsfb_400", "vsfb_500"):
+            with pytest.raises(APIError) as caught:
+                await client.retrieve_batch(VS, batch_id)
+            errors.append(caught.value)
+    shown = [repr(batch), repr(files), *(f"{e!s} {e!r} {e.message}" for e in errors)]
+    for text in shown:
+        assert key not in text
+    assert batch.status == "[redacted]"
+    assert batch.vector_store_id == "[redacted]"
+    assert files[0].last_error == LastError("[redacted]", "the key [redacted] was refused")
+    assert files[1].id == "[redacted]"
+    assert [type(e) for e in errors] == [AuthError, APIError, Transient]
+    assert all("[redacted]" in e.message for e in errors)
 
 
 async def test_vanished_batch_is_not_found(make_client: MakeClient, sim: Simulator) -> None:
@@ -684,11 +745,17 @@ header_values = st.one_of(
     st.text(max_size=16).map(str.encode).filter(lambda b: not any(c in b for c in b"\r\n\x00")),
 )
 headers_strategy = st.lists(st.tuples(st.sampled_from(HEADER_NAMES), header_values), max_size=6)
+
+
+def _json_containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    # A named function: hypothesis reads a lambda's source to check that it recurses, and
+    # misreads this one when it spans lines.
+    return st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
+    _json_containers,
     max_leaves=16,
 )
 batch_like = st.fixed_dictionaries(
