@@ -38,6 +38,7 @@ from watcher.errors import (
     RateLimited,
     Transient,
     WatcherError,
+    WrongBatch,
 )
 from watcher.simulator import BatchSpec, Fault, FaultKind, RateLimit, Simulator, serve_simulator
 
@@ -308,10 +309,11 @@ def escaping_echo(key: str) -> Callable[[httpx.Request], httpx.Response]:
             other = f'{{"id": {k}, "status": "failed", "last_error": null}}'
             body = f'{{"object": "list", "data": [{item}, {other}], "has_more": false}}'
             return httpx.Response(200, content=body.encode(), headers={"x-request-id": "r"})
-        if BATCH in path:
+        if BATCH in path or path.endswith("/vsfb_wrong"):
+            batch_id = f'"{BATCH}"' if BATCH in path else k  # a reply for "another" batch
             body = (
-                f'{{"id": "{BATCH}", "object": "vector_store.file_batch", "status": {k}, '
-                f'"vector_store_id": {k}, "file_counts": {{"failed": 1, "total": 1}}, {k}: 1}}'
+                f'{{"id": {batch_id}, "object": "vector_store.file_batch", "status": {k}, '
+                f'"vector_store_id": "{VS}", "file_counts": {{"failed": 1, "total": 1}}, {k}: 1}}'
             )
             return httpx.Response(200, content=body.encode(), headers={"x-request-id": "r"})
         status = {"vsfb_401": 401, "vsfb_400": 400, "vsfb_500": 500}[path.rsplit("/", 1)[-1]]
@@ -330,7 +332,7 @@ async def test_a_key_echoed_json_escaped_is_redacted_once_decoded(key: str) -> N
         batch = await client.retrieve_batch(VS, BATCH)
         files = [f async for f in client.iter_batch_files(VS, BATCH, status="failed")]
         errors = []
-        for batch_id in ("vsfb_401", "vsfb_400", "vsfb_500"):
+        for batch_id in ("vsfb_401", "vsfb_400", "vsfb_500", "vsfb_wrong"):
             with pytest.raises(APIError) as caught:
                 await client.retrieve_batch(VS, batch_id)
             errors.append(caught.value)
@@ -338,10 +340,9 @@ async def test_a_key_echoed_json_escaped_is_redacted_once_decoded(key: str) -> N
     for text in shown:
         assert key not in text
     assert batch.status == "[redacted]"
-    assert batch.vector_store_id == "[redacted]"
     assert files[0].last_error == LastError("[redacted]", "the key [redacted] was refused")
     assert files[1].id == "[redacted]"
-    assert [type(e) for e in errors] == [AuthError, APIError, Transient]
+    assert [type(e) for e in errors] == [AuthError, APIError, Transient, WrongBatch]
     assert all("[redacted]" in e.message for e in errors)
 
 

@@ -21,7 +21,7 @@ from watcher.core.settings import EngineSettings
 from watcher.core.states import Phase
 from watcher.core.watch import Watch
 from watcher.simulator import BatchSpec, Simulator, SimulatorApp
-from watcher.store.sqlite import StateStore
+from watcher.store.sqlite import SQLiteStore
 
 
 def _engine(sim: Simulator, settings: EngineSettings, **kwargs: object) -> Engine:
@@ -34,7 +34,7 @@ def _engine(sim: Simulator, settings: EngineSettings, **kwargs: object) -> Engin
     )
 
 
-class FlakyStore(StateStore):
+class FlakyStore(SQLiteStore):
     """A real store whose first ``failures`` durable writes of a finished batch fail."""
 
     def __init__(self, path: Path, failures: int) -> None:
@@ -57,7 +57,7 @@ async def test_failed_durable_write_delays_the_announcement_until_it_succeeds(
         [BatchSpec("vs_s", "b_s", total_files=3, duration_seconds=0.1, failed_files=1)],
     )
     store = FlakyStore(tmp_path / "state.sqlite3", failures=2)
-    store.open()
+    await store.open()
     events: list[Event] = []
     settings = EngineSettings(
         poll=PollSettings(interval=0.05, min_interval=0.01, max_interval=0.2),
@@ -77,13 +77,15 @@ async def test_failed_durable_write_delays_the_announcement_until_it_succeeds(
     watch = engine.get("vs_s", "b_s")
     assert watch is not None
     assert watch.phase is Phase.FINISHED
-    store.close()
-    [restored] = StateStore(tmp_path / "state.sqlite3").open()
+    await store.aclose()
+    again = SQLiteStore(tmp_path / "state.sqlite3")
+    [restored] = await again.open()
+    await again.aclose()
     assert restored.result is not None
     assert restored.result.status == "completed"
 
 
-class RecordingStore(StateStore):
+class RecordingStore(SQLiteStore):
     """A real store that keeps the name of each call the engine makes to note a watch."""
 
     def __init__(self, path: Path) -> None:
@@ -110,7 +112,7 @@ async def test_progress_after_the_first_reply_is_only_noted(tmp_path: Path) -> N
         [BatchSpec("vs_p", "b_p", total_files=20, duration_seconds=0.5)],
     )
     store = RecordingStore(tmp_path / "state.sqlite3")
-    store.open()
+    await store.open()
     settings = EngineSettings(
         poll=PollSettings(interval=0.02, min_interval=0.01, max_interval=0.05),
         max_requests_per_minute=60_000,
@@ -128,10 +130,10 @@ async def test_progress_after_the_first_reply_is_only_noted(tmp_path: Path) -> N
     noted = store.calls[2:-2]
     assert noted
     assert set(noted) == {"note_progress"}
-    store.close()
-    again = StateStore(tmp_path / "state.sqlite3")
-    [restored] = again.open()
-    again.close()
+    await store.aclose()
+    again = SQLiteStore(tmp_path / "state.sqlite3")
+    [restored] = await again.open()
+    await again.aclose()
     assert restored.result is not None
     assert restored.result.status == "completed"
 

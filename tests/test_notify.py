@@ -8,7 +8,7 @@ import hmac
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import closing
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,7 +26,7 @@ from watcher.core.states import Phase, State
 from watcher.core.watch import Watch
 from watcher.credentials import SecretSource
 from watcher.daemon.notify import Notifier, signature
-from watcher.store.sqlite import StateStore
+from watcher.store.sqlite import SQLiteStore
 
 #: An answer: status, extra headers, body.
 Answer = tuple[int, dict[str, str], bytes]
@@ -90,14 +90,14 @@ def _no_backoff() -> Iterator[None]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    s = StateStore(tmp_path / "state.sqlite3", outbox=True)
-    s.open()
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    s = SQLiteStore(tmp_path / "state.sqlite3", outbox=True)
+    await s.open()
     yield s
-    s.close()
+    await s.aclose()
 
 
-async def finish(store: StateStore, batch_id: str) -> BatchFinished:
+async def finish(store: SQLiteStore, batch_id: str) -> BatchFinished:
     """Record a finished watch as the engine does, and the event it then announces."""
     counts = FileCounts(completed=3, failed=0, total=3)
     result = BatchResult(
@@ -124,13 +124,13 @@ async def finish(store: StateStore, batch_id: str) -> BatchFinished:
     return BatchFinished(vector_store_id="vs_1", batch_id=batch_id, result=watch.result)
 
 
-def outbox_rows(store: StateStore) -> int:
+def outbox_rows(store: SQLiteStore) -> int:
     """Rows in the outbox, read from the file through a connection of its own."""
     with closing(sqlite3.connect(store.path)) as db:
         return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
 
-async def deliver(notifier: Notifier, store: StateStore, until: Callable[[], bool]) -> None:
+async def deliver(notifier: Notifier, store: SQLiteStore, until: Callable[[], bool]) -> None:
     """Run the notifier until ``until()`` holds (at most 10 s), then stop it."""
     async with anyio.create_task_group() as tg:
         tg.start_soon(notifier.run)
@@ -150,7 +150,7 @@ def test_signature_is_hmac_sha256_of_the_body() -> None:
 
 
 async def test_each_delivery_is_posted_once_and_signed(
-    receiver_factory: Callable[[list[Answer]], Receiver], store: StateStore
+    receiver_factory: Callable[[list[Answer]], Receiver], store: SQLiteStore
 ) -> None:
     """Each outbox item is posted once, with its id and a valid signature, then leaves the
     outbox."""
@@ -171,7 +171,7 @@ async def test_each_delivery_is_posted_once_and_signed(
 
 
 async def test_a_server_error_is_retried(
-    receiver_factory: Callable[[list[Answer]], Receiver], store: StateStore
+    receiver_factory: Callable[[list[Answer]], Receiver], store: SQLiteStore
 ) -> None:
     """A 503 then a 200 delivers the item on the second attempt."""
     receiver = receiver_factory([(503, {}, b"busy")])
@@ -184,7 +184,7 @@ async def test_a_server_error_is_retried(
 
 
 async def test_a_refusal_drops_the_item_and_a_failure_keeps_it(
-    receiver_factory: Callable[[list[Answer]], Receiver], store: StateStore
+    receiver_factory: Callable[[list[Answer]], Receiver], store: SQLiteStore
 ) -> None:
     """A 4xx drops the delivery for good; when every attempt of a round fails, it stays queued
     for the next round."""
@@ -207,7 +207,7 @@ async def test_a_refusal_drops_the_item_and_a_failure_keeps_it(
 
 
 async def test_a_receiver_answer_that_cannot_be_decoded_does_not_stop_the_notifier(
-    receiver_factory: Callable[[list[Answer]], Receiver], store: StateStore
+    receiver_factory: Callable[[list[Answer]], Receiver], store: SQLiteStore
 ) -> None:
     """An answer whose body claims gzip but is not, is still a 200: the item is delivered and the
     notifier goes on to the next one."""

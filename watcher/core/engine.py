@@ -28,7 +28,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ..api.budget import RequestBudget
 from ..api.client import APIClient, ClientSettings, Exchange
-from ..errors import APIError, AuthError, WatcherError
+from ..errors import APIError, AuthError, StoreUnavailable, WatcherError
 from . import lifecycle
 from .events import AuthFailed, AuthRecovered, Event, Sink, WatchRemoved, WatchStarted
 from .failed_files import list_failed_files
@@ -391,12 +391,13 @@ class Engine:
                 entry.busy = True
                 try:
                     await self._turn(entry)
-                except Exception:  # a bug must cost one poll, never the watch or the daemon
-                    log.exception(
-                        "internal_error",
-                        vector_store_id=entry.watch.vector_store_id,
-                        batch_id=entry.watch.batch_id,
-                    )
+                except Exception as exc:  # a bug must cost one poll, never the watch or the daemon
+                    if not isinstance(exc, StoreUnavailable):  # which said why, and is no bug
+                        log.exception(
+                            "internal_error",
+                            vector_store_id=entry.watch.vector_store_id,
+                            batch_id=entry.watch.batch_id,
+                        )
                     if not entry.removed and entry.watch.phase is not Phase.FINISHED:
                         entry.watch, wait = lifecycle.crashed(
                             entry.watch, settings=self.settings, random=self._rng

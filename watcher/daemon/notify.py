@@ -20,13 +20,15 @@ import structlog
 from .. import __version__
 from ..core.events import BatchFinished, Event
 from ..credentials import SecretSource
-from ..store.sqlite import OutboxItem, StateStore
+from ..errors import StoreUnavailable
+from ..store import OutboxItem, StateStore
 
 log = structlog.get_logger("watcher.daemon.notify")
 
 SIGNATURE_HEADER = "X-Batch-Watcher-Signature"
 PAGE = 100  # deliveries read from the outbox at a time
 DELIVERY_HEADER = "X-Batch-Watcher-Delivery"
+STORE_RETRY_SECONDS = 5.0  # between reads of an outbox the store could not read or update
 
 
 class _Refused(Exception):
@@ -63,6 +65,9 @@ class Notifier:
             trust_env=False,
         )
         self._wake = anyio.Event()
+        # Delivered, but not yet removed from the outbox (the store could not write): removed
+        # first on the next round, never delivered again by this process.
+        self._unmarked: list[int] = []
         self.delivered = 0
 
     def on_event(self, event: Event) -> None:
@@ -76,21 +81,40 @@ class Notifier:
                 # A fresh event before reading the outbox: a batch that finishes while we read
                 # or deliver sets this one, and the wait below returns at once.
                 self._wake = anyio.Event()
-                items = await self._store.pending_deliveries(PAGE)
-                progressed = False
-                for item in items:
-                    if await self._deliver(item):
-                        await self._store.delivered(item.id)
-                        progressed = True
-                if len(items) == PAGE and progressed:
+                idle = self._idle
+                try:
+                    progressed, full = await self._round()
+                except StoreUnavailable as exc:
+                    # The outbox waits in the store; polling goes on. Try again soon: no batch
+                    # finishes (and wakes us) while the store cannot write.
+                    log.warning("webhook_outbox_unavailable", error=str(exc))
+                    progressed = full = False
+                    idle = min(idle, STORE_RETRY_SECONDS)
+                if full and progressed:
                     # More may wait behind a full page, finished before this page was read:
                     # their wake-up is spent. Read on now, not after the idle wait.
                     continue
-                with anyio.move_on_after(self._idle):
+                with anyio.move_on_after(idle):
                     await self._wake.wait()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._http.aclose()
+
+    async def _round(self) -> tuple[bool, bool]:
+        """Deliver one page of the outbox: whether any was delivered, and whether the page was
+        full."""
+        while self._unmarked:
+            await self._store.delivered(self._unmarked[0])
+            self._unmarked.pop(0)
+        items = await self._store.pending_deliveries(PAGE)
+        progressed = False
+        for item in items:
+            if await self._deliver(item):
+                self._unmarked.append(item.id)
+                progressed = True
+                await self._store.delivered(item.id)
+                self._unmarked.pop()
+        return progressed, len(items) == PAGE
 
     async def _deliver(self, item: OutboxItem) -> bool:
         body = item.payload.encode()

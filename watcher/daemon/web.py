@@ -25,13 +25,16 @@ from ..config_schema import validate_id
 from ..core.engine import Engine, TooManyWatches
 from ..core.watch import WatchOptions
 from ..credentials import SecretSource
-from ..errors import ConfigError
-from ..store.sqlite import StateStore
+from ..errors import ConfigError, StoreUnavailable
+from ..store import StateStore
 from .metrics import WatcherMetrics, take_snapshot
 from .status_page import render_status_page
 
 MAX_BODY_BYTES = 64 * 1024
 HEALTHY_TICK_SECONDS = 30.0  # the scheduler ticks at least every second when all is well
+#: When a client whose change the store could not write may try again (the store's flusher
+#: retries about this often at first).
+STORE_RETRY_AFTER_SECONDS = 5
 
 
 @dataclass(slots=True)
@@ -48,6 +51,13 @@ class AppState:
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def _store_unavailable(error: str, **extra: Any) -> JSONResponse:
+    """The 503 of a change the state store cannot write now; the client tries again later."""
+    response = _error(503, f"the state store cannot write: {error}", **extra)
+    response.headers["Retry-After"] = str(STORE_RETRY_AFTER_SECONDS)
+    return response
 
 
 def build_app(state: AppState) -> Starlette:
@@ -73,6 +83,12 @@ def build_app(state: AppState) -> Starlette:
             problems.append("configuration not loaded")
         if not state.store.is_open:
             problems.append("state store not open")
+        elif (failure := state.store.write_failure) is not None:
+            failing = max(0.0, time.time() - failure.since)
+            problems.append(
+                f"the state store cannot write ({failure.attempts} attempts in "
+                f"{failing:.0f}s; polling goes on, the control API answers 503): {failure.error}"
+            )
         if not state.engine.started:
             problems.append("engine not running")
         if state.engine.auth_error is not None:
@@ -129,6 +145,8 @@ def build_app(state: AppState) -> Starlette:
             spec = parse_watch(body, state.poll, where="body")
         except ConfigError as exc:
             return _error(422, "invalid watch", problems=exc.problems)
+        if (failure := state.store.write_failure) is not None:
+            return _store_unavailable(failure.error)
         options = WatchOptions(deadline_seconds=spec.deadline_seconds)
         try:
             watch, created = state.engine.add(
@@ -137,7 +155,12 @@ def build_app(state: AppState) -> Starlette:
         except TooManyWatches as exc:
             return _error(409, str(exc))
         # Written before we answer: a watch we accepted survives any crash after this.
-        await state.store.flush()
+        try:
+            await state.store.flush()
+        except StoreUnavailable as exc:
+            if created:  # not on disk, so not accepted: as if it had never been asked for
+                state.engine.remove(spec.vector_store_id, spec.batch_id)
+            return _store_unavailable(str(exc))
         return JSONResponse(watch.as_dict(), status_code=201 if created else 200)
 
     def _key(request: Request) -> tuple[str, str] | Response:
@@ -161,9 +184,16 @@ def build_app(state: AppState) -> Starlette:
         key = _key(request)
         if isinstance(key, Response):
             return key
+        if (failure := state.store.write_failure) is not None:
+            return _store_unavailable(failure.error)
         if not state.engine.remove(*key):
             return _error(404, f"not watching {key[0]}/{key[1]}")
-        await state.store.flush()
+        try:
+            await state.store.flush()
+        except StoreUnavailable as exc:
+            # The watch is no longer polled; its deletion is written once the store can write,
+            # and until then a restart would bring it back.
+            return _store_unavailable(str(exc), removed=True)
         return Response(status_code=204)
 
     async def status_page(_: Request) -> Response:
