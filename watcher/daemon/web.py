@@ -27,7 +27,7 @@ from ..core.watch import WatchOptions
 from ..credentials import SecretSource
 from ..errors import ConfigError, StoreUnavailable
 from ..store import StateStore
-from .metrics import WatcherMetrics, take_snapshot
+from .metrics import WatcherMetrics
 from .status_page import render_status_page
 
 MAX_BODY_BYTES = 64 * 1024
@@ -64,7 +64,7 @@ def build_app(state: AppState) -> Starlette:
     render_lock = anyio.Lock()
 
     async def metrics(request: Request) -> Response:
-        snapshot = take_snapshot(state.engine)
+        snapshot = state.metrics.snapshot(state.engine)
         async with render_lock:
             body, content_type = await anyio.to_thread.run_sync(
                 state.metrics.render, snapshot, request.headers.get("accept")
