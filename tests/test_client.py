@@ -24,6 +24,7 @@ from watcher.api.client import (
     APIClient,
     ClientSettings,
     Exchange,
+    file_page_limit,
     validate_base_url,
 )
 from watcher.api.headers import RateLimit as HeaderRateLimit
@@ -869,3 +870,16 @@ def test_a_hostile_server_gets_a_model_or_a_watcher_error(
         assert isinstance(value, FileBatch)
         assert operation == "cancel" or value.id == BATCH
     assert 200 <= status < 300
+
+
+@pytest.mark.parametrize(
+    ("files", "pages"),
+    [(None, 1000), (0, 5), (1, 6), (100, 6), (101, 7), (10_000, 115), (10**9, 1000)],
+)
+def test_a_file_list_may_take_the_pages_its_count_needs_and_a_margin(
+    files: int | None, pages: int
+) -> None:
+    """A batch of ``files`` files may take the pages they need, plus five and a tenth, never
+    more than the cap; with no count known, the cap."""
+    assert file_page_limit(files) == pages
+    assert file_page_limit(files, cap=50) == min(pages, 50)

@@ -21,6 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Final, Literal
 
+from .api.client import MAX_FILE_PAGES
 from .config_schema import (
     REQUIRED_WATCH_KEYS,
     SCHEMA,
@@ -58,6 +59,7 @@ class APIConfig:
     max_requests_per_minute: int = 600
     max_concurrency: int = 8
     max_response_bytes: int = 8 * 1024 * 1024
+    max_file_pages: int = MAX_FILE_PAGES  # per list of a batch's failed files
     environ: InitVar[Mapping[str, str] | None] = None
     api_key: SecretSource = field(init=False, repr=False, compare=False)
 

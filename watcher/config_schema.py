@@ -72,6 +72,7 @@ SCHEMA: Final[Mapping[str, Mapping[str, Key]]] = {
         "max_requests_per_minute": Key("integer", above=0),
         "max_concurrency": Key("integer", at_least=1, at_most=1024),
         "max_response_bytes": Key("integer", at_least=1024),
+        "max_file_pages": Key("integer", at_least=1),
     },
     "poll": {
         "interval_seconds": _SECONDS,

@@ -63,6 +63,29 @@ REDACTED_BYTES: Final = REDACTED.encode()
 _KEY_LIKE = re.compile(r"\b(sk|sess|key)-[A-Za-z0-9_\-*]{4,}")
 
 
+#: The most pages of files one list may take, whatever the batch's counts say: 100,000 files.
+MAX_FILE_PAGES: Final = 1000
+#: Pages a list may take beyond those its batch's counts need (the counts are a poll old).
+FILE_PAGE_MARGIN: Final = 5
+
+
+def file_page_limit(
+    files: int | None,
+    *,
+    page_size: int = 100,
+    margin: int = FILE_PAGE_MARGIN,
+    cap: int = MAX_FILE_PAGES,
+) -> int:
+    """The most pages a list of a batch's ``files`` may take before it is called endless: the
+    pages the count needs, plus ``margin`` and a tenth, never over ``cap``; ``cap`` when the
+    count is unknown. A server that hands out fresh ids forever is stopped there, having cost
+    that many requests and a seen-set of that many pages, not :data:`MAX_FILE_PAGES`."""
+    if files is None:
+        return cap
+    needed = -(-max(files, 0) // page_size)
+    return max(1, min(cap, needed + margin + needed // 10))
+
+
 @dataclass(frozen=True, slots=True)
 class Exchange:
     """One HTTP exchange, as reported to the client's observer (for metrics and the budget)."""
@@ -222,13 +245,14 @@ class APIClient:
         status: str | None = None,
         limit: int = 100,
         order: Literal["asc", "desc"] = "asc",
-        max_pages: int = 1000,
+        max_pages: int = MAX_FILE_PAGES,
     ) -> AsyncIterator[BatchFile]:
         """Every file of the batch (``status`` filters: ``failed`` for the failed ones), page by
         page, until ``has_more`` is false.
 
         Raises :class:`PaginationError` rather than loop forever: on a cursor seen before, an
-        empty page that claims more, or more than ``max_pages`` pages.
+        empty page that claims more, or more than ``max_pages`` pages
+        (:func:`file_page_limit` gives a bound from the batch's counts).
         """
         if not 1 <= limit <= 100:
             raise ValueError("limit must be within 1..100")

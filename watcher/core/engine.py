@@ -27,7 +27,7 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..api.budget import RequestBudget
-from ..api.client import APIClient, ClientSettings, Exchange
+from ..api.client import APIClient, ClientSettings, Exchange, file_page_limit
 from ..errors import APIError, AuthError, StoreUnavailable, WatcherError
 from . import lifecycle
 from .events import AuthFailed, AuthRecovered, Event, Sink, WatchRemoved, WatchStarted
@@ -488,7 +488,12 @@ class Engine:
                 watch.batch_id,
                 expected=action.expected,
                 keep=self.settings.max_failed_files,
-                max_pages=self.settings.max_file_pages,
+                # No more pages than the batch's files need (and a margin): a server that
+                # invents ids forever is stopped there.
+                max_pages=file_page_limit(
+                    watch.file_counts.expected if watch.file_counts is not None else None,
+                    cap=self.settings.max_file_pages,
+                ),
             )
         except APIError as exc:
             return lifecycle.listing_failed(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..api.client import MAX_FILE_PAGES
 from .policy import PollSettings
 
 
@@ -21,4 +22,4 @@ class EngineSettings:
     auth_retry_seconds: float = 30.0
     not_found_confirmations: int = 2
     rejections_to_end: int = 3  # consecutive rejected replies that end a watch as rejected
-    max_file_pages: int = 10_000
+    max_file_pages: int = MAX_FILE_PAGES  # a list's pages are bounded by its batch's count too
