@@ -218,3 +218,39 @@ async def test_a_receiver_answer_that_cannot_be_decoded_does_not_stop_the_notifi
     await deliver(notifier, store, lambda: notifier.delivered == 2)
     assert [json.loads(body)["batch_id"] for _, body in receiver.posts] == ["vsfb_1", "vsfb_2"]
     assert await store.pending_deliveries() == []
+
+
+async def test_a_store_that_cannot_write_neither_stops_nor_repeats_a_delivery(
+    receiver_factory: Callable[[list[Answer]], Receiver], tmp_path: Path
+) -> None:
+    """While the outbox cannot be updated (another process holds the file's lock), a delivered
+    item is not posted again round after round, and the notifier keeps running; once the store
+    can write, the item leaves the outbox, posted once."""
+    store = SQLiteStore(tmp_path / "state.sqlite3", outbox=True, busy_seconds=0.05)
+    await store.open()
+    receiver = receiver_factory([])
+    notifier = Notifier(receiver.url, store, idle_seconds=0.05)
+    await finish(store, "vsfb_1")
+    holder = sqlite3.connect(store.path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(notifier.run)
+        with anyio.fail_after(10):
+            while True:
+                failure = store.write_failure
+                if failure is not None and failure.attempts >= 3:
+                    break
+                await anyio.sleep(0.02)
+        assert len(receiver.posts) == 1
+        assert outbox_rows(store) == 1
+        holder.execute("ROLLBACK")
+        holder.close()
+        with anyio.fail_after(10):
+            while True:
+                if outbox_rows(store) == 0:
+                    break
+                await anyio.sleep(0.02)
+        tg.cancel_scope.cancel()
+    assert len(receiver.posts) == 1
+    assert store.write_failure is None
+    await store.aclose()

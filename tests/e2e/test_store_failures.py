@@ -181,3 +181,37 @@ def test_a_read_only_state_file_is_refused_with_exit_2(tmp_path: Path) -> None:
     assert f"state.path: cannot use {str(state)!r}" in done.stderr
     assert "read" in done.stderr.lower()
     assert "Traceback" not in done.stderr
+
+
+def test_a_damaged_row_is_refused_with_exit_2_naming_it(tmp_path: Path) -> None:
+    """A state file with rows the daemon could not have written (progress ``null``, a
+    negative count, a status stored as an object) is refused at start: exit 2, each row named
+    with its fault, no traceback, and nothing listening."""
+    state = tmp_path / "state.sqlite3"
+    db = sqlite3.connect(state)
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS watches (vector_store_id TEXT NOT NULL, batch_id TEXT NOT "
+        "NULL, labels TEXT NOT NULL, options TEXT NOT NULL, registered_at REAL NOT NULL, "
+        "progress TEXT NOT NULL, result TEXT, finished_at REAL, "
+        "PRIMARY KEY (vector_store_id, batch_id))"
+    )
+    damaged = [
+        ("vsfb_null", "null", "progress is null"),
+        ("vsfb_negative", '{"file_counts": {"failed": -4}}', "failed is out of range"),
+        ("vsfb_object", '{"status": {"x": 1}}', "progress.status is"),
+    ]
+    for batch_id, progress, _ in damaged:
+        db.execute(
+            "INSERT INTO watches VALUES (?, ?, '{}', '{}', 1.0, ?, NULL, NULL)",
+            (VS, batch_id, progress),
+        )
+    db.commit()
+    db.close()
+    done = _run({"state": {"path": str(state)}, "server": {"listen": "127.0.0.1:0"}}, tmp_path)
+    assert done.returncode == 2, done.stderr
+    for batch_id, _, said in damaged:
+        [line] = [line for line in done.stderr.splitlines() if batch_id in line]
+        assert line.startswith(f"batch-watcher: state.path: {str(state)!r}: the watch")
+        assert said in line
+    assert "3 damaged watch rows" in done.stderr
+    assert "Traceback" not in done.stderr
