@@ -8,6 +8,8 @@ import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import anyio
+import anyio.lowlevel
 import psutil
 import pytest
 from factories import finished, stored_watch
@@ -319,3 +321,33 @@ async def test_a_read_only_store_fails_writes_until_it_is_writable(store: SQLite
     await store.flush()
     assert store.write_failure is None
     assert len(_rows(store.path)) == 1
+
+
+async def test_a_watch_deleted_while_its_write_fails_stays_deleted(store: SQLiteStore) -> None:
+    """A finished watch deleted while the write that carries it is failing is not written back
+    by the next flush, nor is its delivery."""
+    holder = sqlite3.connect(store.path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    store.save(stored_watch("vsfb_keep"))
+    failed: list[BaseException] = []
+
+    async def finish() -> None:
+        try:
+            await store.save_finished(finished(stored_watch("vsfb_gone")))
+        except StoreUnavailable as exc:
+            failed.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(finish)
+        with anyio.fail_after(5):
+            while True:  # the write has taken what was noted, and waits for the lock
+                if not store._dirty:
+                    break
+                await anyio.lowlevel.checkpoint()
+        store.delete(("vs_1", "vsfb_gone"))
+    assert failed
+    holder.execute("ROLLBACK")
+    holder.close()
+    await store.flush()
+    assert [r["batch_id"] for r in _rows(store.path)] == ["vsfb_keep"]
+    assert _rows(store.path, "outbox") == []

@@ -396,10 +396,13 @@ class SQLiteStore:
         for k, watch in pending.progress.items():
             if k not in self._dirty and k not in self._deleted:
                 self._progress.setdefault(k, watch)
+        # A watch deleted since the take stays deleted, and its unwritten delivery goes with it.
+        deleted = self._deleted
         for k, row in pending.dirty.items():
-            self._dirty.setdefault(k, row)
+            if k not in deleted:
+                self._dirty.setdefault(k, row)
+        self._deliveries[:0] = [d for d in pending.deliveries if d[0] not in deleted]
         self._deleted |= pending.deleted - self._dirty.keys()
-        self._deliveries[:0] = pending.deliveries  # the finished rows they go with are back too
 
     def _write(self, pending: _Pending) -> None:
         """One transaction; a failure is kept in ``pending.failure``, for the event loop."""
