@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -35,6 +35,10 @@ class Backend(Protocol):
 
     def break_for_good(self) -> None:
         """Make every later write fail, for the rest of the test."""
+        ...
+
+    def close(self) -> None:
+        """Free what the backend holds (called once the test is over)."""
         ...
 
 
@@ -108,19 +112,3 @@ async def pending(backend: Backend) -> list[OutboxItem]:
         return await store.pending_deliveries()
     finally:
         await store.aclose()
-
-
-@contextlib.asynccontextmanager
-async def opened(
-    backend: Backend, **settings: float | bool
-) -> AsyncIterator[tuple[StateStore, list[Watch]]]:
-    """A store opened over the storage, and the watches it found; closed after."""
-    store = backend.store(**settings)  # type: ignore[arg-type]
-    watches = await store.open()
-    try:
-        yield store, watches
-    finally:
-        await store.aclose()
-
-
-Reopen = Callable[[Backend], Awaitable[list[Watch]]]

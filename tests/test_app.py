@@ -524,7 +524,8 @@ async def test_the_control_api_answers_503_while_the_store_cannot_write(
             refused = await client.post("/v1/watches", json={**body, "batch_id": "vsfb_slow2"})
             assert refused.status_code == 503
             assert refused.headers["retry-after"] == "5"
-            assert "state store cannot write" in refused.json()["error"]
+            assert refused.json()["error"].startswith("the state store ")
+            assert "cannot write" in refused.json()["error"]
             assert "locked" in refused.json()["error"]
             assert daemon.engine.get(VS, "vsfb_slow2") is None
             ready = await client.get("/readyz")

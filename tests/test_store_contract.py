@@ -25,9 +25,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     """Each backend in turn, over storage of this test's own."""
     made = BACKENDS[request.param](tmp_path)
     yield made
-    close = getattr(made, "close", None)
-    if close is not None:
-        close()
+    made.close()
 
 
 @pytest.fixture

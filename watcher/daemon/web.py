@@ -26,7 +26,7 @@ from ..core.engine import Engine, TooManyWatches
 from ..core.watch import WatchOptions
 from ..credentials import SecretSource
 from ..errors import ConfigError, StoreUnavailable
-from ..store import StateStore
+from ..store import StateStore, WriteFailure
 from .metrics import WatcherMetrics
 from .status_page import render_status_page
 
@@ -53,9 +53,13 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
-def _store_unavailable(error: str, **extra: Any) -> JSONResponse:
+def _store_unavailable(failure: WriteFailure | StoreUnavailable, **extra: Any) -> JSONResponse:
     """The 503 of a change the state store cannot write now; the client tries again later."""
-    response = _error(503, f"the state store cannot write: {error}", **extra)
+    if isinstance(failure, StoreUnavailable):
+        said = str(failure)  # it says which store, and why
+    else:
+        said = f"the state store cannot write: {failure.error}"
+    response = _error(503, said, **extra)
     response.headers["Retry-After"] = str(STORE_RETRY_AFTER_SECONDS)
     return response
 
@@ -146,7 +150,7 @@ def build_app(state: AppState) -> Starlette:
         except ConfigError as exc:
             return _error(422, "invalid watch", problems=exc.problems)
         if (failure := state.store.write_failure) is not None:
-            return _store_unavailable(failure.error)
+            return _store_unavailable(failure)
         options = WatchOptions(deadline_seconds=spec.deadline_seconds)
         try:
             watch, created = state.engine.add(
@@ -160,7 +164,7 @@ def build_app(state: AppState) -> Starlette:
         except StoreUnavailable as exc:
             if created:  # not on disk, so not accepted: as if it had never been asked for
                 state.engine.remove(spec.vector_store_id, spec.batch_id)
-            return _store_unavailable(str(exc))
+            return _store_unavailable(exc)
         return JSONResponse(watch.as_dict(), status_code=201 if created else 200)
 
     def _key(request: Request) -> tuple[str, str] | Response:
@@ -185,7 +189,7 @@ def build_app(state: AppState) -> Starlette:
         if isinstance(key, Response):
             return key
         if (failure := state.store.write_failure) is not None:
-            return _store_unavailable(failure.error)
+            return _store_unavailable(failure)
         if not state.engine.remove(*key):
             return _error(404, f"not watching {key[0]}/{key[1]}")
         try:
@@ -193,7 +197,7 @@ def build_app(state: AppState) -> Starlette:
         except StoreUnavailable as exc:
             # The watch is no longer polled; its deletion is written once the store can write,
             # and until then a restart would bring it back.
-            return _store_unavailable(str(exc), removed=True)
+            return _store_unavailable(exc, removed=True)
         return Response(status_code=204)
 
     async def status_page(_: Request) -> Response:
