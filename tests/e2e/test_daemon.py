@@ -582,6 +582,6 @@ def test_a_restart_over_the_watch_limit_is_a_config_error(
     write_config(path, config)
     lowered = run_command(["run", "--config", str(path), "--log-format", "json"], timeout=30)
     assert lowered.returncode == 2, lowered.stderr
-    assert "batch-watcher: state.max_watches: 1 is less than the 2 watches in the state store" in (
+    assert "batch-watcher: state.max_watches: 1 is less than the 2 unfinished watches in the" in (
         lowered.stderr
     )
