@@ -1,7 +1,7 @@
 """Where watches outlive the process: the :class:`StateStore` protocol and its backends.
 
 The protocol and its promises are in :mod:`watcher.store.protocol`; the row encoding every
-backend shares in :mod:`watcher.store.rows`; the SQLite backend in :mod:`watcher.store.sqlite`.
+backend shares in :mod:`watcher.store.codec`; the SQLite backend in :mod:`watcher.store.sqlite`.
 """
 
 from .protocol import OutboxItem, StateStore, WriteFailure

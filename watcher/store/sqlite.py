@@ -35,8 +35,8 @@ import structlog
 
 from ..core.watch import Key, Watch
 from ..errors import ConfigError, StoreUnavailable
+from .codec import COLUMNS, DamagedRow, Row, decode, encode
 from .protocol import OutboxItem, WriteFailure
-from .rows import DamagedRow, Row, decode, encode
 
 log = structlog.get_logger("watcher.store.sqlite")
 
@@ -46,9 +46,6 @@ T = TypeVar("T")
 _MAX_DAMAGED_SHOWN = 20
 #: How to delete a damaged row, as the refusal says it.
 _HOW = "(DELETE FROM watches WHERE vector_store_id = '...' AND batch_id = '...')"
-_COLUMNS = (
-    "vector_store_id, batch_id, labels, options, registered_at, progress, result, finished_at"
-)
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -170,8 +167,10 @@ class SQLiteStore:
                 (repr(self._wall()),),
             )
             db.execute("COMMIT")
-            rows = db.execute(
-                f"SELECT {_COLUMNS} FROM watches ORDER BY registered_at"  # noqa: S608 - fixed
+            read = db.cursor()
+            read.row_factory = sqlite3.Row
+            rows = read.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM watches ORDER BY registered_at"  # noqa: S608
             ).fetchall()
         except (sqlite3.Error, OSError, ValueError) as exc:
             if db is not None:
@@ -182,7 +181,7 @@ class SQLiteStore:
         watches, damaged = [], []
         for row in rows:
             try:
-                watches.append(decode(Row(*row)))
+                watches.append(decode(row))
             except DamagedRow as exc:
                 damaged.append(exc)
         if damaged:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from ..api.models import FileCounts, LastError, parse_file_counts
 from ..config_schema import validate_id, validate_labels
@@ -37,6 +37,17 @@ class Row(NamedTuple):
     progress: str
     result: str | None
     finished_at: float | None
+
+
+#: The columns of :class:`Row`, in its order.
+COLUMNS = Row._fields
+
+
+class Fields(Protocol):
+    """A stored row read by column name (``sqlite3.Row``, a psycopg dict row, :class:`Row`'s
+    ``_asdict()``)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
 
 
 class DamagedRow(ValueError):
@@ -72,11 +83,12 @@ def encode(watch: Watch) -> Row:
     )
 
 
-def decode(row: Row) -> Watch:
-    """The watch a row holds; :class:`DamagedRow` for a row :func:`encode` could not have
-    written (a value of the wrong type, a negative count, JSON that is not an object)."""
-    get = row._asdict().__getitem__
-    key = (row.vector_store_id, row.batch_id)
+def decode(row: Fields) -> Watch:
+    """The watch a row holds; :class:`DamagedRow` (a ``ValueError``) for a row :func:`encode`
+    could not have written (a value of the wrong type, a negative count, JSON that is not an
+    object), naming the row and the field."""
+    get = row.__getitem__
+    key = (row["vector_store_id"], row["batch_id"])
     try:
         return _decode(get, key)
     except DamagedRow:
