@@ -156,7 +156,7 @@ async def watcher_loop(
             store=None if "store" in without else daemon.store,
             transport=httpx.MockTransport(_handler()),
         )
-        daemon.restore()
+        await daemon.restore()
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(engine.run)
@@ -168,7 +168,7 @@ async def watcher_loop(
                 result = (time.process_time() - cpu) / made, (_steps - steps) / made
                 tg.cancel_scope.cancel()
         finally:
-            daemon.store.close()
+            await daemon.store.aclose()
     return result
 
 

@@ -10,9 +10,10 @@ from typing import Any, ParamSpec
 import anyio
 from trio.testing import MockClock
 
-from watcher.core.results import BatchResult
+from watcher.api.models import FileCounts, LastError
+from watcher.core.results import BatchResult, FailedFile
 from watcher.core.states import Phase, State
-from watcher.core.watch import Watch
+from watcher.core.watch import Watch, WatchOptions
 
 P = ParamSpec("P")
 
@@ -76,3 +77,63 @@ def ended_watch(vector_store_id: str, batch_id: str, status: str = "completed") 
     )
     watch = Watch.new(vector_store_id, batch_id, registered_at=1.0)
     return replace(watch, result=result, finished_at=2.0, phase=Phase.FINISHED)
+
+
+def stored_watch(batch_id: str = "vsfb_1", **labels: str) -> Watch:
+    """A watch in progress with every field a store keeps set, options and labels too."""
+    watch = Watch.new(
+        "vs_1",
+        batch_id,
+        labels=labels or {"team": "search"},
+        options=WatchOptions(
+            interval_seconds=2.5,
+            deadline_seconds=600.0,
+            cancel_on_timeout=True,
+            stall_after_seconds=45.0,
+        ),
+        registered_at=1_700_000_000.25,
+    )
+    return replace(
+        watch,
+        status="in_progress",
+        file_counts=FileCounts(in_progress=3, completed=5, failed=2, cancelled=0, total=10),
+        created_at=1_699_999_990,
+        first_seen_at=1_700_000_001.5,
+        last_poll_at=1_700_000_007.75,
+    )
+
+
+def moved(watch: Watch, completed: int) -> Watch:
+    """The watch after its batch's counts moved to ``completed`` of 10."""
+    return replace(watch, file_counts=FileCounts(completed=completed, total=10))
+
+
+def finished(watch: Watch) -> Watch:
+    """``watch`` ended completed, with two failed files kept of three listed, and a note."""
+    counts = FileCounts(in_progress=0, completed=8, failed=2, cancelled=0, total=10)
+    result = BatchResult(
+        vector_store_id=watch.vector_store_id,
+        batch_id=watch.batch_id,
+        status=State.COMPLETED,
+        file_counts=counts,
+        failed_files=(
+            FailedFile("file-a", LastError("unsupported_file", 'bad "type" \\ <x>')),
+            FailedFile("file-b", LastError("parsing_timeout", "too slow\nsecond line")),
+        ),
+        failed_by_code={"unsupported_file": 1, "parsing_timeout": 1},
+        failed_files_listed=3,
+        failed_files_truncated=True,
+        failed_files_complete=False,
+        elapsed_seconds=12.5,
+        finished_at=1_700_000_012.5,
+        labels=dict(watch.labels),
+        note="the failed-file list is incomplete: page 2",
+    )
+    return replace(
+        watch,
+        status="completed",
+        file_counts=counts,
+        result=result,
+        finished_at=1_700_000_012.5,
+        phase=Phase.FINISHED,
+    )

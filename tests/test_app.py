@@ -178,7 +178,7 @@ async def test_healthz_is_503_when_the_scheduler_stops_turning(
     engine runs at all; ``/readyz`` then names the engine."""
     _, url = sim
     daemon = Daemon(_config(tmp_path, url))
-    daemon.store.open()
+    await daemon.store.open()
     now = [0.0]
     state = AppState(
         engine=daemon.engine,
@@ -202,7 +202,7 @@ async def test_healthz_is_503_when_the_scheduler_stops_turning(
             assert response.json() == {"status": "stuck", "scheduler_tick_age_seconds": 31.0}
     finally:
         daemon.engine.started = False
-        daemon.store.close()
+        await daemon.store.aclose()
         await daemon.engine.client.aclose()
 
 
@@ -247,7 +247,7 @@ async def test_without_a_token_the_control_api_answers_only_on_loopback(
     token is what counts."""
     _, url = sim
     daemon = Daemon(_config(tmp_path, url, BATCH_WATCHER_CONTROL_TOKEN=TOKEN))
-    daemon.store.open()
+    await daemon.store.open()
     base = {
         "engine": daemon.engine,
         "metrics": daemon.metrics,
@@ -273,7 +273,7 @@ async def test_without_a_token_the_control_api_answers_only_on_loopback(
         async with serving(AppState(**base, control_token=None, loopback=True)) as client:
             assert (await client.get("/v1/watches")).status_code == 200
     finally:
-        daemon.store.close()
+        await daemon.store.aclose()
         await daemon.engine.client.aclose()
 
 
@@ -505,6 +505,57 @@ async def test_a_damaged_state_store_stops_the_start_and_frees_the_port(
     assert sock.fileno() == -1, "the listening socket was left open"
 
 
+async def test_the_control_api_answers_503_while_the_store_cannot_write(
+    tmp_path: Path, sim: tuple[Simulator, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While another process holds the state file's lock, a registration is refused with 503
+    and Retry-After (and not kept: it was never on disk), a deletion too, ``/readyz`` says why,
+    and health, metrics and the list go on; once the lock is gone, all is as before."""
+    _, url = sim
+    daemon = Daemon(_config(tmp_path, url))
+    daemon.store.busy_seconds, daemon.store.flush_seconds = 0.05, 0.05
+    daemon.store.max_retry_seconds = 0.2
+    body = {"vector_store_id": VS, "batch_id": "vsfb_slow"}
+    one = f"/v1/watches/{VS}/vsfb_slow"
+    async with running_daemon(monkeypatch, daemon) as client:
+        assert (await client.post("/v1/watches", json=body)).status_code == 201
+        holder = sqlite3.connect(tmp_path / "state.sqlite3", isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            refused = await client.post("/v1/watches", json={**body, "batch_id": "vsfb_slow2"})
+            assert refused.status_code == 503
+            assert refused.headers["retry-after"] == "5"
+            assert refused.json()["error"].startswith("the state store ")
+            assert "cannot write" in refused.json()["error"]
+            assert "locked" in refused.json()["error"]
+            assert daemon.engine.get(VS, "vsfb_slow2") is None
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503
+            [problem] = ready.json()["problems"]
+            assert problem.startswith("the state store cannot write")
+            assert "locked" in problem
+            assert (await client.delete(one)).status_code == 503
+            assert daemon.engine.get(VS, "vsfb_slow") is not None
+            assert (await client.get("/healthz")).status_code == 200
+            assert (await client.get("/metrics")).status_code == 200
+            listed = await client.get("/v1/watches")
+            assert [w["batch_id"] for w in listed.json()["watches"]] == ["vsfb_slow"]
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+
+        async def ready() -> bool:
+            return (await client.get("/readyz")).status_code == 200
+
+        await _until(ready, "ready again once the lock is gone")
+        added = await client.post("/v1/watches", json={**body, "batch_id": "vsfb_slow2"})
+        assert added.status_code == 201
+        assert (await client.delete(one)).status_code == 204
+    again = daemon.store.__class__(tmp_path / "state.sqlite3")
+    assert [w.batch_id for w in await again.open()] == ["vsfb_slow2"]
+    await again.aclose()
+
+
 async def test_healthz_stays_200_while_the_api_makes_everyone_wait(
     tmp_path: Path, sim: tuple[Simulator, str]
 ) -> None:
@@ -522,7 +573,7 @@ async def test_healthz_stays_200_while_the_api_makes_everyone_wait(
         clock=clock,
     )
     daemon = Daemon(_config(tmp_path, url))
-    daemon.store.open()
+    await daemon.store.open()
     state = AppState(
         engine=engine,
         metrics=daemon.metrics,
@@ -553,7 +604,7 @@ async def test_healthz_stays_200_while_the_api_makes_everyone_wait(
             tg.cancel_scope.cancel()
         assert response.status_code == 200, response.json()
     finally:
-        daemon.store.close()
+        await daemon.store.aclose()
         await daemon.engine.client.aclose()
 
 

@@ -24,10 +24,11 @@ from watcher.api.client import (
     APIClient,
     ClientSettings,
     Exchange,
+    file_page_limit,
     validate_base_url,
 )
 from watcher.api.headers import RateLimit as HeaderRateLimit
-from watcher.api.models import BatchFile, FileBatch
+from watcher.api.models import BatchFile, FileBatch, LastError
 from watcher.credentials import Secret, SecretSource
 from watcher.errors import (
     APIError,
@@ -38,6 +39,7 @@ from watcher.errors import (
     RateLimited,
     Transient,
     WatcherError,
+    WrongBatch,
 )
 from watcher.simulator import BatchSpec, Fault, FaultKind, RateLimit, Simulator, serve_simulator
 
@@ -282,6 +284,67 @@ async def test_key_echoed_by_the_server_is_redacted(echo: str) -> None:
     for shown in (str(caught.value), repr(caught.value)):
         assert KEY not in shown
         assert "sk-test-" not in shown
+
+
+def json_escaped(text: str) -> str:
+    """``text`` as a JSON string whose every character is a ``\\uXXXX`` escape."""
+    return '"' + "".join(f"\\u{ord(ch):04x}" for ch in text) + '"'
+
+
+#: A key with no prefix a pattern could catch (an Azure-style key): only the key itself can.
+AZURE_KEY = "0123456789abcdef0123456789abcdef"
+
+
+def escaping_echo(key: str) -> Callable[[httpx.Request], httpx.Response]:
+    """A server that quotes ``key`` JSON-escaped into everything it says: a batch's status
+    and vector store id, each failed file's id, code and message, and error messages."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        k = json_escaped(key)
+        path = request.url.path
+        if path.endswith("/files"):
+            item = (
+                f'{{"id": "file-1", "status": "failed", "last_error": '
+                f'{{"code": {k}, "message": "the key {k[1:-1]} was refused"}}}}'
+            )
+            other = f'{{"id": {k}, "status": "failed", "last_error": null}}'
+            body = f'{{"object": "list", "data": [{item}, {other}], "has_more": false}}'
+            return httpx.Response(200, content=body.encode(), headers={"x-request-id": "r"})
+        if BATCH in path or path.endswith("/vsfb_wrong"):
+            batch_id = f'"{BATCH}"' if BATCH in path else k  # a reply for "another" batch
+            body = (
+                f'{{"id": {batch_id}, "object": "vector_store.file_batch", "status": {k}, '
+                f'"vector_store_id": "{VS}", "file_counts": {{"failed": 1, "total": 1}}, {k}: 1}}'
+            )
+            return httpx.Response(200, content=body.encode(), headers={"x-request-id": "r"})
+        status = {"vsfb_401": 401, "vsfb_400": 400, "vsfb_500": 500}[path.rsplit("/", 1)[-1]]
+        message = f'"Incorrect API key provided: {k[1:-1]}."'
+        body = f'{{"error": {{"message": {message}, "code": {k}}}, "detail": {k}}}'
+        return httpx.Response(status, content=body.encode(), headers={"x-request-id": "r"})
+
+    return handler
+
+
+@pytest.mark.parametrize("key", [KEY, AZURE_KEY])
+async def test_a_key_echoed_json_escaped_is_redacted_once_decoded(key: str) -> None:
+    """A key the server spells with JSON escapes, which its bytes never show, is cut from every
+    string once decoded: statuses, ids, error codes and messages, and errors' messages."""
+    async with mock_client(escaping_echo(key), api_key=Secret(key)) as client:
+        batch = await client.retrieve_batch(VS, BATCH)
+        files = [f async for f in client.iter_batch_files(VS, BATCH, status="failed")]
+        errors = []
+        for batch_id in ("vsfb_401", "vsfb_400", "vsfb_500", "vsfb_wrong"):
+            with pytest.raises(APIError) as caught:
+                await client.retrieve_batch(VS, batch_id)
+            errors.append(caught.value)
+    shown = [repr(batch), repr(files), *(f"{e!s} {e!r} {e.message}" for e in errors)]
+    for text in shown:
+        assert key not in text
+    assert batch.status == "[redacted]"
+    assert files[0].last_error == LastError("[redacted]", "the key [redacted] was refused")
+    assert files[1].id == "[redacted]"
+    assert [type(e) for e in errors] == [AuthError, APIError, Transient, WrongBatch]
+    assert all("[redacted]" in e.message for e in errors)
 
 
 async def test_vanished_batch_is_not_found(make_client: MakeClient, sim: Simulator) -> None:
@@ -684,11 +747,17 @@ header_values = st.one_of(
     st.text(max_size=16).map(str.encode).filter(lambda b: not any(c in b for c in b"\r\n\x00")),
 )
 headers_strategy = st.lists(st.tuples(st.sampled_from(HEADER_NAMES), header_values), max_size=6)
+
+
+def _json_containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    # A named function: hypothesis reads a lambda's source to check that it recurses, and
+    # misreads this one when it spans lines.
+    return st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
+    _json_containers,
     max_leaves=16,
 )
 batch_like = st.fixed_dictionaries(
@@ -801,3 +870,16 @@ def test_a_hostile_server_gets_a_model_or_a_watcher_error(
         assert isinstance(value, FileBatch)
         assert operation == "cancel" or value.id == BATCH
     assert 200 <= status < 300
+
+
+@pytest.mark.parametrize(
+    ("files", "pages"),
+    [(None, 1000), (0, 5), (1, 6), (100, 6), (101, 7), (10_000, 115), (10**9, 1000)],
+)
+def test_a_file_list_may_take_the_pages_its_count_needs_and_a_margin(
+    files: int | None, pages: int
+) -> None:
+    """A batch of ``files`` files may take the pages they need, plus five and a tenth, never
+    more than the cap; with no count known, the cap."""
+    assert file_page_limit(files) == pages
+    assert file_page_limit(files, cap=50) == min(pages, 50)

@@ -9,20 +9,20 @@ from factories import ended_watch
 from watcher.config import config_from_mapping
 from watcher.core.states import Phase
 from watcher.daemon.service import Daemon
-from watcher.store.sqlite import StateStore
+from watcher.store.sqlite import SQLiteStore
 
 
 async def test_rejected_watches_are_tried_again_after_a_restart(tmp_path: Path) -> None:
     """A watch that ended rejected (usually a configuration problem) is watched again after a
     restart; one that really ended stays ended."""
     path = tmp_path / "state.sqlite3"
-    store = StateStore(path)
-    store.open()
+    store = SQLiteStore(path)
+    await store.open()
     for status, batch_id in (("rejected", "b_rejected"), ("completed", "b_done")):
         await store.save_finished(ended_watch("vs_r", batch_id, status))
-    store.close()
+    await store.aclose()
     daemon = Daemon(config_from_mapping({"state": {"path": str(path)}}, {}))
-    daemon.restore()
+    await daemon.restore()
     rejected = daemon.engine.get("vs_r", "b_rejected")
     done = daemon.engine.get("vs_r", "b_done")
     assert rejected is not None
@@ -30,5 +30,5 @@ async def test_rejected_watches_are_tried_again_after_a_restart(tmp_path: Path) 
     assert rejected.result is None
     assert done is not None
     assert done.phase is Phase.FINISHED
-    daemon.store.close()
+    await daemon.store.aclose()
     await daemon.engine.client.aclose()

@@ -484,6 +484,49 @@ async def test_broken_file_list_ends_incomplete(sim: Simulator, make_engine: Mak
     assert "incomplete" in result.note
 
 
+def fresh_ids_forever(total: int, failed: int) -> tuple[httpx.MockTransport, Counter[str]]:
+    """A server whose batch ended with ``failed`` of ``total`` files failed, and whose file
+    list hands out a page of fresh ids forever (the simulator cannot: its ids are real)."""
+    requests: Counter[str] = Counter()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/files"):
+            requests["list"] += 1
+            page = requests["list"]
+            data = [
+                {"id": f"file-{page}-{n}", "status": "failed", "last_error": None}
+                for n in range(100)
+            ]
+            return httpx.Response(200, json={"object": "list", "data": data, "has_more": True})
+        requests["retrieve"] += 1
+        counts = {"completed": total - failed, "failed": failed, "total": total}
+        body = {"id": "vsfb_endless", "status": "completed", "file_counts": counts}
+        return httpx.Response(200, json={**body, "vector_store_id": VS})
+
+    return httpx.MockTransport(handler), requests
+
+
+@pytest.mark.parametrize(("total", "pages"), [(10, 6), (2_000, 27), (10_000_000, 40)])
+@virtual_time
+async def test_a_list_of_fresh_ids_forever_stops_at_what_the_batch_needs(
+    make_engine: MakeEngine, total: int, pages: int
+) -> None:
+    """A failed-file list that hands out fresh ids forever stops at the pages the batch's file
+    count needs plus a margin (at most ``max_file_pages``), marked incomplete, not at 10,000."""
+    transport, requests = fresh_ids_forever(total, failed=3)
+    engine, recorder = make_engine(
+        dataclasses.replace(FAST, max_file_pages=40), transport=transport
+    )
+    async with running(engine):
+        engine.add(VS, "vsfb_endless")
+        await idle(engine)
+    result = recorder.result("vsfb_endless")
+    assert requests["list"] == pages
+    assert not result.failed_files_complete
+    assert result.failed_files_listed == pages * 100
+    assert f"more than {pages} pages" in result.note
+
+
 @virtual_time
 async def test_eta_is_known_while_in_progress(sim: Simulator, make_engine: MakeEngine) -> None:
     """Once a batch has moved, its watch carries an ETA; a finished one has none."""

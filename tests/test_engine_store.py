@@ -11,6 +11,8 @@ from pathlib import Path
 
 import anyio
 import httpx
+import pytest
+from structlog.testing import capture_logs
 
 from watcher.api.client import ClientSettings
 from watcher.core.engine import Engine
@@ -20,8 +22,9 @@ from watcher.core.policy import PollSettings
 from watcher.core.settings import EngineSettings
 from watcher.core.states import Phase
 from watcher.core.watch import Watch
+from watcher.errors import StoreUnavailable
 from watcher.simulator import BatchSpec, Simulator, SimulatorApp
-from watcher.store.sqlite import StateStore
+from watcher.store.sqlite import SQLiteStore
 
 
 def _engine(sim: Simulator, settings: EngineSettings, **kwargs: object) -> Engine:
@@ -34,42 +37,52 @@ def _engine(sim: Simulator, settings: EngineSettings, **kwargs: object) -> Engin
     )
 
 
-class FlakyStore(StateStore):
-    """A real store whose first ``failures`` durable writes of a finished batch fail."""
+class FlakyStore(SQLiteStore):
+    """A real store whose first ``failures`` durable writes of a finished batch fail with
+    ``error``."""
 
-    def __init__(self, path: Path, failures: int) -> None:
+    def __init__(self, path: Path, failures: int, error: Exception) -> None:
         super().__init__(path)
         self.failures = failures
+        self.error = error
 
     async def save_finished(self, watch: Watch) -> None:
         if self.failures > 0:
             self.failures -= 1
-            raise OSError("disk full")
+            raise self.error
         await super().save_finished(watch)
 
 
+@pytest.mark.parametrize(
+    "error",
+    [StoreUnavailable("the state store cannot write: disk full"), OSError("a bug of the store")],
+)
 async def test_failed_durable_write_delays_the_announcement_until_it_succeeds(
-    tmp_path: Path,
+    tmp_path: Path, error: Exception
 ) -> None:
     """When the finished state cannot be written, nothing is announced; the ending is retried,
-    announced once when the write succeeds, and the store then holds the result."""
+    announced once when the write succeeds, and the store then holds the result. A store that
+    says it cannot write (StoreUnavailable) costs no ``internal_error`` traceback."""
     sim = Simulator(
         [BatchSpec("vs_s", "b_s", total_files=3, duration_seconds=0.1, failed_files=1)],
     )
-    store = FlakyStore(tmp_path / "state.sqlite3", failures=2)
-    store.open()
+    store = FlakyStore(tmp_path / "state.sqlite3", failures=2, error=error)
+    await store.open()
     events: list[Event] = []
     settings = EngineSettings(
         poll=PollSettings(interval=0.05, min_interval=0.01, max_interval=0.2),
         max_requests_per_minute=60_000,
     )
     engine = _engine(sim, settings, sinks=[events.append], store=store)
-    async with anyio.create_task_group() as tg:
-        await tg.start(engine.run)
-        engine.add("vs_s", "b_s")
-        with anyio.fail_after(20):
-            await engine.wait_idle()
-        tg.cancel_scope.cancel()
+    with capture_logs() as logs:
+        async with anyio.create_task_group() as tg:
+            await tg.start(engine.run)
+            engine.add("vs_s", "b_s")
+            with anyio.fail_after(20):
+                await engine.wait_idle()
+            tg.cancel_scope.cancel()
+    internal = [e for e in logs if e["event"] == "internal_error"]
+    assert len(internal) == (0 if isinstance(error, StoreUnavailable) else 2)
     finished = [e for e in events if isinstance(e, BatchFinished)]
     assert store.failures == 0
     assert len(finished) == 1
@@ -77,13 +90,15 @@ async def test_failed_durable_write_delays_the_announcement_until_it_succeeds(
     watch = engine.get("vs_s", "b_s")
     assert watch is not None
     assert watch.phase is Phase.FINISHED
-    store.close()
-    [restored] = StateStore(tmp_path / "state.sqlite3").open()
+    await store.aclose()
+    again = SQLiteStore(tmp_path / "state.sqlite3")
+    [restored] = await again.open()
+    await again.aclose()
     assert restored.result is not None
     assert restored.result.status == "completed"
 
 
-class RecordingStore(StateStore):
+class RecordingStore(SQLiteStore):
     """A real store that keeps the name of each call the engine makes to note a watch."""
 
     def __init__(self, path: Path) -> None:
@@ -110,7 +125,7 @@ async def test_progress_after_the_first_reply_is_only_noted(tmp_path: Path) -> N
         [BatchSpec("vs_p", "b_p", total_files=20, duration_seconds=0.5)],
     )
     store = RecordingStore(tmp_path / "state.sqlite3")
-    store.open()
+    await store.open()
     settings = EngineSettings(
         poll=PollSettings(interval=0.02, min_interval=0.01, max_interval=0.05),
         max_requests_per_minute=60_000,
@@ -128,10 +143,10 @@ async def test_progress_after_the_first_reply_is_only_noted(tmp_path: Path) -> N
     noted = store.calls[2:-2]
     assert noted
     assert set(noted) == {"note_progress"}
-    store.close()
-    again = StateStore(tmp_path / "state.sqlite3")
-    [restored] = again.open()
-    again.close()
+    await store.aclose()
+    again = SQLiteStore(tmp_path / "state.sqlite3")
+    [restored] = await again.open()
+    await again.aclose()
     assert restored.result is not None
     assert restored.result.status == "completed"
 

@@ -315,7 +315,7 @@ def _control_app(tmp_path: Path, environ: Mapping[str, str] | None = None) -> It
             yield ask
         finally:
             portal.call(daemon.engine.client.aclose)
-            daemon.store.close()
+            portal.call(daemon.store.aclose)
 
 
 async def _asgi(

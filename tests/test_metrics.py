@@ -26,6 +26,7 @@ from watcher.core.settings import EngineSettings
 from watcher.core.states import Phase, State
 from watcher.core.watch import Watch, WatchOptions
 from watcher.daemon.metrics import (
+    MAX_ERROR_CODES,
     STATUS_SET,
     WATCH_STATES,
     WatcherMetrics,
@@ -460,3 +461,58 @@ async def test_watcher_gauges_follow_the_engine(engine: Engine) -> None:
     refused = replace(take_snapshot(engine), auth_failing=True)
     metrics.render(refused, None)
     assert r.get_sample_value("batch_watcher_auth_failing") == 1.0
+
+
+async def test_error_codes_are_bounded_across_batches_and_leave_with_their_watches() -> None:
+    """Fifty batches that each invent twenty codes show at most ``MAX_ERROR_CODES`` distinct
+    codes in all (the rest as "other", every file still counted), the API's own codes always;
+    once their watches are removed, none of their series is left and new codes show again."""
+    metrics = WatcherMetrics()
+    engine = Engine.create(
+        ClientSettings(base_url="http://127.0.0.1:9/v1"), EngineSettings(), sinks=[metrics.on_event]
+    )
+    try:
+        for n in range(50):
+            by_code = {f"invented_{n}_{k}": 1 for k in range(19)} | {"invalid_file": 2}
+            watch = finished(engine, f"vsfb_{n:02d}", "completed", by_code)
+            assert watch.result is not None
+            metrics.on_event(
+                BatchFinished(vector_store_id="vs_1", batch_id=watch.batch_id, result=watch.result)
+            )
+        body, _ = metrics.render(metrics.snapshot(engine), None)
+        per_batch = _samples(body.decode(), f"{BATCH}_failed_files")
+        codes = {labels["code"] for labels, _ in per_batch}
+        assert len(codes - {"other"}) <= MAX_ERROR_CODES
+        assert "invalid_file" in codes
+        assert len(per_batch) <= MAX_ERROR_CODES + 2 * 50
+        assert sum(v for _, v in per_batch) == 50 * 21
+        for n in (0, 49):
+            mine = {
+                labels["code"] for labels, _ in per_batch if labels["batch_id"] == f"vsfb_{n:02d}"
+            }
+            assert "invalid_file" in mine
+        counted = _samples(body.decode(), "batch_watcher_files_failed_total")
+        assert len(counted) <= MAX_ERROR_CODES + 4
+        assert sum(v for _, v in counted) == 50 * 21
+        assert value(metrics, "batch_watcher_files_failed_total", code="invalid_file") == 100
+
+        for n in range(50):
+            assert engine.remove("vs_1", f"vsfb_{n:02d}")
+        body, _ = metrics.render(metrics.snapshot(engine), None)
+        assert _samples(body.decode(), f"{BATCH}_failed_files") == []
+        assert len(metrics.codes) == 0
+        finished(engine, "vsfb_new", "completed", {"brand_new_code": 1})
+        body, _ = metrics.render(metrics.snapshot(engine), None)
+        [(labels, _)] = _samples(body.decode(), f"{BATCH}_failed_files")
+        assert labels["code"] == "brand_new_code"
+    finally:
+        await engine.client.aclose()
+
+
+def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    return [
+        (s.labels, s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    ]

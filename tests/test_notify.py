@@ -10,7 +10,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import closing
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,7 +31,7 @@ from watcher.core.watch import Watch
 from watcher.credentials import SecretSource
 from watcher.daemon.notify import Notifier, signature, signing_key
 from watcher.errors import ConfigError
-from watcher.store.sqlite import StateStore
+from watcher.store.sqlite import SQLiteStore
 
 #: An answer: status, extra headers, body.
 Answer = tuple[int, dict[str, str], bytes]
@@ -99,14 +99,14 @@ def _no_backoff() -> Iterator[None]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    s = StateStore(tmp_path / "state.sqlite3", outbox=True)
-    s.open()
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    s = SQLiteStore(tmp_path / "state.sqlite3", outbox=True)
+    await s.open()
     yield s
-    s.close()
+    await s.aclose()
 
 
-async def finish(store: StateStore, batch_id: str) -> BatchFinished:
+async def finish(store: SQLiteStore, batch_id: str) -> BatchFinished:
     """Record a finished watch as the engine does, and the event it then announces."""
     counts = FileCounts(completed=3, failed=0, total=3)
     result = BatchResult(
@@ -133,13 +133,13 @@ async def finish(store: StateStore, batch_id: str) -> BatchFinished:
     return BatchFinished(vector_store_id="vs_1", batch_id=batch_id, result=watch.result)
 
 
-def outbox_rows(store: StateStore) -> int:
+def outbox_rows(store: SQLiteStore) -> int:
     """Rows in the outbox, read from the file through a connection of its own."""
     with closing(sqlite3.connect(store.path)) as db:
         return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
 
-async def deliver(notifier: Notifier, store: StateStore, until: Callable[[], bool]) -> None:
+async def deliver(notifier: Notifier, store: SQLiteStore, until: Callable[[], bool]) -> None:
     """Run the notifier until ``until()`` holds (at most 10 s), then stop it."""
     async with anyio.create_task_group() as tg:
         tg.start_soon(notifier.run)
@@ -167,7 +167,7 @@ def test_signature_is_the_standard_webhooks_v1_scheme() -> None:
             signing_key(bad)
 
 
-def test_a_secret_after_whsec_that_is_not_base64_is_a_config_error(store: StateStore) -> None:
+def test_a_secret_after_whsec_that_is_not_base64_is_a_config_error(store: SQLiteStore) -> None:
     """A ``whsec_`` secret whose rest is not base64 stops the start, naming the key."""
     source = SecretSource(env="S", environ={"S": "whsec_@@@"})
     with pytest.raises(ConfigError, match=r"^notify\.webhook_secret: "):
@@ -175,7 +175,7 @@ def test_a_secret_after_whsec_that_is_not_base64_is_a_config_error(store: StateS
 
 
 async def test_each_delivery_is_posted_once_and_verifies_with_standardwebhooks(
-    receiver_factory: Callable[[list[Answer]], Receiver], store: StateStore
+    receiver_factory: Callable[[list[Answer]], Receiver], store: SQLiteStore
 ) -> None:
     """Each outbox item is posted once, and the ``standardwebhooks`` library verifies it with
     the secret as configured (``whsec_`` form) and as raw bytes; then it leaves the outbox."""
@@ -202,7 +202,7 @@ async def test_each_delivery_is_posted_once_and_verifies_with_standardwebhooks(
 
 
 async def test_a_captured_delivery_cannot_be_replayed_later(
-    receiver_factory: Callable[[list[Answer]], Receiver], store: StateStore
+    receiver_factory: Callable[[list[Answer]], Receiver], store: SQLiteStore
 ) -> None:
     """The signature covers the timestamp: a receiver's verifier refuses the same request an
     hour later, and refuses it with the timestamp moved to now."""
@@ -224,7 +224,7 @@ async def test_a_captured_delivery_cannot_be_replayed_later(
 
 
 async def test_a_retry_keeps_its_id_and_signs_a_fresh_timestamp(
-    receiver_factory: Callable[[list[Answer]], Receiver], store: StateStore
+    receiver_factory: Callable[[list[Answer]], Receiver], store: SQLiteStore
 ) -> None:
     """Every attempt of one delivery carries the same ``webhook-id`` with its own timestamp and a
     signature over it; another delivery has another id."""
@@ -256,7 +256,7 @@ async def test_a_retry_keeps_its_id_and_signs_a_fresh_timestamp(
 
 
 async def test_a_server_error_is_retried(
-    receiver_factory: Callable[[list[Answer]], Receiver], store: StateStore
+    receiver_factory: Callable[[list[Answer]], Receiver], store: SQLiteStore
 ) -> None:
     """A 503 then a 200 delivers the item on the second attempt."""
     receiver = receiver_factory([(503, {}, b"busy")])
@@ -269,7 +269,7 @@ async def test_a_server_error_is_retried(
 
 
 async def test_a_redirect_is_a_failed_attempt_and_is_not_followed(
-    receiver_factory: Callable[[list[Answer]], Receiver], store: StateStore
+    receiver_factory: Callable[[list[Answer]], Receiver], store: SQLiteStore
 ) -> None:
     """A 3xx is retried at the same URL (its Location is never visited) and the delivery stays
     queued until the receiver accepts it; it is not dropped as a refusal."""
@@ -290,7 +290,7 @@ async def test_a_redirect_is_a_failed_attempt_and_is_not_followed(
 
 
 async def test_a_refusal_drops_the_item_and_a_failure_keeps_it(
-    receiver_factory: Callable[[list[Answer]], Receiver], store: StateStore
+    receiver_factory: Callable[[list[Answer]], Receiver], store: SQLiteStore
 ) -> None:
     """A 4xx drops the delivery for good; when every attempt of a round fails, it stays queued
     for the next round."""
@@ -313,7 +313,7 @@ async def test_a_refusal_drops_the_item_and_a_failure_keeps_it(
 
 
 async def test_a_receiver_answer_that_cannot_be_decoded_does_not_stop_the_notifier(
-    receiver_factory: Callable[[list[Answer]], Receiver], store: StateStore
+    receiver_factory: Callable[[list[Answer]], Receiver], store: SQLiteStore
 ) -> None:
     """An answer whose body claims gzip but is not, is still a 200: the item is delivered and the
     notifier goes on to the next one."""
@@ -324,3 +324,39 @@ async def test_a_receiver_answer_that_cannot_be_decoded_does_not_stop_the_notifi
     await deliver(notifier, store, lambda: notifier.delivered == 2)
     assert [json.loads(body)["batch_id"] for _, body in receiver.posts] == ["vsfb_1", "vsfb_2"]
     assert await store.pending_deliveries() == []
+
+
+async def test_a_store_that_cannot_write_neither_stops_nor_repeats_a_delivery(
+    receiver_factory: Callable[[list[Answer]], Receiver], tmp_path: Path
+) -> None:
+    """While the outbox cannot be updated (another process holds the file's lock), a delivered
+    item is not posted again round after round, and the notifier keeps running; once the store
+    can write, the item leaves the outbox, posted once."""
+    store = SQLiteStore(tmp_path / "state.sqlite3", outbox=True, busy_seconds=0.05)
+    await store.open()
+    receiver = receiver_factory([])
+    notifier = Notifier(receiver.url, store, idle_seconds=0.05)
+    await finish(store, "vsfb_1")
+    holder = sqlite3.connect(store.path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(notifier.run)
+        with anyio.fail_after(10):
+            while True:
+                failure = store.write_failure
+                if failure is not None and failure.attempts >= 3:
+                    break
+                await anyio.sleep(0.02)
+        assert len(receiver.posts) == 1
+        assert outbox_rows(store) == 1
+        holder.execute("ROLLBACK")
+        holder.close()
+        with anyio.fail_after(10):
+            while True:
+                if outbox_rows(store) == 0:
+                    break
+                await anyio.sleep(0.02)
+        tg.cancel_scope.cancel()
+    assert len(receiver.posts) == 1
+    assert store.write_failure is None
+    await store.aclose()

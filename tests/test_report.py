@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
+
 import pytest
 
-from watcher.api.models import FileCounts
-from watcher.cli.report import ExitStatus, exit_status
-from watcher.core.results import BatchResult
+from watcher.api.models import FileCounts, LastError
+from watcher.cli.report import ExitStatus, exit_status, write_text_summary
+from watcher.core.results import BatchResult, FailedFile
 from watcher.core.states import State
 
 
@@ -44,3 +47,21 @@ def test_most_serious_outcome_decides(
 ) -> None:
     """Refused beats a deadline, which beats failures, which beat a clean run."""
     assert exit_status([result(s, f) for s, f in statuses]) == expected
+
+
+def test_the_text_summary_shows_server_text_as_it_is() -> None:
+    """Markup and emoji codes in a note, an error code or a message are printed as the text
+    they are, with no hyperlink or style escape."""
+    hostile = "[link=https://evil.example/x]CLICK[/link] [/] :warning:"
+    r = dataclasses.replace(
+        result("completed", 1),
+        note=hostile,
+        failed_by_code={hostile: 1},
+        failed_files=(FailedFile("file-1", LastError(hostile, hostile)),),
+    )
+    out = io.StringIO()
+    write_text_summary([r], out)
+    text = out.getvalue()
+    assert text.count(hostile) >= 3
+    assert "⚠" not in text
+    assert "\x1b" not in text

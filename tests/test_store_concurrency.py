@@ -14,7 +14,7 @@ from factories import ended_watch
 
 from watcher.core.results import BatchResult
 from watcher.core.watch import Watch
-from watcher.store.sqlite import StateStore
+from watcher.store.sqlite import SQLiteStore
 
 VS = "vs_store"
 
@@ -43,8 +43,8 @@ async def test_a_batch_finishing_while_a_flush_writes_keeps_its_webhook(
 ) -> None:
     """A batch that finishes while the periodic flush is writing in its thread (its payload
     being serialised as the thread starts) is written with its outbox row, not without it."""
-    store = StateStore(tmp_path / "state.sqlite3", outbox=True)
-    store.open()
+    store = SQLiteStore(tmp_path / "state.sqlite3", outbox=True)
+    await store.open()
     loop_thread = threading.current_thread()
     entered, go, committing = threading.Event(), threading.Event(), threading.Event()
     real_conn = store._conn
@@ -77,7 +77,7 @@ async def test_a_batch_finishing_while_a_flush_writes_keeps_its_webhook(
     monkeypatch.setattr(BatchResult, "as_dict", real_as_dict)
 
     deliveries = await store.pending_deliveries()
-    store.close()
+    await store.aclose()
     assert [item.batch_id for item in deliveries] == ["vsfb_finished"]
     db = sqlite3.connect(tmp_path / "state.sqlite3")
     rows = dict(db.execute("SELECT batch_id, result IS NOT NULL FROM watches").fetchall())

@@ -10,7 +10,7 @@ import httpx
 from factories import ended_watch
 
 from watcher.daemon.notify import PAGE, Notifier
-from watcher.store.sqlite import StateStore
+from watcher.store.sqlite import SQLiteStore
 
 
 async def test_a_backlog_longer_than_a_page_is_delivered_without_waiting_for_a_wake_up(
@@ -18,8 +18,8 @@ async def test_a_backlog_longer_than_a_page_is_delivered_without_waiting_for_a_w
 ) -> None:
     """When more batches finished than one read of the outbox holds, every one of them is
     delivered at once, not one page now and the rest after the notifier's idle wait."""
-    store = StateStore(tmp_path / "state.sqlite3", outbox=True)
-    store.open()
+    store = SQLiteStore(tmp_path / "state.sqlite3", outbox=True)
+    await store.open()
     for n in range(PAGE + PAGE // 2):
         watch = ended_watch("vs_1", f"vsfb_{n:04d}")
         await store.save_finished(watch)
@@ -43,5 +43,5 @@ async def test_a_backlog_longer_than_a_page_is_delivered_without_waiting_for_a_w
         with anyio.fail_after(10):
             await everything.wait()
         tg.cancel_scope.cancel()
-    store.close()
+    await store.aclose()
     assert sorted(received) == [f"vsfb_{n:04d}" for n in range(PAGE + PAGE // 2)]

@@ -5,6 +5,7 @@ translated once, where the call is made (:mod:`watcher.api.client`).
 
     WatcherError
     ├── ConfigError
+    ├── StoreUnavailable          the state store cannot write now (locked, full, read-only)
     └── APIError                  status, request_id
         ├── AuthError             401 / 403
         ├── NotFound              404, or a 400 that says the id is unknown
@@ -32,6 +33,12 @@ class ConfigError(WatcherError):
     def __init__(self, problems: str | list[str]) -> None:
         self.problems: list[str] = [problems] if isinstance(problems, str) else list(problems)
         super().__init__("; ".join(self.problems))
+
+
+class StoreUnavailable(WatcherError):
+    """The state store could not write what was noted (a lock held too long, a full disk, a
+    read-only file, a lost connection). Nothing noted is dropped: it is written by a later
+    flush, once the store can write again."""
 
 
 class APIError(WatcherError):

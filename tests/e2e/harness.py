@@ -158,7 +158,10 @@ class DaemonProcess:
         headers = dict(kwargs.pop("headers", {}))
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        return http().request(method, f"{self.url}{path}", headers=headers, timeout=10, **kwargs)
+        timeout = kwargs.pop("timeout", 10)
+        return http().request(
+            method, f"{self.url}{path}", headers=headers, timeout=timeout, **kwargs
+        )
 
     def metrics_text(self) -> str:
         response = self.request("GET", "/metrics")

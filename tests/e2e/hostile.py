@@ -388,6 +388,52 @@ def _echo_files(s: HostileServer, b: HostileBatch, r: Request, rid: str) -> Acti
     return Action(response(200, dumps(body), request_id=rid))
 
 
+def json_escaped(text: str) -> bytes:
+    """``text`` as a JSON string whose every character is a ``\\uXXXX`` escape: the same text
+    once decoded, and not one of its bytes in the body."""
+    return ('"' + "".join(f"\\u{ord(ch):04x}" for ch in text) + '"').encode()
+
+
+_PLACEHOLDER = "@@credential@@"
+
+
+def _escaping(body: object, r: Request) -> bytes:
+    """``body`` as JSON, with the caller's key JSON-escaped wherever the placeholder stands."""
+    raw = dumps(body)
+    escaped = json_escaped(r.credential)
+    return raw.replace(f'"{_PLACEHOLDER}"'.encode(), escaped).replace(
+        _PLACEHOLDER.encode(), escaped[1:-1]
+    )
+
+
+@trick("echo_status_escaped")
+def _echo_status_escaped(s: HostileServer, b: HostileBatch, r: Request, rid: str) -> Action:
+    return Action(response(200, _escaping(b.body(status=_PLACEHOLDER), r), request_id=rid))
+
+
+@trick("echo_500_escaped")
+def _echo_500_escaped(s: HostileServer, b: HostileBatch, r: Request, rid: str) -> Action:
+    body = {"error": {"message": f"Upstream refused key {_PLACEHOLDER}", "code": _PLACEHOLDER}}
+    return Action(response(500, _escaping(body, r), request_id=rid))
+
+
+@trick("echo_401_escaped")
+def _echo_401_escaped(s: HostileServer, b: HostileBatch, r: Request, rid: str) -> Action:
+    body = {"error": {"message": f"Incorrect API key provided: {_PLACEHOLDER}."}}
+    return Action(response(401, _escaping(body, r), request_id=rid))
+
+
+@trick("echo_files_escaped")
+def _echo_files_escaped(s: HostileServer, b: HostileBatch, r: Request, rid: str) -> Action:
+    """The failed files, each with the caller's key, JSON-escaped, as its error code and in its
+    message."""
+    data, more = _page(b, r)
+    for item in data:
+        item["last_error"] = {"code": _PLACEHOLDER, "message": f"key {_PLACEHOLDER} failed"}
+    body = {"object": "list", "data": data, "has_more": more}
+    return Action(response(200, _escaping(body, r), request_id=rid))
+
+
 # -- the server ----------------------------------------------------------------------------------
 
 

@@ -62,6 +62,14 @@ def _batches() -> list[HostileBatch]:
         HostileBatch(VS, "vsfb_s_status", retrieve_tricks=["echo_status", "echo_status"]),
         HostileBatch(VS, "vsfb_s_files", total=10, failed=files, list_tricks=["echo_files"]),
         HostileBatch(VS, "vsfb_s_failed", total=4, failed=files, status="failed"),
+        # The same, with the key spelled in JSON escapes: only decoding makes it the key.
+        HostileBatch(VS, "vsfb_s_500_esc", retrieve_tricks=["echo_500_escaped"]),
+        HostileBatch(
+            VS, "vsfb_s_status_esc", retrieve_tricks=["echo_status_escaped", "echo_status_escaped"]
+        ),
+        HostileBatch(
+            VS, "vsfb_s_files_esc", total=10, failed=files, list_tricks=["echo_files_escaped"]
+        ),
     ]
 
 
@@ -126,7 +134,7 @@ def test_no_secret_shows_anywhere(
             },
             "log": {"level": "debug"},
             "notify": {"webhook_url": hooks.url, "webhook_secret_env": "HOOK_SECRET"},
-            "watch": [_watch(b.batch_id) for b in _batches()[:-1]],
+            "watch": [_watch(b.batch_id) for b in _batches() if b.batch_id != "vsfb_s_failed"],
         }
         daemon = daemon_factory(config, env=env)
         added = daemon.request("POST", "/v1/watches", token=TOKEN, json=_watch("vsfb_s_failed"))
@@ -152,6 +160,8 @@ def test_no_secret_shows_anywhere(
         deliveries = hooks.received()
     assert echo_server.tricks_played["echo_401"] >= 1
     assert echo_server.tricks_played["echo_files"] == 1
+    for escaped in ("echo_500_escaped", "echo_status_escaped", "echo_files_escaped"):
+        assert echo_server.tricks_played[escaped] >= 1, escaped
 
     for n, delivery in enumerate(deliveries):
         headers = {k: v for k, v in delivery.headers.items() if k != "webhook-signature"}
@@ -167,7 +177,13 @@ def test_no_secret_shows_anywhere(
     # The watch command, both outputs, then refused; each run against fresh scripts.
     targets = [f"{VS}/{b.batch_id}" for b in _batches()]
     tricks, requests = sum(echo_server.tricks_played.values()), echo_server.total_requests
-    for output, trick, status in (("json", None, 1), ("text", None, 1), ("json", "echo_401", 4)):
+    runs = (
+        ("json", None, 1),
+        ("text", None, 1),
+        ("json", "echo_401", 4),
+        ("text", "echo_401_escaped", 4),
+    )
+    for output, trick, status in runs:
         with HostileServer(_batches()) as server:
             server.everything = trick
             args = ["--base-url", server.url, "--interval", "0.2", "--log-level", "debug"]

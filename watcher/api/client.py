@@ -57,8 +57,34 @@ _SAYS_NOT_FOUND = re.compile(
 )
 #: llama-stack expires a batch seven days after its creation: "... has expired".
 _SAYS_EXPIRED = re.compile(r"\bexpired\b", re.IGNORECASE)
+#: What stands where the server quoted our key.
+REDACTED: Final = "[redacted]"
+REDACTED_BYTES: Final = REDACTED.encode()
 # OpenAI echoes a masked key in 401 messages ("Incorrect API key provided: sk-abc***xyz").
 _KEY_LIKE = re.compile(r"\b(sk|sess|key)-[A-Za-z0-9_\-*]{4,}")
+
+
+#: The most pages of files one list may take, whatever the batch's counts say: 100,000 files.
+MAX_FILE_PAGES: Final = DEFAULTS.api.max_file_pages
+#: Pages a list may take beyond those its batch's counts need (the counts are a poll old).
+FILE_PAGE_MARGIN: Final = 5
+
+
+def file_page_limit(
+    files: int | None,
+    *,
+    page_size: int = 100,
+    margin: int = FILE_PAGE_MARGIN,
+    cap: int = MAX_FILE_PAGES,
+) -> int:
+    """The most pages a list of a batch's ``files`` may take before it is called endless: the
+    pages the count needs, plus ``margin`` and a tenth, never over ``cap``; ``cap`` when the
+    count is unknown. A server that hands out fresh ids forever is stopped there, having cost
+    that many requests and a seen-set of that many pages, not :data:`MAX_FILE_PAGES`."""
+    if files is None:
+        return cap
+    needed = -(-max(files, 0) // page_size)
+    return max(1, min(cap, needed + margin + needed // 10))
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,13 +219,14 @@ class APIClient:
         status: str | None = None,
         limit: int = 100,
         order: Literal["asc", "desc"] = "asc",
-        max_pages: int = 1000,
+        max_pages: int = MAX_FILE_PAGES,
     ) -> AsyncIterator[BatchFile]:
         """Every file of the batch (``status`` filters: ``failed`` for the failed ones), page by
         page, until ``has_more`` is false.
 
         Raises :class:`PaginationError` rather than loop forever: on a cursor seen before, an
-        empty page that claims more, or more than ``max_pages`` pages.
+        empty page that claims more, or more than ``max_pages`` pages
+        (:func:`file_page_limit` gives a bound from the batch's counts).
         """
         if not 1 <= limit <= 100:
             raise ValueError("limit must be within 1..100")
@@ -300,7 +327,7 @@ class APIClient:
         raw, meta = _without_key(raw, meta, key)
         self._observe(endpoint, meta.status, started, meta)
         if 200 <= meta.status < 300:
-            return self._decode(raw, meta, reply_headers.get("content-type", "")), meta
+            return self._decode(raw, meta, reply_headers.get("content-type", ""), key), meta
         raise self._error(endpoint, reply_headers, raw, meta, key)
 
     async def _read_capped(
@@ -358,7 +385,7 @@ class APIClient:
             self._observer(Exchange(endpoint, status, self._clock() - started, meta))
 
     @staticmethod
-    def _decode(raw: bytes, meta: ResponseMeta, content_type: str) -> Any:
+    def _decode(raw: bytes, meta: ResponseMeta, content_type: str, key: str | None) -> Any:
         if "html" in content_type.lower():
             # A 2xx HTML page is a captive portal or a misrouted proxy, not the API.
             raise Transient(
@@ -367,7 +394,7 @@ class APIClient:
                 request_id=meta.request_id,
             )
         try:
-            return json.loads(raw)
+            return _loads(raw, key)
         except (ValueError, RecursionError):
             raise ProtocolError(
                 f"the reply is not valid JSON ({len(raw)} bytes)",
@@ -394,7 +421,7 @@ class APIClient:
     ) -> APIError:
         status, rid = meta.status, meta.request_id
         is_html = "html" in headers.get("content-type", "").lower()
-        said = "" if is_html else _redact(_error_message(raw), key)
+        said = "" if is_html else _redact(_error_message(raw, key), key)
         detail = f": {said}" if said else ""
         if is_html:
             return Transient(
@@ -459,10 +486,10 @@ def _decompressor(encoding: str, meta: ResponseMeta) -> zlib._Decompress | None:
     )
 
 
-def _error_message(raw: bytes) -> str:
+def _error_message(raw: bytes, key: str | None) -> str:
     """The human part of an error body: OpenAI's ``error.message``, FastAPI's ``detail``."""
     try:
-        body = json.loads(raw)
+        body = _loads(raw, key)
     except (ValueError, RecursionError):
         return ""
     message: object = None
@@ -483,16 +510,55 @@ def _without_key(raw: bytes, meta: ResponseMeta, key: str | None) -> tuple[bytes
     """The reply with our key cut out of its body and request id: a server or proxy that pastes
     the key into what it says (an error, a file's error, a status) must not get it into logs,
     the state file, webhooks or metrics. A key under 8 characters is not a real key, and
-    cutting it out could cut the JSON apart."""
+    cutting it out could cut the JSON apart. The body is cut again once decoded
+    (:func:`_loads`): JSON can spell the key with escapes (``\\u0073\\u006b…``)."""
     if not key or len(key) < 8:
         return raw, meta
-    raw = raw.replace(key.encode(), b"[redacted]")
+    raw = raw.replace(key.encode(), REDACTED_BYTES)
     if meta.request_id is not None and key in meta.request_id:
-        meta = dataclasses.replace(meta, request_id=meta.request_id.replace(key, "[redacted]"))
+        meta = dataclasses.replace(meta, request_id=meta.request_id.replace(key, REDACTED))
     return raw, meta
+
+
+def _loads(raw: bytes, key: str | None) -> Any:
+    """The reply's JSON, with our key cut out of every string in it once decoded.
+
+    Only a body with an escape in it can decode to text that is not in its bytes; without a
+    backslash, :func:`_without_key` has already cut every copy.
+    """
+    body = json.loads(raw)
+    if key and len(key) >= 8 and b"\\" in raw:
+        body = _scrub(body, key)
+    return body
+
+
+def _scrub(body: Any, key: str) -> Any:
+    """``body`` (decoded JSON, changed in place) with ``key`` cut out of every string in it,
+    names of members too. A loop, not recursion: JSON as deep as the decoder allows must not
+    overflow the stack here."""
+    if isinstance(body, str):
+        return body.replace(key, REDACTED)
+    stack: list[Any] = [body]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for name in [name for name in node if key in name]:
+                node[name.replace(key, REDACTED)] = node.pop(name)
+            items: Any = node.items()
+        elif isinstance(node, list):
+            items = enumerate(node)
+        else:
+            continue
+        for at, value in list(items):
+            if isinstance(value, str):
+                if key in value:
+                    node[at] = value.replace(key, REDACTED)
+            elif isinstance(value, dict | list):
+                stack.append(value)
+    return body
 
 
 def _redact(text: str, key: str | None) -> str:
     if key:
-        text = text.replace(key, "[redacted]")
-    return _KEY_LIKE.sub("[redacted]", text)
+        text = text.replace(key, REDACTED)
+    return _KEY_LIKE.sub(REDACTED, text)

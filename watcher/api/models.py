@@ -25,6 +25,8 @@ TERMINAL_STATUSES: Final = frozenset({COMPLETED, CANCELLED, FAILED})
 KNOWN_STATUSES: Final = frozenset({IN_PROGRESS, *TERMINAL_STATUSES})
 #: File statuses, in the order ``file_counts`` lists them.
 FILE_STATUSES: Final = (IN_PROGRESS, COMPLETED, FAILED, CANCELLED)
+#: The ``last_error.code`` values the API documents; others are kept as they came.
+ERROR_CODES: Final = ("server_error", "unsupported_file", "invalid_file")
 
 _MAX_TOKEN = 128  # ids, statuses and codes longer than this are not ids, statuses or codes
 _MAX_MESSAGE = 2000  # a longer error message is cut, not refused

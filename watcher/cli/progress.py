@@ -23,12 +23,13 @@ class ProgressDisplay:
 
     def __init__(self, console: Console | None = None) -> None:
         self._progress = Progress(
-            TextColumn("{task.description}"),
+            # Ids and statuses come from the server: shown as they are, never read as markup.
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             # Built-in columns: they show a batch whose size is not known yet without failing.
             TaskProgressColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"),
+            TextColumn("{task.fields[detail]}", markup=False),
             console=console or Console(stderr=True),
             transient=False,
             redirect_stderr=True,

@@ -56,7 +56,8 @@ def write_text_summary(results: Sequence[BatchResult], out: TextIO) -> None:
     """A readable summary per batch, then one table of every failed file kept."""
     # Piped output (CI logs) has no width to learn; ids must never be broken across lines.
     width = None if out.isatty() else 200
-    console = Console(file=out, highlight=False, soft_wrap=True, width=width)
+    # Server text is never markup: no ``[link=…]`` tags (markup=False below), no ``:emoji:`` codes.
+    console = Console(file=out, highlight=False, emoji=False, soft_wrap=True, width=width)
     for r in results:
         counts = r.file_counts
         line = f"{r.vector_store_id}/{r.batch_id}: {r.status}"

@@ -90,6 +90,12 @@ class APIConfig(Section):
     max_response_bytes: Integer = Field(
         8 * 1024 * 1024, ge=1024, description="bytes; a larger response body is refused"
     )
+    max_file_pages: Integer = Field(
+        1000,
+        ge=1,
+        description="pages of a batch's failed-file list at most (fewer when its count needs "
+        "fewer): a list past them is called endless",
+    )
     _api_key: SecretSource = PrivateAttr()
 
     def model_post_init(self, context: Any) -> None:

@@ -47,4 +47,5 @@ def engine_settings(config: Config) -> EngineSettings:
         cancel_on_timeout=poll.cancel_on_timeout,
         max_watches=state.max_watches,
         max_failed_files=state.max_failed_files,
+        max_file_pages=api.max_file_pages,
     )

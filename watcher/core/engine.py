@@ -26,8 +26,8 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..api.budget import RequestBudget
-from ..api.client import APIClient, ClientSettings, Exchange
-from ..errors import APIError, AuthError, WatcherError
+from ..api.client import APIClient, ClientSettings, Exchange, file_page_limit
+from ..errors import APIError, AuthError, StoreUnavailable, WatcherError
 from . import lifecycle
 from .events import AuthFailed, AuthRecovered, Event, Sink, WatchRemoved, WatchStarted
 from .failed_files import list_failed_files
@@ -345,12 +345,13 @@ class Engine:
                 entry.busy = True
                 try:
                     await self._turn(entry)
-                except Exception:  # a bug must cost one poll, never the watch or the daemon
-                    log.exception(
-                        "internal_error",
-                        vector_store_id=entry.watch.vector_store_id,
-                        batch_id=entry.watch.batch_id,
-                    )
+                except Exception as exc:  # a bug must cost one poll, never the watch or the daemon
+                    if not isinstance(exc, StoreUnavailable):  # which said why, and is no bug
+                        log.exception(
+                            "internal_error",
+                            vector_store_id=entry.watch.vector_store_id,
+                            batch_id=entry.watch.batch_id,
+                        )
                     if not entry.removed and entry.watch.phase is not Phase.FINISHED:
                         entry.watch, wait = lifecycle.crashed(
                             entry.watch, settings=self.settings, random=self._rng
@@ -444,7 +445,12 @@ class Engine:
                 watch.batch_id,
                 expected=action.expected,
                 keep=self.settings.max_failed_files,
-                max_pages=self.settings.max_file_pages,
+                # No more pages than the batch's files need (and a margin): a server that
+                # invents ids forever is stopped there.
+                max_pages=file_page_limit(
+                    watch.file_counts.expected if watch.file_counts is not None else None,
+                    cap=self.settings.max_file_pages,
+                ),
             )
         except APIError as exc:
             return lifecycle.listing_failed(

@@ -26,4 +26,4 @@ class EngineSettings:
     auth_retry_seconds: float = 30.0
     not_found_confirmations: int = 2
     rejections_to_end: int = 3  # consecutive rejected replies that end a watch as rejected
-    max_file_pages: int = 10_000
+    max_file_pages: int = DEFAULTS.api.max_file_pages  # a list's pages follow its count too

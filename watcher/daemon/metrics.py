@@ -40,9 +40,9 @@ from prometheus_client.registry import Collector
 
 from .. import __version__
 from ..api.client import Exchange
-from ..api.models import FILE_STATUSES, IN_PROGRESS, FileCounts
+from ..api.models import ERROR_CODES, FILE_STATUSES, IN_PROGRESS, FileCounts
 from ..core.engine import Engine
-from ..core.events import BatchFinished, Event
+from ..core.events import BatchFinished, Event, WatchRemoved
 from ..core.states import State
 from ..core.watch import Key, Watch
 
@@ -65,6 +65,67 @@ _RESERVED = frozenset(BATCH_LABELS)
 
 Encoder = Callable[[Collector], bytes]
 
+#: Distinct ``code`` label values shown at once, across every batch; the others show as "other".
+#: The API documents three; a server that invents one per file must not invent as many series.
+MAX_ERROR_CODES = 50
+OTHER_CODE = "other"
+#: Shown whatever else comes: the API's codes, and what the engine says for none or too many.
+_ALWAYS_SHOWN = frozenset({*ERROR_CODES, "unknown", OTHER_CODE})
+
+
+class ErrorCodes:
+    """Which ``last_error.code`` values the per-batch series show as themselves.
+
+    The engine keeps at most 20 codes per batch; this bounds them across batches. A batch's codes
+    are admitted when a scrape first sees its result, while fewer than ``limit`` distinct codes
+    are shown, and released when its watch is removed; a code not admitted shows as "other".
+    Used on the event loop only (snapshots and events), never by a render.
+    """
+
+    def __init__(self, limit: int = MAX_ERROR_CODES) -> None:
+        self.limit = limit
+        self._batches: dict[str, int] = {}  # code → batches that show it
+        # Each batch's codes as the engine gave them (by identity: a result never changes) and
+        # as they are shown.
+        self._shown: dict[Key, tuple[Mapping[str, int], dict[str, int]]] = {}
+
+    def shown(self, key: Key, by_code: Mapping[str, int]) -> Mapping[str, int]:
+        """The batch's failed files by code as its series show them."""
+        seen = self._shown.get(key)
+        if seen is not None:
+            if seen[0] is by_code:
+                return seen[1]
+            self.release(key)
+        shown: dict[str, int] = {}
+        for code, count in by_code.items():
+            if code not in shown:
+                if not self._admits(code):
+                    code = OTHER_CODE
+                if code not in shown:
+                    self._batches[code] = self._batches.get(code, 0) + 1
+            shown[code] = shown.get(code, 0) + count
+        self._shown[key] = (by_code, shown)
+        return shown
+
+    def _admits(self, code: str) -> bool:
+        return code in _ALWAYS_SHOWN or code in self._batches or len(self._batches) < self.limit
+
+    def release(self, key: Key) -> None:
+        """The batch is gone: its codes no longer hold a place."""
+        seen = self._shown.pop(key, None)
+        if seen is None:
+            return
+        for code in seen[1]:
+            left = self._batches[code] - 1
+            if left:
+                self._batches[code] = left
+            else:
+                del self._batches[code]
+
+    def __len__(self) -> int:
+        """Distinct codes shown now."""
+        return len(self._batches)
+
 
 @dataclass(frozen=True, slots=True)
 class BatchSample:
@@ -86,7 +147,10 @@ class BatchSample:
     failed_by_code: Mapping[str, int] | None
 
     @classmethod
-    def of(cls, w: Watch) -> BatchSample:
+    def of(cls, w: Watch, codes: ErrorCodes | None = None) -> BatchSample:
+        by_code = w.result.failed_by_code if w.result is not None else None
+        if by_code and codes is not None:
+            by_code = codes.shown(w.key, by_code)
         return cls(
             key=w.key,
             vector_store_id=w.vector_store_id,
@@ -101,7 +165,7 @@ class BatchSample:
             last_poll_at=w.last_poll_at,
             eta_seconds=w.eta_seconds,
             deadline_at=w.deadline_at if w.result is None else None,
-            failed_by_code=w.result.failed_by_code if w.result is not None else None,
+            failed_by_code=by_code,
         )
 
 
@@ -113,9 +177,10 @@ class Snapshot:
     auth_failing: bool
 
 
-def take_snapshot(engine: Engine) -> Snapshot:
+def take_snapshot(engine: Engine, codes: ErrorCodes | None = None) -> Snapshot:
+    """The engine's watches as a scrape shows them; ``codes`` bounds the error codes shown."""
     return Snapshot(
-        batches=[BatchSample.of(w) for w in engine.watches()],
+        batches=[BatchSample.of(w, codes) for w in engine.watches()],
         last_success_at=engine.last_success_at,
         rate_limit_remaining=engine.budget.remaining,
         auth_failing=engine.auth_error is not None,
@@ -539,6 +604,10 @@ class WatcherMetrics:
             ["code"],
             registry=r,
         )
+        #: The codes the per-batch series show, and those the counter has counted (the
+        #: counter's series stay: it admits until full, and never releases).
+        self.codes = ErrorCodes()
+        self._counted_codes: set[str] = set(_ALWAYS_SHOWN)
         build = Gauge("batch_watcher_build_info", "The running version.", ["version"], registry=r)
         build.labels(__version__).set(1)
         # The children on_exchange updates, by (endpoint, status): labels() validates and looks
@@ -560,11 +629,25 @@ class WatcherMetrics:
             self._duration_by[endpoint] = duration
         duration.observe(exchange.seconds)
 
+    def snapshot(self, engine: Engine) -> Snapshot:
+        """:func:`take_snapshot`, with this daemon's bound on error codes."""
+        return take_snapshot(engine, self.codes)
+
     def on_event(self, event: Event) -> None:
         if isinstance(event, BatchFinished):
             self.batches_finished.labels(event.result.status).inc()
             for code, count in event.result.failed_by_code.items():
-                self.files_failed.labels(code).inc(count)
+                self.files_failed.labels(self._counted(code)).inc(count)
+        elif isinstance(event, WatchRemoved):
+            self.codes.release((event.vector_store_id, event.batch_id))
+
+    def _counted(self, code: str) -> str:
+        counted = self._counted_codes
+        if code not in counted:
+            if len(counted) >= MAX_ERROR_CODES + len(_ALWAYS_SHOWN):
+                return OTHER_CODE
+            counted.add(code)
+        return code
 
     def render(self, snapshot: Snapshot, accept: str | None) -> tuple[bytes, str]:
         """The exposition of the registry with ``snapshot`` as the batches, in the format the

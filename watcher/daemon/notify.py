@@ -32,13 +32,14 @@ import structlog
 from .. import __version__
 from ..core.events import BatchFinished, Event
 from ..credentials import SecretSource
-from ..errors import ConfigError
-from ..store.sqlite import OutboxItem, StateStore
+from ..errors import ConfigError, StoreUnavailable
+from ..store import OutboxItem, StateStore
 
 log = structlog.get_logger("watcher.daemon.notify")
 
 PAGE = 100  # deliveries read from the outbox at a time
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
+STORE_RETRY_SECONDS = 5.0  # between reads of an outbox the store could not read or update
 
 
 class _Refused(Exception):
@@ -107,6 +108,9 @@ class Notifier:
             trust_env=False,
         )
         self._wake = anyio.Event()
+        # Sent (delivered or rejected for good), but not yet removed from the outbox (the store
+        # could not write): removed first on the next round, never sent again by this process.
+        self._unmarked: list[tuple[int, bool]] = []
         self.delivered = 0
 
     def on_event(self, event: Event) -> None:
@@ -120,26 +124,48 @@ class Notifier:
                 # A fresh event before reading the outbox: a batch that finishes while we read
                 # or deliver sets this one, and the wait below returns at once.
                 self._wake = anyio.Event()
-                items = await self._store.pending_deliveries(PAGE)
-                progressed = False
-                for item in items:
-                    outcome = await self._deliver(item)
-                    if outcome != "failed":
-                        await self._store.delivered(item.id)
-                        progressed = True
-                    if outcome == "delivered":
-                        # Counted once the outbox says so, so that a reader of the count never
-                        # sees a delivery the store would still send again.
-                        self.delivered += 1
-                if len(items) == PAGE and progressed:
+                idle = self._idle
+                try:
+                    progressed, full = await self._round()
+                except StoreUnavailable as exc:
+                    # The outbox waits in the store; polling goes on. Try again soon: no batch
+                    # finishes (and wakes us) while the store cannot write.
+                    log.warning("webhook_outbox_unavailable", error=str(exc))
+                    progressed = full = False
+                    idle = min(idle, STORE_RETRY_SECONDS)
+                if full and progressed:
                     # More may wait behind a full page, finished before this page was read:
                     # their wake-up is spent. Read on now, not after the idle wait.
                     continue
-                with anyio.move_on_after(self._idle):
+                with anyio.move_on_after(idle):
                     await self._wake.wait()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._http.aclose()
+
+    async def _round(self) -> tuple[bool, bool]:
+        """Send one page of the outbox: whether any was sent, and whether the page was full."""
+        while self._unmarked:
+            await self._mark(*self._unmarked[0])
+            self._unmarked.pop(0)
+        items = await self._store.pending_deliveries(PAGE)
+        progressed = False
+        for item in items:
+            outcome = await self._deliver(item)
+            if outcome == "failed":
+                continue
+            progressed = True
+            self._unmarked.append((item.id, outcome == "delivered"))
+            await self._mark(*self._unmarked[-1])
+            self._unmarked.pop()
+        return progressed, len(items) == PAGE
+
+    async def _mark(self, item_id: int, delivered: bool) -> None:
+        await self._store.delivered(item_id)
+        if delivered:
+            # Counted once the outbox says so, so that a reader of the count never sees a
+            # delivery the store would still send again.
+            self.delivered += 1
 
     def _headers(self, item: OutboxItem, body: bytes, key: bytes | None) -> dict[str, str]:
         """This attempt's headers: a fresh timestamp, and the signature over it."""

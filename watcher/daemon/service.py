@@ -28,7 +28,8 @@ from ..core.watch import WatchOptions
 from ..errors import ConfigError
 from ..logs import log_event, register_secret
 from ..serving import EmbeddedServer, ServerLimits, address, bind, server_config
-from ..store.sqlite import StateStore
+from ..store import StateStore
+from ..store.sqlite import SQLiteStore
 from .metrics import WatcherMetrics
 from .notify import Notifier
 from .web import LOOPBACK_NAMES, AppState, build_app
@@ -57,7 +58,7 @@ class Daemon:
         secrets = (config.api.api_key, config.server.control_token, config.notify.webhook_secret)
         for source in secrets:
             register_secret(source)
-        self.store = StateStore(config.state.path, outbox=bool(config.notify.webhook_url))
+        self.store = SQLiteStore(config.state.path, outbox=bool(config.notify.webhook_url))
         self.metrics = WatcherMetrics()
         sinks: list[Sink] = [log_event, self.metrics.on_event, *self.extra_sinks]
         if config.notify.webhook_url:
@@ -77,20 +78,21 @@ class Daemon:
             store=self.store,
         )
 
-    def restore(self) -> None:
+    async def restore(self) -> None:
         """Open the store, resume every watch in it, then add the configured ones."""
         # Rejected requests are usually a configuration problem (a missing api-version):
         # after a restart, presumably with a fixed configuration, they are tried again.
         restored = [
             lifecycle.reopen(w) if w.result is not None and w.result.status is State.REJECTED else w
-            for w in self.store.open()
+            for w in await self.store.open()
         ]
         limit = self.config.state.max_watches
         unfinished = sum(1 for w in restored if w.phase is not Phase.FINISHED)
         if unfinished > limit:
+            await self.store.aclose()
             raise ConfigError(
                 f"state.max_watches: {limit} is less than the {unfinished} unfinished watches in "
-                f"the state store ({self.store.path})"
+                f"the state store ({self.store.location})"
             )
         for watch in restored:
             self.engine.add(watch.vector_store_id, watch.batch_id, restored=watch)
@@ -109,6 +111,7 @@ class Daemon:
                 )
             except TooManyWatches:
                 # The store holds watches registered through the API: the file alone was valid.
+                await self.store.aclose()
                 raise ConfigError(
                     f"state.max_watches: {limit} leaves no room for watch[{index}] "
                     f"({spec.vector_store_id}/{spec.batch_id}) next to the {unfinished} "
@@ -145,7 +148,7 @@ class Daemon:
         except OSError as exc:
             raise ConfigError(f"server.listen: cannot listen on {host}:{port}: {exc}") from None
         try:
-            self.restore()
+            await self.restore()
         except BaseException:
             sock.close()  # a refused state store must not leave the port held
             raise
@@ -204,7 +207,7 @@ class Daemon:
                         tg.cancel_scope.deadline = anyio.current_time() + self.grace_seconds
                     outer.cancel_scope.cancel()
         finally:
-            self.store.close()
+            await self.store.aclose()
             sock.close()
         log.info("daemon_stopped")
         return 0

@@ -32,10 +32,10 @@ from ..config import PollConfig, parse_watch, validate_id
 from ..core.engine import Engine, TooManyWatches
 from ..core.watch import WatchOptions
 from ..credentials import SecretSource
-from ..errors import ConfigError
+from ..errors import ConfigError, StoreUnavailable
 from ..serving import BODY_TIMEOUT_SECONDS
-from ..store.sqlite import StateStore
-from .metrics import WatcherMetrics, take_snapshot
+from ..store import StateStore, WriteFailure
+from .metrics import WatcherMetrics
 from .status_page import render_status_page
 
 log = structlog.get_logger("watcher.daemon.web")
@@ -45,6 +45,10 @@ HEALTHY_TICK_SECONDS = 30.0  # the scheduler ticks at least every second when al
 #: The names a request may use for a daemon that listens on loopback without a control token.
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 OPENAPI = files(__package__).joinpath("openapi.json").read_bytes()
+
+#: When a client whose change the store could not write may try again (the store's flusher
+#: retries about this often at first).
+STORE_RETRY_AFTER_SECONDS = 5
 
 
 @dataclass(slots=True)
@@ -110,11 +114,22 @@ def _is_json(request: Request) -> bool:
     return media_type.strip().lower() == "application/json"
 
 
+def _store_unavailable(failure: WriteFailure | StoreUnavailable, **extra: Any) -> JSONResponse:
+    """The 503 of a change the state store cannot write now; the client tries again later."""
+    if isinstance(failure, StoreUnavailable):
+        said = str(failure)  # it says which store, and why
+    else:
+        said = f"the state store cannot write: {failure.error}"
+    response = _error(503, said, **extra)
+    response.headers["Retry-After"] = str(STORE_RETRY_AFTER_SECONDS)
+    return response
+
+
 def build_app(state: AppState) -> Starlette:
     render_lock = anyio.Lock()
 
     async def metrics(request: Request) -> Response:
-        snapshot = take_snapshot(state.engine)
+        snapshot = state.metrics.snapshot(state.engine)
         async with render_lock:
             body, content_type = await anyio.to_thread.run_sync(
                 state.metrics.render, snapshot, request.headers.get("accept")
@@ -137,6 +152,12 @@ def build_app(state: AppState) -> Starlette:
             problems.append(lost)
         if not state.store.is_open:
             problems.append("state store not open")
+        elif (failure := state.store.write_failure) is not None:
+            failing = max(0.0, time.time() - failure.since)
+            problems.append(
+                f"the state store cannot write ({failure.attempts} attempts in "
+                f"{failing:.0f}s; polling goes on, the control API answers 503): {failure.error}"
+            )
         if not state.engine.started:
             problems.append("engine not running")
         if state.engine.auth_error is not None:
@@ -222,6 +243,8 @@ def build_app(state: AppState) -> Starlette:
             spec = parse_watch(body, state.poll, where="body")
         except ConfigError as exc:
             return _error(422, "invalid watch", problems=exc.problems)
+        if (failure := state.store.write_failure) is not None:
+            return _store_unavailable(failure)
         options = WatchOptions(deadline_seconds=spec.deadline_seconds)
         try:
             watch, created = state.engine.add(
@@ -230,7 +253,12 @@ def build_app(state: AppState) -> Starlette:
         except TooManyWatches as exc:
             return _error(409, str(exc))
         # Written before we answer: a watch we accepted survives any crash after this.
-        await state.store.flush()
+        try:
+            await state.store.flush()
+        except StoreUnavailable as exc:
+            if created:  # not on disk, so not accepted: as if it had never been asked for
+                state.engine.remove(spec.vector_store_id, spec.batch_id)
+            return _store_unavailable(exc)
         return JSONResponse(watch.as_dict(), status_code=201 if created else 200)
 
     def _key(request: Request) -> tuple[str, str] | Response:
@@ -261,9 +289,16 @@ def build_app(state: AppState) -> Starlette:
                 f"(watch[{state.declared[key]}]) and would come back at the next start: remove "
                 "it there, then restart the daemon",
             )
+        if (failure := state.store.write_failure) is not None:
+            return _store_unavailable(failure)
         if not state.engine.remove(*key):
             return _error(404, f"not watching {key[0]}/{key[1]}")
-        await state.store.flush()
+        try:
+            await state.store.flush()
+        except StoreUnavailable as exc:
+            # The watch is no longer polled; its deletion is written once the store can write,
+            # and until then a restart would bring it back.
+            return _store_unavailable(exc, removed=True)
         return Response(status_code=204)
 
     async def status_page(_: Request) -> Response:

@@ -1,1 +1,9 @@
-"""Where watches outlive the process: the store protocol and its backends."""
+"""Where watches outlive the process: the :class:`StateStore` protocol and its backends.
+
+The protocol and its promises are in :mod:`watcher.store.protocol`; the row encoding every
+backend shares in :mod:`watcher.store.codec`; the SQLite backend in :mod:`watcher.store.sqlite`.
+"""
+
+from .protocol import OutboxItem, StateStore, WriteFailure
+
+__all__ = ["OutboxItem", "StateStore", "WriteFailure"]

@@ -1,36 +1,51 @@
 """The daemon's state: every watch and how it stands, in SQLite (WAL mode), across restarts.
 
-Writes follow two cadences. A watch saved (:meth:`StateStore.save`: a new watch, its first
-reply) or deleted is written within ``flush_seconds`` (1 s), in one transaction with everything
-else saved meanwhile. Progress (:meth:`StateStore.note_progress`: new counts or a new status) is
-only noted, and written every ``progress_seconds`` (30 s), because a lost progress update costs
+:class:`SQLiteStore` is the :class:`~watcher.store.protocol.StateStore` of one file. Writes follow
+two cadences. A watch saved (:meth:`~SQLiteStore.save`: a new watch, its first reply) or deleted
+is written within ``flush_seconds`` (1 s), in one transaction with everything else saved
+meanwhile. Progress (:meth:`~SQLiteStore.note_progress`: new counts or a new status) is only
+noted, and written every ``progress_seconds`` (30 s), because a lost progress update costs
 nothing: the next poll brings it back; a crash loses up to that much of it, a clean shutdown
 none. What must not be lost is written at once and durably: a watch registered through the API
-(:meth:`StateStore.flush` before answering), and a finished batch
-(:meth:`StateStore.save_finished` before it is announced, so that a restart never announces it
+(:meth:`~SQLiteStore.flush` before answering), and a finished batch
+(:meth:`~SQLiteStore.save_finished` before it is announced, so that a restart never announces it
 twice). Webhook deliveries wait in an outbox table until they succeed.
+
+A write that fails (the file locked by another process for more than ``busy_seconds``, a full
+disk, a read-only file) raises :class:`~watcher.errors.StoreUnavailable` and keeps what it would
+have written; :meth:`~SQLiteStore.run` retries with backoff, and the daemon goes on polling.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import sqlite3
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio
 import anyio.to_thread
+import stamina
+import structlog
 
-from ..api.models import parse_file_counts
-from ..core.results import BatchResult
-from ..core.states import Phase
-from ..core.watch import Key, Watch, WatchOptions
-from ..errors import ConfigError
+from ..core.watch import Key, Watch
+from ..errors import ConfigError, StoreUnavailable
+from .codec import COLUMNS, DamagedRow, Row, decode, encode
+from .protocol import OutboxItem, WriteFailure
+
+log = structlog.get_logger("watcher.store.sqlite")
 
 T = TypeVar("T")
+
+#: Damaged rows named one by one when a store is refused; the rest are counted.
+_MAX_DAMAGED_SHOWN = 20
+#: How to delete a damaged row, as the refusal says it.
+_HOW = "(DELETE FROM watches WHERE vector_store_id = '...' AND batch_id = '...')"
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -55,8 +70,6 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 """
 
-Row = tuple[str, str, str, str, float, str, str | None, float | None]
-
 
 @dataclass(slots=True)
 class _Pending:
@@ -71,67 +84,7 @@ class _Pending:
     failure: BaseException | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxItem:
-    id: int
-    vector_store_id: str
-    batch_id: str
-    payload: str
-
-
-def _row(watch: Watch) -> Row:
-    progress = {
-        "status": watch.status,
-        "file_counts": watch.file_counts.as_dict() if watch.file_counts else None,
-        "created_at": watch.created_at,
-        "first_seen_at": watch.first_seen_at,
-        "last_poll_at": watch.last_poll_at,
-    }
-    options = watch.options.as_dict()
-    # Most watches have no labels and no options: "{}" without a trip through the encoder (a row
-    # is made of every watch whose counts moved, at each progress checkpoint).
-    return (
-        watch.vector_store_id,
-        watch.batch_id,
-        json.dumps(dict(watch.labels)) if watch.labels else "{}",
-        json.dumps(options) if options else "{}",
-        watch.registered_at,
-        json.dumps(progress),
-        json.dumps(watch.result.as_dict()) if watch.result is not None else None,
-        watch.finished_at,
-    )
-
-
-def _watch(row: sqlite3.Row) -> Watch:
-    options = WatchOptions(**json.loads(row["options"]))
-    watch = Watch.new(
-        row["vector_store_id"],
-        row["batch_id"],
-        labels=json.loads(row["labels"]),
-        options=options,
-        registered_at=row["registered_at"],
-    )
-    progress: dict[str, Any] = json.loads(row["progress"])
-    counts = progress.get("file_counts")
-    watch = replace(
-        watch,
-        status=progress.get("status"),
-        file_counts=parse_file_counts(counts) if counts is not None else None,
-        created_at=progress.get("created_at"),
-        first_seen_at=progress.get("first_seen_at"),
-        last_poll_at=progress.get("last_poll_at"),
-    )
-    if row["result"] is not None:
-        watch = replace(
-            watch,
-            result=BatchResult.from_dict(json.loads(row["result"])),
-            finished_at=row["finished_at"],
-            phase=Phase.FINISHED,
-        )
-    return watch
-
-
-class StateStore:
+class SQLiteStore:
     """One SQLite file. Open with :meth:`open`; run :meth:`run` in the task group to flush."""
 
     def __init__(
@@ -141,12 +94,20 @@ class StateStore:
         flush_seconds: float = 1.0,
         progress_seconds: float = 30.0,
         outbox: bool = False,
+        busy_seconds: float = 5.0,
+        max_retry_seconds: float = 30.0,
+        wall: Callable[[], float] = time.time,
     ) -> None:
-        """``outbox``: keep each finished batch's result for the webhook notifier."""
+        """``outbox``: keep each finished batch's result for the webhook notifier.
+        ``busy_seconds``: how long a write waits for a lock another process holds before it
+        fails (and is retried, after at most ``max_retry_seconds``)."""
         self.path = path
         self._outbox = outbox
         self.flush_seconds = flush_seconds
         self.progress_seconds = progress_seconds
+        self.busy_seconds = busy_seconds
+        self.max_retry_seconds = max_retry_seconds
+        self._wall = wall
         self._db: sqlite3.Connection | None = None
         self._lock = anyio.Lock()
         self._dirty: dict[Key, Row] = {}
@@ -155,19 +116,34 @@ class StateStore:
         self._progress: dict[Key, Watch] = {}
         # Webhook payloads of finished watches, written in the transaction that writes the watch.
         self._deliveries: list[tuple[Key, str]] = []
+        self._failure: WriteFailure | None = None
         self.writes = 0
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    @property
+    def write_failure(self) -> WriteFailure | None:
+        return self._failure
 
     # -- opening -----------------------------------------------------------------------------
 
-    def open(self) -> list[Watch]:
-        """Open (or create) the store and return every watch in it. Refuses a damaged file."""
+    async def open(self) -> list[Watch]:
+        """Open (or create) the store and return every watch in it. Refuses, naming
+        ``state.path``, a file it cannot read or write, and one with damaged rows."""
+        return await anyio.to_thread.run_sync(self._open)
+
+    def _open(self) -> list[Watch]:
         db: sqlite3.Connection | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=self.busy_seconds,
             )
-            db.row_factory = sqlite3.Row
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             status = db.execute("PRAGMA quick_check").fetchone()[0]
@@ -175,52 +151,103 @@ class StateStore:
                 raise sqlite3.DatabaseError(status)
             db.executescript(_SCHEMA)
             version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if version is None:
-                db.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-            elif int(version[0]) > SCHEMA_VERSION:
+            if version is not None and int(version[0]) > SCHEMA_VERSION:
                 raise sqlite3.DatabaseError(
                     f"schema version {version[0]} is newer than this batch-watcher knows"
                 )
-            rows = db.execute("SELECT * FROM watches ORDER BY registered_at").fetchall()
-            watches = [_watch(row) for row in rows]
-        except (sqlite3.Error, OSError, ValueError, KeyError, TypeError) as exc:
+            # A store that cannot be written is refused now, not at the first write: one
+            # transaction, as every later write is.
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('opened_at', ?)",
+                (repr(self._wall()),),
+            )
+            db.execute("COMMIT")
+            read = db.cursor()
+            read.row_factory = sqlite3.Row
+            rows = read.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM watches ORDER BY registered_at"  # noqa: S608
+            ).fetchall()
+        except (sqlite3.Error, OSError, ValueError) as exc:
             if db is not None:
                 db.close()  # a refused file is not held open by the error's traceback
             raise ConfigError(
-                f"state.path: cannot use {str(self.path)!r} as the state store: {exc}"
+                f"state.path: cannot use {self.location!r} as the state store: {_said(exc)}"
             ) from None
+        watches, damaged = [], []
+        for row in rows:
+            try:
+                watches.append(decode(row))
+            except DamagedRow as exc:
+                damaged.append(exc)
+        if damaged:
+            db.close()
+            raise ConfigError(self._refusal(damaged))
         self._db = db
         return watches
 
-    def close(self) -> None:
-        if self._db is not None:
-            self._commit_pending()
-            self._db.close()
-            self._db = None
+    def _refusal(self, damaged: list[DamagedRow]) -> list[str]:
+        where = f"state.path: {self.location!r}:"
+        problems = [f"{where} {exc}" for exc in damaged[:_MAX_DAMAGED_SHOWN]]
+        if len(damaged) > _MAX_DAMAGED_SHOWN:
+            problems.append(f"{where} and {len(damaged) - _MAX_DAMAGED_SHOWN} more damaged rows")
+        problems.append(
+            f"{where} {len(damaged)} damaged watch rows; batch-watcher does not start on a store "
+            f"it cannot read whole: restore the file from a backup, or delete those rows {_HOW}"
+        )
+        return problems
+
+    async def aclose(self) -> None:
+        """Write everything noted, progress too, and close. A store that cannot write now
+        says what it could not write, and closes all the same."""
+        if self._db is None:
+            return
+        with anyio.CancelScope(shield=True):
+            noted = self._noted()
+            try:
+                await self._commit(progress=True)
+            except StoreUnavailable as exc:
+                log.error("state_not_written", store=self.location, error=str(exc), **noted)
+            finally:
+                self._db.close()
+                self._db = None
 
     @property
     def is_open(self) -> bool:
         return self._db is not None
+
+    def _noted(self) -> dict[str, int]:
+        return {
+            "saved": len(self._dirty),
+            "deleted": len(self._deleted),
+            "progress": len(self._progress),
+            "deliveries": len(self._deliveries),
+        }
 
     # -- the engine's side (WatchStore) --------------------------------------------------------
 
     def save(self, watch: Watch) -> None:
         self._deleted.discard(watch.key)
         self._progress.pop(watch.key, None)  # the row made now is newer
-        self._dirty[watch.key] = _row(watch)
+        self._dirty[watch.key] = encode(watch)
 
     def note_progress(self, watch: Watch) -> None:
         """Note that the watch's progress moved; its row is made and written at the next
-        checkpoint (every ``progress_seconds``), from the watch as it is then."""
+        checkpoint (every ``progress_seconds``), as last noted."""
         self._progress[watch.key] = watch
 
     def delete(self, key: Key) -> None:
         self._dirty.pop(key, None)
         self._progress.pop(key, None)
         self._deleted.add(key)
+        if self._deliveries:
+            # A finished watch not yet written was never announced: once it is deleted, it
+            # never will be. (A delivery written already stays: its batch was announced.)
+            self._deliveries = [d for d in self._deliveries if d[0] != key]
 
     async def save_finished(self, watch: Watch) -> None:
         self.save(watch)
@@ -237,21 +264,36 @@ class StateStore:
 
     async def run(self) -> None:
         """Flush saved watches every ``flush_seconds`` and noted progress every
-        ``progress_seconds`` until cancelled; then flush both once more."""
+        ``progress_seconds`` until cancelled; then flush both once more. A flush that fails is
+        retried with backoff (at most ``max_retry_seconds`` apart) until it succeeds."""
         last_checkpoint = anyio.current_time()
         try:
             while True:
                 until_checkpoint = last_checkpoint + self.progress_seconds - anyio.current_time()
                 await anyio.sleep(max(0.0, min(self.flush_seconds, until_checkpoint)))
                 now = anyio.current_time()
-                if now >= last_checkpoint + self.progress_seconds:
+                checkpoint = now >= last_checkpoint + self.progress_seconds
+                if checkpoint:
                     last_checkpoint = now
-                    await self.flush(progress=True)
-                else:
-                    await self.flush()
+                await self._flush_retrying(progress=checkpoint)
         finally:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True), contextlib.suppress(StoreUnavailable):
                 await self.flush(progress=True)
+
+    async def _flush_retrying(self, *, progress: bool) -> None:
+        # Unbounded: the daemon polls on meanwhile, and the store says why it is not ready.
+        # Only stamina's testing mode bounds the attempts; the next round then tries again.
+        with contextlib.suppress(StoreUnavailable):
+            async for attempt in stamina.retry_context(
+                on=StoreUnavailable,
+                attempts=None,
+                timeout=None,
+                wait_initial=self.flush_seconds,
+                wait_max=self.max_retry_seconds,
+                wait_jitter=self.flush_seconds,
+            ):
+                with attempt:
+                    await self.flush(progress=progress)
 
     # -- the notifier's side -------------------------------------------------------------------
 
@@ -263,12 +305,23 @@ class StateStore:
             )
             return [OutboxItem(*row) for row in rows]
 
-        return await self._in_thread(read)
+        try:
+            return await self._in_thread(read)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(
+                f"the state store {self.location!r} cannot be read: {_said(exc)}"
+            ) from exc
 
     async def delivered(self, item_id: int) -> None:
-        await self._in_thread(
-            lambda: self._conn().execute("DELETE FROM outbox WHERE id = ?", (item_id,))
-        )
+        def delete() -> None:
+            self._conn().execute("DELETE FROM outbox WHERE id = ?", (item_id,))
+
+        try:
+            await self._in_thread(delete)
+        except (sqlite3.Error, OSError) as exc:
+            self._failed(exc)
+        else:
+            self._succeeded()
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -293,16 +346,39 @@ class StateStore:
                 # Back on the event loop, cancelled or not: the thread has finished by now.
                 if pending.failure is not None:
                     self._give_back(pending)
-            if pending.failure is not None:
-                raise pending.failure
+            failure = pending.failure
+            if failure is None:
+                self._succeeded()
+            elif isinstance(failure, sqlite3.Error | OSError):
+                self._failed(failure)
+            else:
+                raise failure
 
-    def _commit_pending(self) -> None:
-        """:meth:`_commit` with noted progress, here and now (on closing)."""
-        pending = self._take(progress=True)
-        self._write(pending)
-        if pending.failure is not None:
-            self._give_back(pending)
-            raise pending.failure
+    def _failed(self, exc: sqlite3.Error | OSError) -> None:
+        error = _said(exc)
+        previous = self._failure
+        since = previous.since if previous is not None else self._wall()
+        attempts = previous.attempts + 1 if previous is not None else 1
+        self._failure = WriteFailure(error, since, attempts)
+        log.warning(
+            "state_write_failed",
+            store=self.location,
+            error=error,
+            attempts=attempts,
+            failing_seconds=round(self._wall() - since, 3),
+            **self._noted(),
+        )
+        raise StoreUnavailable(f"the state store {self.location!r} cannot write: {error}") from exc
+
+    def _succeeded(self) -> None:
+        previous, self._failure = self._failure, None
+        if previous is not None:
+            log.info(
+                "state_write_recovered",
+                store=self.location,
+                attempts=previous.attempts,
+                failed_seconds=round(self._wall() - previous.since, 3),
+            )
 
     def _take(self, *, progress: bool) -> _Pending:
         pending = _Pending(self._dirty, self._deleted, self._deliveries)
@@ -310,7 +386,7 @@ class StateStore:
         if progress and self._progress:
             pending.progress, self._progress = self._progress, {}
             # Made here, not in the writer thread: the engine changes these watches meanwhile.
-            pending.progress_rows = [_row(watch) for watch in pending.progress.values()]
+            pending.progress_rows = [encode(watch) for watch in pending.progress.values()]
         return pending
 
     def _give_back(self, pending: _Pending) -> None:
@@ -319,10 +395,13 @@ class StateStore:
         for k, watch in pending.progress.items():
             if k not in self._dirty and k not in self._deleted:
                 self._progress.setdefault(k, watch)
+        # A watch deleted since the take stays deleted, and its unwritten delivery goes with it.
+        deleted = self._deleted
         for k, row in pending.dirty.items():
-            self._dirty.setdefault(k, row)
+            if k not in deleted:
+                self._dirty.setdefault(k, row)
+        self._deliveries[:0] = [d for d in pending.deliveries if d[0] not in deleted]
         self._deleted |= pending.deleted - self._dirty.keys()
-        self._deliveries[:0] = pending.deliveries  # the finished rows they go with are back too
 
     def _write(self, pending: _Pending) -> None:
         """One transaction; a failure is kept in ``pending.failure``, for the event loop."""
@@ -353,3 +432,11 @@ class StateStore:
             pending.failure = exc
             return
         self.writes += 1
+
+
+def _said(exc: BaseException) -> str:
+    """What SQLite (or the system) said, and what it likely means."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        text += " (another process holds a lock on it: a second batch-watcher, or a backup?)"
+    return text
