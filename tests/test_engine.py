@@ -107,6 +107,7 @@ def make_engine(sim: Simulator) -> Callable[..., tuple[Engine, Recorder]]:
             transport=transport or httpx.ASGITransport(SimulatorApp(sim)),
             sinks=sinks,
             wall=virtual_wall,
+            clock=anyio.current_time,
             **kwargs,
         )
         return engine, recorder

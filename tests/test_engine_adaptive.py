@@ -39,6 +39,7 @@ async def _watch_all(sim: Simulator, prefix: str, adaptive: bool) -> Engine:
         settings,
         transport=httpx.ASGITransport(SimulatorApp(sim)),
         wall=virtual_wall,
+        clock=anyio.current_time,
     )
     async with anyio.create_task_group() as tg:
         await tg.start(engine.run)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import Enum
+from typing import Any
 
 from ..api.models import IN_PROGRESS, KNOWN_STATUSES, FileBatch
 from ..errors import APIError, AuthError, Expired, NotFound, RateLimited, WrongBatch
@@ -145,67 +146,78 @@ def replied(
     random: Random,
 ) -> Step:
     """A good reply to a retrieve (for this very batch: the client makes sure)."""
+    # Every change goes into one dict and one replace: this runs for every poll.
     events: list[Event] = []
     first_reply = watch.first_seen_at is None
     counts = batch.file_counts
-    changed = counts != watch.file_counts or batch.status != watch.status
-    w = replace(
-        watch,
-        failures=0,
-        not_found_seen=0,
-        rejections=0,
-        last_poll_at=wall,
-        first_seen_at=wall if first_reply else watch.first_seen_at,
-        last_change=now if first_reply else watch.last_change,
-        created_at=batch.created_at,
-    )
+    last_change = now if first_reply else watch.last_change
+    stalled = watch.stalled
+    eta = watch.eta_seconds
+    changes: dict[str, Any] = {
+        "failures": 0,
+        "not_found_seen": 0,
+        "rejections": 0,
+        "last_poll_at": wall,
+        "created_at": batch.created_at,
+    }
+    if first_reply:
+        changes["first_seen_at"] = wall
     record = Record.NOTHING
-    if changed:
+    if counts != watch.file_counts or batch.status != watch.status:
         point = Progress(now, counts.finished)
-        restarted = w.file_counts is not None and counts.finished < w.file_counts.finished
-        first_point = point if w.progress_first is None or restarted else w.progress_first
+        old = watch.file_counts
+        restarted = old is not None and counts.finished < old.finished
+        first_point = point if watch.progress_first is None or restarted else watch.progress_first
         eta = eta_seconds(first_point, point, counts.expected)
-        if w.stalled:
-            events.append(BatchResumed(**_ids(w), file_counts=counts))
-        w = replace(
-            w,
+        if stalled:
+            events.append(BatchResumed(**_ids(watch), file_counts=counts))
+            stalled = False
+        last_change = now
+        changes.update(
             progress_first=first_point,
             progress_last=point,
-            eta_seconds=eta,
-            last_change=now,
             file_counts=counts,
             status=batch.status,
-            stalled=False,
         )
         events.append(
-            BatchProgressed(**_ids(w), status=batch.status, file_counts=counts, eta_seconds=eta)
+            BatchProgressed(**_ids(watch), status=batch.status, file_counts=counts, eta_seconds=eta)
         )
         record = Record.SAVE if first_reply else Record.PROGRESS
-    if batch.status not in KNOWN_STATUSES and w.unknown_status_seen != batch.status:
-        w = replace(w, unknown_status_seen=batch.status)
-        events.append(StatusUnknown(**_ids(w), status=batch.status))
+    if batch.status not in KNOWN_STATUSES and watch.unknown_status_seen != batch.status:
+        changes["unknown_status_seen"] = batch.status
+        events.append(StatusUnknown(**_ids(watch), status=batch.status))
     ending = BY_TERMINAL_STATUS.get(batch.status)
     if ending is not None:
-        w = replace(w, phase=Phase.LISTING, ending=ending)
+        w = replace(
+            watch,
+            **changes,
+            last_change=last_change,
+            stalled=stalled,
+            eta_seconds=eta,
+            phase=Phase.LISTING,
+            ending=ending,
+        )
         step = _end_decided(w, wall=wall, settings=settings)
         return replace(step, events=(*events, *step.events), record=record)
-    quiet = now - w.last_change
-    stall_after = _stall_after(w, settings)
-    if stall_after and not w.stalled and batch.status == IN_PROGRESS and quiet >= stall_after:
-        w = replace(w, stalled=True, eta_seconds=None)
-        events.append(BatchStalled(**_ids(w), file_counts=counts, stalled_seconds=quiet))
-    window = w.window.add(Progress(now, counts.finished))
+    quiet = now - last_change
+    stall_after = _stall_after(watch, settings)
+    if stall_after and not stalled and batch.status == IN_PROGRESS and quiet >= stall_after:
+        stalled, eta = True, None
+        events.append(BatchStalled(**_ids(watch), file_counts=counts, stalled_seconds=quiet))
+    window = watch.window.add(Progress(now, counts.finished))
     remaining = window.remaining_seconds(counts.expected, now)
     decision = next_poll(
-        poll_settings(w, settings),
+        poll_settings(watch, settings),
         outcome=Outcome.OK,
         poll_after=poll_after,
         since_progress=quiet,
-        until_deadline=_until_deadline(w, wall),
+        until_deadline=_until_deadline(watch, wall),
         remaining=remaining,
         random=random,
     )
-    w = replace(w, window=window)
+    w = replace(
+        watch, **changes, last_change=last_change, stalled=stalled, eta_seconds=eta, window=window
+    )
     wait = Wait(decision.delay, decision.reason, remaining=remaining)
     return Step(w, wait, tuple(events), record)
 
