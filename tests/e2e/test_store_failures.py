@@ -60,7 +60,7 @@ def test_the_daemon_outlasts_a_state_file_locked_by_another_process(
     ends is not announced; once the lock is released it writes what waited, announces that
     batch once, is ready again, and stops cleanly."""
     sim = simulator_factory("--scenario", "empty")
-    for batch_id in ("vsfb_slow", "vsfb_ends"):
+    for batch_id in ("vsfb_slow", "vsfb_ends", "vsfb_api"):
         sim.control(
             "POST", "batches", {**_ids(batch_id), "total_files": 40, "duration_seconds": 600}
         )
@@ -75,7 +75,11 @@ def test_the_daemon_outlasts_a_state_file_locked_by_another_process(
             },
             env={"BATCH_WATCHER_CONTROL_TOKEN": TOKEN},
         )
-        wait_for(lambda: len(_stored(state)) == 2, what="both watches on disk")
+        # One watch registered through the API, which may be deleted there (a configured one
+        # answers 409 whatever the store's state).
+        registered = daemon.request("POST", "/v1/watches", token=TOKEN, json=_ids("vsfb_api"))
+        assert registered.status_code == 201, registered.text
+        wait_for(lambda: len(_stored(state)) == 3, what="the three watches on disk")
         holder = sqlite3.connect(state, isolation_level=None)
         holder.execute("BEGIN EXCLUSIVE")
         try:
@@ -103,7 +107,7 @@ def test_the_daemon_outlasts_a_state_file_locked_by_another_process(
             assert daemon.request("GET", "/metrics").status_code == 200
             assert daemon.request("GET", "/v1/watches", token=TOKEN).status_code == 200
             assert (
-                daemon.request("DELETE", f"/v1/watches/{VS}/vsfb_slow", token=TOKEN).status_code
+                daemon.request("DELETE", f"/v1/watches/{VS}/vsfb_api", token=TOKEN).status_code
                 == 503
             )
             assert daemon.events("batch_cancelled") == []
@@ -117,7 +121,8 @@ def test_the_daemon_outlasts_a_state_file_locked_by_another_process(
             lambda: daemon.request("GET", "/readyz").status_code == 200, what="ready again"
         )
         daemon.wait_until(lambda: len(hooks.received()) == 1, what="the ended batch delivered")
-        assert _stored(state) == {"vsfb_slow": False, "vsfb_ends": True}
+        # The refused deletion changed nothing: the watch is still there, on disk too.
+        assert _stored(state) == {"vsfb_slow": False, "vsfb_ends": True, "vsfb_api": False}
         added = daemon.request("POST", "/v1/watches", token=TOKEN, json=_ids("vsfb_slow"))
         assert added.status_code == 200
         assert daemon.terminate() == 0
