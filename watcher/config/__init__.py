@@ -23,6 +23,7 @@ from .model import (
     APIConfig,
     AuthStyle,
     Config,
+    DiscoveryConfig,
     LogConfig,
     LogFormat,
     LogLevel,
@@ -30,6 +31,7 @@ from .model import (
     PollConfig,
     ServerConfig,
     StateConfig,
+    StoreWatchConfig,
     WatchConfig,
 )
 from .render import render_effective
@@ -42,6 +44,7 @@ __all__ = [
     "APIConfig",
     "AuthStyle",
     "Config",
+    "DiscoveryConfig",
     "LogConfig",
     "LogFormat",
     "LogLevel",
@@ -49,6 +52,7 @@ __all__ = [
     "PollConfig",
     "ServerConfig",
     "StateConfig",
+    "StoreWatchConfig",
     "WatchConfig",
     "config_from_mapping",
     "env_name",
