@@ -14,6 +14,7 @@ from .load import (
     config_from_mapping,
     field_value,
     load_config,
+    parse_store,
     parse_watch,
     require_api_key,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "field_value",
     "load_config",
     "parse_listen",
+    "parse_store",
     "parse_watch",
     "render_effective",
     "require_api_key",

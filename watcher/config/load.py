@@ -230,6 +230,17 @@ def parse_watch(data: object, poll: PollConfig, where: str = "watch") -> WatchCo
     return watch
 
 
+def parse_store(data: object, where: str = "store") -> StoreWatchConfig:
+    """One store table (from the file or the control API), or :class:`ConfigError`."""
+    report = _Report({where: data}, {})
+    try:
+        return StoreWatchConfig.model_validate(data)
+    except ValidationError as exc:
+        report.errors((where,), StoreWatchConfig, exc)
+        report.raise_if_any()
+        raise  # unreachable: the report holds the errors
+
+
 def require_api_key(config: Config) -> None:
     """:class:`ConfigError` if no API key can be found and the API is not on this machine (a
     local simulator needs none)."""

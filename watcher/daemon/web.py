@@ -37,6 +37,7 @@ from ..serving import BODY_TIMEOUT_SECONDS
 from ..store import StateStore, WriteFailure
 from .metrics import WatcherMetrics
 from .status_page import render_status_page
+from .store_api import store_handlers
 
 log = structlog.get_logger("watcher.daemon.web")
 
@@ -197,7 +198,8 @@ def build_app(state: AppState) -> Starlette:
         return check
 
     async def list_watches(_: Request) -> Response:
-        return JSONResponse({"watches": [w.as_dict() for w in state.engine.watches()]})
+        watches = [w.as_dict() for w in state.engine.watches() if not w.is_store]
+        return JSONResponse({"watches": watches})
 
     async def read_body(request: Request) -> bytes | Response:
         """The body, or the answer to a request whose body is too big, too slow or cut off."""
@@ -224,7 +226,8 @@ def build_app(state: AppState) -> Starlette:
         response.headers["Connection"] = "close"
         return response
 
-    async def add_watch(request: Request) -> Response:
+    async def read_object(request: Request) -> dict[str, Any] | Response:
+        """The body's JSON object, or the answer to a body that is not one."""
         if not _is_json(request):
             return _error(415, "the body must be JSON, sent as 'Content-Type: application/json'")
         raw = await read_body(request)
@@ -236,6 +239,12 @@ def build_app(state: AppState) -> Starlette:
             return _error(400, "the body is not valid JSON")
         if not isinstance(body, dict):
             return _error(422, "the body must be a JSON object")
+        return body
+
+    async def add_watch(request: Request) -> Response:
+        body = await read_object(request)
+        if isinstance(body, Response):
+            return body
         allowed = {"vector_store_id", "batch_id", "labels", "deadline_seconds"}
         if unknown := sorted(set(body) - allowed):
             return _error(422, f"unknown fields: {', '.join(unknown)}", allowed=sorted(allowed))
@@ -317,6 +326,12 @@ def build_app(state: AppState) -> Starlette:
         # One route per path, so that a 405's Allow lists every method the path has.
         by_method("/v1/watches", GET=guarded(list_watches), POST=guarded(add_watch)),
         by_method(one, GET=guarded(get_watch), DELETE=guarded(delete_watch)),
+        *(
+            by_method(path, **{method: guarded(h) for method, h in handlers.items()})
+            for path, handlers in store_handlers(
+                state.engine, state.store, read_object=read_object
+            ).items()
+        ),
     ]
     app = Starlette(routes=routes)
     # No redirect for a path that misses a route only by slashes: /v1/watches// holds ids that
