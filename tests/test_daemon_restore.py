@@ -44,20 +44,20 @@ async def test_configured_stores_are_watched_and_kept_across_a_restart(tmp_path:
         "store": [{"vector_store_id": "vs_kept", "labels": {"team": "search"}}],
     }
     daemon = Daemon(config_from_mapping(document, {}))
-    daemon.restore()
+    await daemon.restore()
     watch = daemon.engine.get("vs_kept", STORE)
     assert watch is not None
     assert watch.is_store
     assert dict(watch.labels) == {"team": "search"}
     assert watch.deadline_at is None
     await daemon.store.flush()
-    daemon.store.close()
+    await daemon.store.aclose()
     await daemon.engine.client.aclose()
     again = Daemon(config_from_mapping({"state": {"path": str(path)}}, {}))
-    again.restore()
+    await again.restore()
     back = again.engine.get("vs_kept", STORE)
     assert back is not None
     assert back.is_store
     assert dict(back.labels) == {"team": "search"}
-    again.store.close()
+    await again.store.aclose()
     await again.engine.client.aclose()

@@ -16,15 +16,15 @@ from watcher.core.settings import EngineSettings
 from watcher.core.watch import STORE
 from watcher.daemon.metrics import WatcherMetrics
 from watcher.daemon.web import AppState, build_app
-from watcher.store.sqlite import StateStore
+from watcher.store.sqlite import SQLiteStore
 
 
 @pytest.fixture
 async def app(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Engine]]:
     """The app of an engine that is not polling, with its state store open, on loopback
     rules (no control token)."""
-    store = StateStore(tmp_path / "state.sqlite3")
-    store.open()
+    store = SQLiteStore(tmp_path / "state.sqlite3")
+    await store.open()
     engine = Engine.create(
         ClientSettings(base_url="http://127.0.0.1:9/v1"), EngineSettings(), store=store
     )
@@ -39,7 +39,7 @@ async def app(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Engine]]
     transport = httpx.ASGITransport(build_app(state))
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
         yield client, engine
-    store.close()
+    await store.aclose()
     await engine.client.aclose()
 
 

@@ -20,7 +20,7 @@ from ..config import parse_store, validate_id
 from ..core.engine import Engine, TooManyWatches
 from ..core.watch import STORE
 from ..errors import ConfigError
-from ..store.sqlite import StateStore
+from ..store import StateStore
 
 Handler = Callable[[Request], Awaitable[Response]]
 ReadObject = Callable[[Request], Awaitable[dict[str, Any] | Response]]

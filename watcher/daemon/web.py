@@ -311,7 +311,8 @@ def build_app(state: AppState) -> Starlette:
         return Response(status_code=204)
 
     async def status_page(_: Request) -> Response:
-        return HTMLResponse(render_status_page(list(state.engine.watches()), state.engine))
+        batches = [w for w in state.engine.watches() if not w.is_store]
+        return HTMLResponse(render_status_page(batches, state.engine))
 
     async def openapi(_: Request) -> Response:
         return Response(OPENAPI, media_type="application/json")
