@@ -73,7 +73,7 @@ class SimulatorApp:
         sim = self.sim
         method: str = scope["method"]
         route = self._route(method, scope["path"])
-        endpoint, _, batch_id = route or (UNKNOWN_ENDPOINT, "", None)
+        endpoint, vs_id, batch_id = route or (UNKNOWN_ENDPOINT, "", None)
         exchange = RequestRecord(
             at=sim.wall_clock(),
             request_id=new_request_id(),
@@ -81,7 +81,7 @@ class SimulatorApp:
             path=scope["path"],
             query=scope["query_string"].decode("latin-1"),
             endpoint=endpoint,
-            batch_id=batch_id,
+            batch_id=batch_id or vs_id or None,  # a store's requests: the store's id
         )
         try:
             if route is None:
