@@ -25,12 +25,12 @@ import anyio.to_thread
 import structlog
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..config import PollConfig, parse_watch, validate_id
 from ..core.engine import Engine, TooManyWatches
-from ..core.watch import WatchOptions
+from ..core.watch import STORE, WatchOptions
 from ..credentials import SecretSource
 from ..errors import ConfigError, StoreUnavailable
 from ..serving import BODY_TIMEOUT_SECONDS
@@ -38,6 +38,7 @@ from ..store import StateStore, WriteFailure
 from .metrics import WatcherMetrics
 from .status_page import render_status_page
 from .store_api import store_handlers
+from .store_page import render_store_page
 
 log = structlog.get_logger("watcher.daemon.web")
 
@@ -311,8 +312,19 @@ def build_app(state: AppState) -> Starlette:
         return Response(status_code=204)
 
     async def status_page(_: Request) -> Response:
-        batches = [w for w in state.engine.watches() if not w.is_store]
-        return HTMLResponse(render_status_page(batches, state.engine))
+        watches = list(state.engine.watches())
+        batches = [w for w in watches if not w.is_store]
+        stores = [w for w in watches if w.is_store]
+        return HTMLResponse(render_status_page(batches, state.engine, stores))
+
+    async def store_page(request: Request) -> Response:
+        vs = request.path_params["vector_store_id"]
+        if validate_id(vs, "vector_store_id"):
+            return PlainTextResponse("not a vector store id", status_code=400)
+        watch = state.engine.get(vs, STORE)
+        if watch is None:
+            return PlainTextResponse("not watching this vector store", status_code=404)
+        return HTMLResponse(render_store_page(watch))
 
     async def openapi(_: Request) -> Response:
         return Response(OPENAPI, media_type="application/json")
@@ -320,6 +332,7 @@ def build_app(state: AppState) -> Starlette:
     one = "/v1/watches/{vector_store_id}/{batch_id}"
     routes = [
         Route("/", status_page, methods=["GET"]),
+        Route("/stores/{vector_store_id}", store_page, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
