@@ -10,8 +10,7 @@ from typing import Any, Final
 
 from ..errors import ProtocolError
 from .models import COMPLETED, IN_PROGRESS, FileCounts, one_line, parse_file_counts
-from .models import _count as count_of  # the same rules as a batch's fields
-from .models import _timestamp as timestamp_of
+from .models import _timestamp as timestamp_of  # the same rules as a batch's fields
 from .models import _token as token_of
 
 EXPIRED: Final = "expired"
@@ -68,7 +67,7 @@ def parse_vector_store(obj: object) -> VectorStore:
         status=token_of(obj, "status", "vector store"),
         file_counts=parse_file_counts(obj.get("file_counts")),
         name=one_line(name, MAX_NAME) if isinstance(name, str) else None,
-        usage_bytes=None if usage is None else count_of({"usage_bytes": usage}, "usage_bytes"),
+        usage_bytes=_size(usage),
         created_at=timestamp_of(obj, "created_at"),
         expires_at=timestamp_of(obj, "expires_at"),
         last_active_at=timestamp_of(obj, "last_active_at"),
@@ -87,6 +86,13 @@ def parse_store_page(obj: object) -> StorePage:
     if not isinstance(has_more, bool):
         raise ProtocolError("vector store list: 'has_more' is not a boolean")
     return StorePage(data=tuple(parse_vector_store(item) for item in data), has_more=has_more)
+
+
+def _size(value: object) -> int | None:
+    """A byte count, or None for anything that is not one (a store is never refused for it)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
+        return None
+    return value
 
 
 def _days(obj: object) -> int | None:

@@ -389,6 +389,7 @@ class StateCollector(Collector):
         snap = self.snapshot
         states: Tally[str] = Tally(dict.fromkeys(WATCH_STATES, 0))
         states.update(b.state for b in snap.batches)
+        states.update(s.state for s in snap.stores)
         watches = GaugeMetricFamily("batch_watcher_watches", "Watches by state.", labels=["state"])
         for state, count in sorted(states.items()):
             watches.add_metric([state], count)

@@ -33,6 +33,7 @@ class StoreSample:
 
     vector_store_id: str
     status: str
+    state: str
     file_counts: FileCounts | None
     name: str
     usage_bytes: int | None
@@ -47,6 +48,7 @@ class StoreSample:
             vector_store_id=w.vector_store_id,
             # A store watch that ended (expired, gone) shows how; else the store's own status.
             status=w.result.status.value if w.result is not None else (w.status or "unknown"),
+            state=w.state.value,
             file_counts=w.file_counts,
             name=(store.name or "")[:MAX_NAME_LABEL] if store is not None else "",
             usage_bytes=store.usage_bytes if store is not None else None,
