@@ -35,6 +35,7 @@ async def app(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Engine]]
         poll=PollConfig(),
         control_token=None,
         loopback=True,
+        declared_stores={"vs_declared": 0},
     )
     transport = httpx.ASGITransport(build_app(state))
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
@@ -97,3 +98,16 @@ async def test_bad_store_bodies_are_refused_with_reasons(
     assert untyped.status_code == 415
     assert (await client.get("/v1/stores/bad%20id")).status_code == 400
     assert len(engine) == 0
+
+
+async def test_a_store_declared_in_the_file_is_not_deleted(
+    app: tuple[httpx.AsyncClient, Engine],
+) -> None:
+    """DELETE of a [[store]] the configuration declares is 409, naming the table, and the store
+    stays watched."""
+    client, engine = app
+    engine.add("vs_declared", STORE)
+    refused = await client.delete("/v1/stores/vs_declared")
+    assert refused.status_code == 409
+    assert "store[0]" in refused.json()["error"]
+    assert engine.get("vs_declared", STORE) is not None

@@ -175,6 +175,9 @@ class Daemon:
                 (spec.vector_store_id, spec.batch_id): index
                 for index, spec in enumerate(self.config.watches)
             },
+            declared_stores={
+                spec.vector_store_id: index for index, spec in enumerate(self.config.stores)
+            },
             local_names=LOOPBACK_NAMES | {host.lower()},
             body_timeout_seconds=self.limits.body_timeout_seconds,
             api_key_missing=self._api_key_missing,

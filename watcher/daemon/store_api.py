@@ -10,7 +10,7 @@ Mounted by :func:`watcher.daemon.web.build_app`, one route per path, behind the 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -31,10 +31,15 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
 
 
 def store_handlers(
-    engine: Engine, store: StateStore, *, read_object: ReadObject
+    engine: Engine,
+    store: StateStore,
+    *,
+    read_object: ReadObject,
+    declared: Mapping[str, int],
 ) -> dict[str, dict[str, Handler]]:
     """The store watches' handlers, by path and method; ``read_object`` reads a request's JSON
-    object body (or answers why it cannot)."""
+    object body (or answers why it cannot); ``declared`` are the stores the configuration file
+    declares (by their index in its ``store`` list), which the API does not delete."""
 
     async def list_stores(_: Request) -> Response:
         return JSONResponse({"stores": [w.as_dict() for w in engine.watches() if w.is_store]})
@@ -75,6 +80,12 @@ def store_handlers(
         vs = _id(request)
         if isinstance(vs, Response):
             return vs
+        if vs in declared:
+            return _error(
+                409,
+                f"vector store {vs} is declared in the configuration file (store[{declared[vs]}]) "
+                "and would come back at the next start: remove it there, then restart the daemon",
+            )
         if not engine.remove(vs, STORE):
             return _error(404, f"not watching vector store {vs}")
         await store.flush()

@@ -66,6 +66,8 @@ class AppState:
     #: Watches the configuration file declares, with their index in its ``watch`` list: they
     #: come back at every start, so the API refuses to delete them.
     declared: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    #: Vector stores the file declares (``[[store]]``), with their index in its ``store`` list.
+    declared_stores: Mapping[str, int] = field(default_factory=dict)
     #: Host names accepted without a control token (the listen address's and the loopback's).
     local_names: frozenset[str] = LOOPBACK_NAMES
     body_timeout_seconds: float = BODY_TIMEOUT_SECONDS
@@ -343,7 +345,10 @@ def build_app(state: AppState) -> Starlette:
         *(
             by_method(path, **{method: guarded(h) for method, h in handlers.items()})
             for path, handlers in store_handlers(
-                state.engine, state.store, read_object=read_object
+                state.engine,
+                state.store,
+                read_object=read_object,
+                declared=state.declared_stores,
             ).items()
         ),
     ]
