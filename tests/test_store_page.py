@@ -23,7 +23,7 @@ from watcher.core.watch import STORE, Watch
 from watcher.credentials import Secret
 from watcher.daemon.metrics import WatcherMetrics
 from watcher.daemon.web import AppState, build_app
-from watcher.store.sqlite import StateStore
+from watcher.store.sqlite import SQLiteStore
 
 KEY = "sk-page-secret-0123456789abcdef"
 EVIL = '<script>alert("x")</script>'
@@ -61,8 +61,8 @@ def ended_store() -> Watch:
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    store = StateStore(tmp_path / "state.sqlite3")
-    store.open()
+    store = SQLiteStore(tmp_path / "state.sqlite3")
+    await store.open()
     engine = Engine.create(
         ClientSettings(base_url="http://127.0.0.1:9/v1", api_key=Secret(KEY)),
         EngineSettings(),
@@ -80,7 +80,7 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(build_app(state))
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
         yield http
-    store.close()
+    await store.aclose()
     await engine.client.aclose()
 
 
