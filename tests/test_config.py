@@ -26,11 +26,13 @@ from watcher.config import (
     SECTIONS,
     APIConfig,
     Config,
+    DiscoveryConfig,
     LogConfig,
     NotifyConfig,
     PollConfig,
     ServerConfig,
     StateConfig,
+    StoreWatchConfig,
     WatchConfig,
     config_from_mapping,
     env_name,
@@ -57,6 +59,7 @@ SECTION_CLASSES: dict[str, type] = {
     "state": StateConfig,
     "log": LogConfig,
     "notify": NotifyConfig,
+    "discovery": DiscoveryConfig,
 }
 SCHEMA: dict[str, dict[str, FieldInfo]] = {
     name: dict(model.model_fields) for name, model in SECTIONS.items()
@@ -1065,7 +1068,7 @@ def _example_tables() -> dict[str, list[dict[str, Any]]]:
 def test_every_key_in_the_example_validates_even_commented_out() -> None:
     """Each key the example shows, set or commented out, is valid for its table."""
     tables = _example_tables()
-    assert set(tables) == {*SECTIONS, "watch"}
+    assert set(tables) == {*SECTIONS, "watch", "store"}
     for name, model in SECTIONS.items():
         (table,) = tables[name]
         assert set(table) == set(model.model_fields), name
@@ -1073,6 +1076,9 @@ def test_every_key_in_the_example_validates_even_commented_out() -> None:
     (watch,) = tables["watch"]
     assert set(watch) == set(WATCH_SCHEMA)
     WatchConfig.model_validate(watch, context={"poll": PollConfig()})
+    (store,) = tables["store"]
+    assert set(store) == set(StoreWatchConfig.model_fields)
+    StoreWatchConfig.model_validate(store)
 
 
 def test_the_examples_set_keys_are_the_defaults() -> None:
@@ -1115,3 +1121,42 @@ def test_the_model_imports_nothing_above_it() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.strip() == "[]"
+
+
+# -- vector stores -----------------------------------------------------------------------------
+
+
+def test_store_tables_and_discovery_are_read() -> None:
+    """[[store]] tables become store watches with their labels; [discovery] has its defaults
+    and takes its keys from the file and the environment."""
+    config = config_from_mapping(
+        {"store": [{"vector_store_id": "vs_a", "labels": {"team": "search"}}]},
+        {"BATCH_WATCHER_DISCOVERY_VECTOR_STORES": "true"},
+    )
+    [store] = config.stores
+    assert store.vector_store_id == "vs_a"
+    assert dict(store.labels) == {"team": "search"}
+    assert config.discovery.vector_stores is True
+    assert config.discovery.interval_seconds == 300.0
+    again = config_from_mapping(tomllib.loads(render_effective(config)), {})
+    assert again.stores == config.stores
+
+
+def test_bad_store_tables_name_their_key() -> None:
+    """A store table's problems name the key: a bad id, an unknown key, a repeated store, a bad
+    discovery interval."""
+    found = problems(
+        {
+            "store": [
+                {"vector_store_id": "vs_a"},
+                {"vector_store_id": "vs_a"},
+                {"vector_store_id": "bad id"},
+                {"vector_store_id": "vs_b", "batch_id": "x"},
+            ],
+            "discovery": {"interval_seconds": 0},
+        }
+    )
+    assert found[0] == "store[1]: the same vector store as store[0] (vs_a)"
+    assert found[1].startswith("store[2].vector_store_id: ")
+    assert found[2].startswith("store[3].batch_id: unknown key")
+    assert found[3].startswith("discovery.interval_seconds: 0 is not > 0")

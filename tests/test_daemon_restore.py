@@ -8,6 +8,7 @@ from factories import ended_watch
 
 from watcher.config import config_from_mapping
 from watcher.core.states import Phase
+from watcher.core.watch import STORE
 from watcher.daemon.service import Daemon
 from watcher.store.sqlite import SQLiteStore
 
@@ -32,3 +33,31 @@ async def test_rejected_watches_are_tried_again_after_a_restart(tmp_path: Path) 
     assert done.phase is Phase.FINISHED
     await daemon.store.aclose()
     await daemon.engine.client.aclose()
+
+
+async def test_configured_stores_are_watched_and_kept_across_a_restart(tmp_path: Path) -> None:
+    """A [[store]] table becomes a store watch with its labels, saved in the state store, and
+    comes back as a store watch after a restart."""
+    path = tmp_path / "state.sqlite3"
+    document = {
+        "state": {"path": str(path)},
+        "store": [{"vector_store_id": "vs_kept", "labels": {"team": "search"}}],
+    }
+    daemon = Daemon(config_from_mapping(document, {}))
+    await daemon.restore()
+    watch = daemon.engine.get("vs_kept", STORE)
+    assert watch is not None
+    assert watch.is_store
+    assert dict(watch.labels) == {"team": "search"}
+    assert watch.deadline_at is None
+    await daemon.store.flush()
+    await daemon.store.aclose()
+    await daemon.engine.client.aclose()
+    again = Daemon(config_from_mapping({"state": {"path": str(path)}}, {}))
+    await again.restore()
+    back = again.engine.get("vs_kept", STORE)
+    assert back is not None
+    assert back.is_store
+    assert dict(back.labels) == {"team": "search"}
+    await again.store.aclose()
+    await again.engine.client.aclose()

@@ -142,6 +142,12 @@ def test_the_command_line_accepts_the_ids_the_configuration_accepts(target: str)
     assert build_parser().parse_args(["watch", target]).targets == [(vs, batch)]
 
 
+def test_a_bare_vector_store_id_is_a_store_target() -> None:
+    """``watch vs_abc`` names the whole store: its batch id is the store watch's, empty."""
+    args = build_parser().parse_args(["watch", "vs_abc", "vs_abc/vsfb_1"])
+    assert args.targets == [("vs_abc", ""), ("vs_abc", "vsfb_1")]
+
+
 def test_check_config_exits_2_without_an_api_key_for_a_remote_api(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -17,14 +17,15 @@ from watcher import __version__
 from watcher.api.client import ClientSettings, Exchange
 from watcher.api.headers import RateLimit, ResponseMeta
 from watcher.api.models import FileCounts, LastError
-from watcher.core import lifecycle
+from watcher.api.vector_stores import VectorStore
+from watcher.core import lifecycle, store_lifecycle
 from watcher.core.engine import Engine
 from watcher.core.events import BatchFinished
 from watcher.core.failed_files import NOTHING_LISTED
 from watcher.core.results import BatchResult, FailedFile
 from watcher.core.settings import EngineSettings
 from watcher.core.states import Phase, State
-from watcher.core.watch import Watch, WatchOptions
+from watcher.core.watch import STORE, Watch, WatchOptions
 from watcher.daemon.metrics import (
     MAX_ERROR_CODES,
     STATUS_SET,
@@ -148,10 +149,16 @@ def value(metrics: WatcherMetrics, name: str, batch_id: str | None = None, **lab
 def documented() -> dict[str, tuple[str, frozenset[str] | None]]:
     """Each metric in docs/metrics.md: its type and label names (None: the watch's labels)."""
     text = DOCS.read_text(encoding="utf-8")
-    per_batch, _, own = text.partition("## The watcher itself")
+    per_batch, _, rest = text.partition("## Per vector store")
+    per_store, _, own = rest.partition("## The watcher itself")
     found: dict[str, tuple[str, frozenset[str] | None]] = {}
     row = re.compile(r"^\| `([a-z_:]+)` \| (\w+) \|\s*([^|]*?)\s*\|", re.MULTILINE)
-    for section, base in ((per_batch, frozenset(IDS)), (own, frozenset())):
+    sections = (
+        (per_batch, frozenset(IDS)),
+        (per_store, frozenset({"vector_store_id"})),
+        (own, frozenset()),
+    )
+    for section, base in sections:
         for name, kind, column in row.findall(section):
             names = frozenset(re.findall(r"`(\w+)`", column))
             found[name] = (kind, None if "the watch's" in column else base | names)
@@ -168,6 +175,25 @@ async def test_names_types_and_labels_are_as_documented(engine: Engine) -> None:
     metrics.on_exchange(Exchange("retrieve", 200, 0.05, meta))
     engine.budget.observe(meta.rate_limit)
     engine.last_success_at = 1_700_000_050.0
+    store = VectorStore(
+        "vs_1",
+        "in_progress",
+        FileCounts(in_progress=1, total=1),
+        name="Docs",
+        usage_bytes=10,
+        expires_at=1_800_000_000,
+        last_active_at=1_700_000_000,
+    )
+    polled = store_lifecycle.replied(
+        Watch.new("vs_1", STORE, registered_at=1.0, labels={"team": "search"}),
+        store,
+        poll_after=None,
+        now=0.0,
+        wall=2.0,
+        settings=EngineSettings(),
+        random=lambda: 0.5,
+    )
+    engine.add("vs_1", STORE, restored=polled.watch)
     done = engine.get("vs_1", "vsfb_done")
     assert done is not None
     assert done.result is not None
@@ -187,15 +213,16 @@ async def test_names_types_and_labels_are_as_documented(engine: Engine) -> None:
             labels.update(k for k in sample.labels if k != "le")
 
     docs = documented()
-    assert len(docs) == 20, sorted(docs)
+    assert len(docs) == 26, sorted(docs)
     for name, (kind, labels) in docs.items():
         assert name in exposed, f"{name} is documented but not exposed"
         assert exposed[name][0] == kind, name
         if labels is None:  # the info series: the ids plus the watch's own labels
-            assert exposed[name][1] == {*IDS, "team"}
+            ids = IDS if name.startswith(BATCH) else ("vector_store_id", "name")
+            assert exposed[name][1] == {*ids, "team"}
         else:
             assert exposed[name][1] == labels, name
-    ours = {n for n in exposed if n.startswith((BATCH, "batch_watcher_"))}
+    ours = {n for n in exposed if n.startswith(("openai_vector_store_", "batch_watcher_"))}
     assert ours == set(docs)
 
 

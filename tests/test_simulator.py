@@ -239,9 +239,9 @@ async def test_unknown_batch_is_404_with_openai_error(served: Served) -> None:
 
 async def test_unknown_path_is_404(served: Served) -> None:
     """A path that is no endpoint answers 404 with an error body."""
-    reply = await served.api.get("/vector_stores/vs/files")
+    reply = await served.api.get("/vector_stores/vs/bogus")
     assert reply.status_code == 404
-    assert reply.json()["error"]["message"] == "Invalid URL (GET /v1/vector_stores/vs/files)"
+    assert reply.json()["error"]["message"] == "Invalid URL (GET /v1/vector_stores/vs/bogus)"
     wrong_method = await served.api.post(BATCH_URL)
     assert wrong_method.status_code == 404
 

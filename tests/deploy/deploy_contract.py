@@ -16,6 +16,7 @@ DOCS = REPO / "docs"
 MetricType = Literal["gauge", "counter", "histogram"]
 
 BATCH_LABELS = ("vector_store_id", "batch_id")
+STORE_LABELS = ("vector_store_id",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,12 @@ METRICS: tuple[Metric, ...] = (
     Metric("openai_vector_store_file_batch_eta_seconds", "gauge", BATCH_LABELS),
     Metric("openai_vector_store_file_batch_failed_files", "gauge", (*BATCH_LABELS, "code")),
     Metric("openai_vector_store_file_batch_deadline_timestamp_seconds", "gauge", BATCH_LABELS),
+    Metric("openai_vector_store_files", "gauge", (*STORE_LABELS, "status")),
+    Metric("openai_vector_store_status", "gauge", (*STORE_LABELS, "status")),
+    Metric("openai_vector_store_usage_bytes", "gauge", STORE_LABELS),
+    Metric("openai_vector_store_expires_timestamp_seconds", "gauge", STORE_LABELS),
+    Metric("openai_vector_store_last_active_timestamp_seconds", "gauge", STORE_LABELS),
+    Metric("openai_vector_store_info", "gauge", (*STORE_LABELS, "name")),
     Metric("batch_watcher_api_requests", "counter", ("endpoint", "code")),
     Metric("batch_watcher_api_request_duration_seconds", "histogram", ("endpoint",)),
     Metric("batch_watcher_watches", "gauge", ("state",)),

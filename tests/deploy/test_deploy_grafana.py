@@ -36,6 +36,9 @@ REQUIRED_VIEWS = {
     "watcher up": 'up{job="batch-watcher"}',
     "auth failing": "batch_watcher_auth_failing",
     "last successful poll age": "time() - batch_watcher_last_successful_poll_timestamp_seconds",
+    "vector stores by status": "openai_vector_store_status",
+    "vector store files": "openai_vector_store_files",
+    "vector store expiry": "openai_vector_store_expires_timestamp_seconds",
 }
 
 

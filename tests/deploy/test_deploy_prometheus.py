@@ -41,6 +41,9 @@ REQUIRED_ALERTS = {
     "BatchWatcherBatchStalled",
     "BatchWatcherAPIRateLimited",  # sustained 429s
     "BatchWatcherTooManyWatches",
+    "BatchWatcherStoreExpiringWithFilesInProgress",  # expires within a day, files in progress
+    "BatchWatcherStoreExpired",
+    "BatchWatcherStoreFailedFilesRising",
 }
 
 
@@ -142,8 +145,25 @@ def test_runbook_has_no_section_for_a_missing_alert() -> None:
 
 def per_batch_alert_rules() -> list[dict[str, Any]]:
     return [
-        r for r in alert_rules() if any(m.startswith("openai_") for m in metric_names(r["expr"]))
+        r
+        for r in alert_rules()
+        if any(m.startswith("openai_vector_store_file_batch") for m in metric_names(r["expr"]))
     ]
+
+
+def per_store_alert_rules() -> list[dict[str, Any]]:
+    return [
+        r
+        for r in alert_rules()
+        if r not in per_batch_alert_rules()
+        and any(m.startswith("openai_vector_store_") for m in metric_names(r["expr"]))
+    ]
+
+
+@pytest.mark.parametrize("rule", per_store_alert_rules(), ids=lambda r: r["alert"])
+def test_per_store_alert_names_the_store(rule: dict[str, Any]) -> None:
+    """An alert on per-store series names the vector store in its description."""
+    assert "{{ $labels.vector_store_id }}" in rule["annotations"]["description"]
 
 
 @pytest.mark.parametrize("rule", per_batch_alert_rules(), ids=lambda r: r["alert"])

@@ -71,6 +71,11 @@ EXPECTED: dict[str, bool | None] = {
     "API latency [C]": True,
     "Rate limited and failed requests [A]": True,
     "Rate limited and failed requests [B]": True,
+    "Vector stores by status [A]": True,
+    "Files per vector store by status [A]": True,
+    "Time until a vector store expires [A]": True,
+    "Vector store usage [A]": True,
+    "Failed files per vector store [A]": True,
     "BatchWatcherDown": False,
     "BatchWatcherTargetMissing": False,
     "BatchWatcherAPIUnreachable": False,
@@ -86,6 +91,11 @@ EXPECTED: dict[str, bool | None] = {
     "BatchWatcherBatchOverdue": True,
     "BatchWatcherBatchWillMissDeadline": True,
     "BatchWatcherBatchStalled": True,
+    # The store expires a day after its last batch, with the stalled batch's files in progress.
+    "BatchWatcherStoreExpiringWithFilesInProgress": True,
+    "BatchWatcherStoreExpired": False,
+    # Whether the first scrape already saw the store's final failed count depends on timing.
+    "BatchWatcherStoreFailedFilesRising": None,
     "batch:openai_vector_store_file_batch_completed_files:ratio": True,
     "batch:openai_vector_store_file_batch_failed_files:ratio": True,
 }
@@ -291,6 +301,7 @@ def test_every_dashboard_and_rule_expression_runs_against_the_daemon(
     expression (data where the scenario gives it), and fires each batch alert for its batch."""
     binary("prometheus")  # skip before starting anything when it is missing
     sim = simulator_factory("--scenario", "empty", "--rate-limit", "100000/60")
+    sim.control("POST", "stores", {"vector_store_id": VS, "name": "prom", "expires_after_days": 1})
     add_batches(sim)
     watches: list[dict[str, Any]] = [ids(b) for b in (COMPLETED, CODES, FAILED, CANCELLED, VANISH)]
     watches += [
@@ -303,6 +314,7 @@ def test_every_dashboard_and_rule_expression_runs_against_the_daemon(
             "api": {"base_url": sim.url},
             "poll": {"interval_seconds": 0.3, "min_interval_seconds": 0.1},
             "watch": watches,
+            "store": [{"vector_store_id": VS}],
         }
     )
     prom = prometheus_factory(daemon.url.removeprefix("http://"))

@@ -315,7 +315,7 @@ def test_json_lines_survive_the_live_bars_on_a_terminal(sim: SimulatorProcess) -
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        (["vs_cmd_no_slash"], {}, "'vs_cmd_no_slash' is not VECTOR_STORE_ID/BATCH_ID"),
+        (["vs_cmd/a/b"], {}, "'vs_cmd/a/b' is not VECTOR_STORE_ID/BATCH_ID or VECTOR_STORE_ID"),
         (["vs/b", "--interval", "-1"], {}, "argument --interval: '-1' is not > 0"),
         (["vs/b", "--interval", "soon"], {}, "argument --interval: 'soon' is not a number"),
         (["vs/b", "--base-url", "not a url"], {}, "--base-url: 'not a url'"),
@@ -325,7 +325,7 @@ def test_json_lines_survive_the_live_bars_on_a_terminal(sim: SimulatorProcess) -
         (["vs/b"], {"OPENAI_BASE_URL": "localhost:8080"}, "OPENAI_BASE_URL: 'localhost:8080'"),
     ],
     ids=[
-        "no-slash",
+        "two-slashes",
         "negative-interval",
         "word-interval",
         "no-url",

@@ -40,13 +40,16 @@ from ..errors import (
 from .budget import RequestBudget
 from .headers import ResponseMeta, parse_retry_after, read_meta
 from .models import BatchFile, FileBatch, one_line, parse_file_batch, parse_file_page
+from .vector_stores import VectorStore, parse_store_page, parse_vector_store
 
 T = TypeVar("T")
 
 DEFAULT_BASE_URL: Final = DEFAULTS.api.base_url
 USER_AGENT: Final = f"batch-watcher/{__version__}"
 
-Endpoint = Literal["retrieve", "list_files", "cancel"]
+Endpoint = Literal[
+    "retrieve", "list_files", "cancel", "retrieve_store", "list_stores", "list_store_files"
+]
 
 # A 400 on a batch or store id says "not found" in one of these ways (OpenAI, Azure, llama-stack).
 _SAYS_NOT_FOUND = re.compile(
@@ -228,47 +231,89 @@ class APIClient:
         empty page that claims more, or more than ``max_pages`` pages
         (:func:`file_page_limit` gives a bound from the batch's counts).
         """
-        if not 1 <= limit <= 100:
-            raise ValueError("limit must be within 1..100")
         path = self._batch_path(vector_store_id, batch_id) + "/files"
-        params: dict[str, str] = {**self._query, "limit": str(limit), "order": order}
-        if status is not None:
-            params["filter"] = status
+        params = {**self._query, **_list_params(limit, order, status)}
+        what = f"the files of batch {batch_id}"
+        async for item in self._paged(path, "list_files", params, parse_file_page, what, max_pages):
+            yield item
+
+    async def retrieve_store_reply(self, vector_store_id: str) -> Reply[VectorStore]:
+        """The vector store, with its response's headers."""
+        path = self._store_path(vector_store_id)
+        body, meta = await self._request("GET", path, "retrieve_store", self._query)
+        store = self._parse(parse_vector_store, body, meta)
+        if store.id != vector_store_id:
+            raise WrongBatch(
+                f"asked for vector store {vector_store_id}, the reply is for {store.id}",
+                status=meta.status,
+                request_id=meta.request_id,
+            )
+        return Reply(store, meta)
+
+    async def iter_vector_stores(self, *, max_pages: int = 1000) -> AsyncIterator[VectorStore]:
+        """Every vector store the key can list, page by page (same guards as the file lists)."""
+        params = {**self._query, **_list_params(100, "asc", None)}
+        path = f"{self._base}/vector_stores"
+        pages = self._paged(path, "list_stores", params, parse_store_page, "the stores", max_pages)
+        async for item in pages:
+            yield item
+
+    async def iter_store_files(
+        self, vector_store_id: str, *, status: str | None = None, max_pages: int = 1000
+    ) -> AsyncIterator[BatchFile]:
+        """Every file of the vector store, whatever its batch (``status`` filters)."""
+        path = self._store_path(vector_store_id) + "/files"
+        params = {**self._query, **_list_params(100, "asc", status)}
+        what = f"the files of vector store {vector_store_id}"
+        pages = self._paged(path, "list_store_files", params, parse_file_page, what, max_pages)
+        async for item in pages:
+            yield item
+
+    async def _paged(
+        self,
+        path: str,
+        endpoint: Endpoint,
+        params: dict[str, str],
+        parse_page: Callable[[Any], Any],
+        what: str,
+        max_pages: int,
+    ) -> AsyncIterator[Any]:
+        """The items of every page of a list, following ``after`` from each page's last id."""
         seen_cursors: set[str] = set()
         for page_number in range(1, max_pages + 1):
-            body, meta = await self._request("GET", path, "list_files", params)
-            page = self._parse(parse_file_page, body, meta)
+            body, meta = await self._request("GET", path, endpoint, params)
+            page = self._parse(parse_page, body, meta)
             for item in page.data:
                 yield item
             if not page.has_more:
                 return
             if not page.data:
                 raise PaginationError(
-                    f"page {page_number} of the files of batch {batch_id} is empty "
+                    f"page {page_number} of {what} is empty "
                     "but says has_more: the server's pagination is broken",
                     status=meta.status,
                     request_id=meta.request_id,
                 )
-            cursor = page.data[-1].id
+            cursor: str = page.data[-1].id
             if cursor in seen_cursors:
                 raise PaginationError(
-                    f"the files of batch {batch_id} repeat cursor {cursor!r} on page "
+                    f"{what} repeat cursor {cursor!r} on page "
                     f"{page_number}: the server's pagination loops",
                     status=meta.status,
                     request_id=meta.request_id,
                 )
             seen_cursors.add(cursor)
             params["after"] = cursor
-        raise PaginationError(
-            f"the files of batch {batch_id} span more than {max_pages} pages; stopped there"
-        )
+        raise PaginationError(f"{what} span more than {max_pages} pages; stopped there")
 
     # -- one HTTP exchange -----------------------------------------------------------------
 
     def _batch_path(self, vector_store_id: str, batch_id: str) -> str:
-        vs = quote(vector_store_id, safe="")
         batch = quote(batch_id, safe="")
-        return f"{self._base}/vector_stores/{vs}/file_batches/{batch}"
+        return f"{self._store_path(vector_store_id)}/file_batches/{batch}"
+
+    def _store_path(self, vector_store_id: str) -> str:
+        return f"{self._base}/vector_stores/{quote(vector_store_id, safe='')}"
 
     def _auth_headers(self) -> tuple[dict[str, str], str | None]:
         source = self.settings.api_key
@@ -456,6 +501,15 @@ class APIClient:
             status=status,
             request_id=rid,
         )
+
+
+def _list_params(limit: int, order: str, status: str | None) -> dict[str, str]:
+    if not 1 <= limit <= 100:
+        raise ValueError("limit must be within 1..100")
+    params = {"limit": str(limit), "order": order}
+    if status is not None:
+        params["filter"] = status
+    return params
 
 
 def _header_map(headers: httpx.Headers) -> dict[str, str]:

@@ -84,12 +84,14 @@ def _shown(value: object) -> str:
 
 
 def _target(text: str) -> Target:
+    """``VS/BATCH`` for a batch, or a bare ``VS`` for the whole vector store."""
     vs, sep, batch = text.partition("/")
-    if not sep or "/" in batch:
+    if "/" in batch:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not VECTOR_STORE_ID/BATCH_ID (e.g. vs_abc123/vsfb_abc123)"
+            f"{text!r} is not VECTOR_STORE_ID/BATCH_ID or VECTOR_STORE_ID "
+            "(e.g. vs_abc123/vsfb_abc123, or vs_abc123 for the whole store)"
         )
-    for part in (vs, batch):
+    for part in (vs, batch) if sep else (vs,):
         try:
             check_id(part)
         except ValueError as reason:
@@ -123,13 +125,15 @@ def _add_watch(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "watch",
         help="watch batches until each ends, then report (for CI)",
         description=(
-            "Watch batches until each one ends; print its result; exit 0 if all completed with "
-            "no failed file, 1 on failures, 2 on bad usage, 3 if a deadline passed, 4 if the API "
-            "refused us (bad key, batch not found). The API key is read from OPENAI_API_KEY, "
-            "never from the command line; OPENAI_ORG_ID and OPENAI_PROJECT_ID are sent if set."
+            "Watch batches until each one ends (a bare VECTOR_STORE_ID: until no file of the "
+            "store is in progress; its failed files are the store's); print its result; exit 0 "
+            "if all completed with no failed file, 1 on failures, 2 on bad usage, 3 if a "
+            "deadline passed, 4 if the API refused us (bad key, batch not found). The API key is "
+            "read from OPENAI_API_KEY, never from the command line; OPENAI_ORG_ID and "
+            "OPENAI_PROJECT_ID are sent if set."
         ),
     )
-    watch.add_argument("targets", nargs="+", type=_target, metavar="VECTOR_STORE_ID/BATCH_ID")
+    watch.add_argument("targets", nargs="+", type=_target, metavar="VECTOR_STORE_ID[/BATCH_ID]")
     for setting in _WATCH_SETTINGS:
         options: dict[str, Any] = {"metavar": setting.metavar} if setting.metavar else {}
         if setting.key == "auth":

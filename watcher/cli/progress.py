@@ -14,7 +14,14 @@ from rich.progress import (
     TextColumn,
 )
 
-from ..core.events import BatchFinished, BatchProgressed, Event, WatchStarted
+from ..core.events import (
+    BatchFinished,
+    BatchProgressed,
+    Event,
+    StoreFinished,
+    StoreProgressed,
+    WatchStarted,
+)
 from .report import eta_text
 
 
@@ -58,20 +65,20 @@ class ProgressDisplay:
     def __call__(self, event: Event) -> None:
         key = (event.vector_store_id, event.batch_id)
         if isinstance(event, WatchStarted):
-            self._tasks[key] = self._progress.add_task(
-                f"{event.vector_store_id}/{event.batch_id}", total=None, detail="waiting"
-            )
+            name = event.vector_store_id + (f"/{event.batch_id}" if event.batch_id else "")
+            self._tasks[key] = self._progress.add_task(name, total=None, detail="waiting")
             return
         task = self._tasks.get(key)
         if task is None:
             return
-        if isinstance(event, BatchProgressed):
+        if isinstance(event, BatchProgressed | StoreProgressed):
             c = event.file_counts
-            detail = f"{event.status}  failed {c.failed}  ETA {eta_text(event.eta_seconds)}"
+            eta = event.eta_seconds if isinstance(event, BatchProgressed) else None
+            detail = f"{event.status}  failed {c.failed}  ETA {eta_text(eta)}"
             self._progress.update(
                 task, total=c.expected or None, completed=c.finished, detail=detail
             )
-        elif isinstance(event, BatchFinished):
+        elif isinstance(event, BatchFinished | StoreFinished):
             r = event.result
             failed = r.file_counts.failed if r.file_counts else 0
             self._progress.update(task, detail=f"{r.status}  failed {failed}")

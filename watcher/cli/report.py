@@ -60,7 +60,8 @@ def write_text_summary(results: Sequence[BatchResult], out: TextIO) -> None:
     console = Console(file=out, highlight=False, emoji=False, soft_wrap=True, width=width)
     for r in results:
         counts = r.file_counts
-        line = f"{r.vector_store_id}/{r.batch_id}: {r.status}"
+        target = f"{r.vector_store_id}/{r.batch_id}" if r.batch_id else r.vector_store_id
+        line = f"{target}: {r.status}"
         if counts is not None:
             line += (
                 f" — {counts.completed} completed, {counts.failed} failed, "
@@ -90,7 +91,7 @@ def write_text_summary(results: Sequence[BatchResult], out: TextIO) -> None:
     for r, f in rows:
         code = f.last_error.code if f.last_error else "unknown"
         message = f.last_error.message if f.last_error else ""
-        table.add_row(Text(r.batch_id), Text(f.id), Text(code), Text(message))
+        table.add_row(Text(r.batch_id or r.vector_store_id), Text(f.id), Text(code), Text(message))
     console.print(table)
 
 

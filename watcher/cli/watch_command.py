@@ -1,4 +1,6 @@
 """The one-shot ``batch-watcher watch`` command: watch some batches until each ends, then report.
+A target with an empty batch id (``watch vs_abc``) is a whole vector store, watched until no file
+of it is in progress.
 
 Meant for CI pipelines: one JSON line per batch as it ends (``--output json``) or a readable
 summary (``--output text``), and an exit status a pipeline can branch on.
@@ -17,11 +19,11 @@ import anyio
 
 from ..api.client import ClientSettings
 from ..core.engine import Engine
-from ..core.events import AuthFailed, BatchFinished, Event
+from ..core.events import AuthFailed, BatchFinished, Event, StoreFinished
 from ..core.results import BatchResult
 from ..core.settings import EngineSettings
 from ..core.states import State
-from ..core.watch import Watch
+from ..core.watch import STORE, Watch
 from ..logs import log_event
 from .progress import ProgressDisplay
 from .report import ExitStatus, exit_status, json_line, write_text_summary
@@ -43,7 +45,7 @@ async def run_watch(command: WatchCommand, out: TextIO = sys.stdout) -> ExitStat
     refused: list[AuthFailed] = []
 
     def collect(event: Event) -> None:
-        if isinstance(event, BatchFinished):
+        if isinstance(event, BatchFinished | StoreFinished):
             results[(event.vector_store_id, event.batch_id)] = event.result
             if command.output == "json":
                 line = json_line(event.result)
@@ -66,7 +68,7 @@ async def run_watch(command: WatchCommand, out: TextIO = sys.stdout) -> ExitStat
             scope = tg.cancel_scope
             await tg.start(engine.run)
             for vs, batch in dict.fromkeys(command.targets):
-                engine.add(vs, batch)
+                engine.add(vs, batch, until_idle=batch == STORE)
             await engine.wait_idle()
             tg.cancel_scope.cancel()
     if refused:

@@ -28,10 +28,10 @@ from pydantic_core import ErrorDetails
 
 from ..errors import ConfigError
 from .environment import apply_environment, from_text
-from .model import SECTIONS, Config, PollConfig, StateConfig, WatchConfig
+from .model import SECTIONS, Config, PollConfig, StateConfig, StoreWatchConfig, WatchConfig
 from .values import Found, check_id, dotted, hint, is_loopback, show
 
-_TOP_LEVEL: Final = (*SECTIONS, "watch")
+_TOP_LEVEL: Final = (*SECTIONS, "watch", "store")
 
 Loc = tuple[str | int, ...]
 
@@ -216,8 +216,9 @@ def config_from_mapping(
     poll = sections.get("poll") or PollConfig()
     state = sections.get("state") or StateConfig()
     watches = _read_watches(merged.get("watch", []), poll, state, report)
+    stores = _read_stores(merged.get("store", []), report)
     report.raise_if_any()
-    return Config(**sections, watches=watches)
+    return Config(**sections, watches=watches, stores=stores)
 
 
 def parse_watch(data: object, poll: PollConfig, where: str = "watch") -> WatchConfig:
@@ -227,6 +228,17 @@ def parse_watch(data: object, poll: PollConfig, where: str = "watch") -> WatchCo
     report.raise_if_any()
     assert watch is not None
     return watch
+
+
+def parse_store(data: object, where: str = "store") -> StoreWatchConfig:
+    """One store table (from the file or the control API), or :class:`ConfigError`."""
+    report = _Report({where: data}, {})
+    try:
+        return StoreWatchConfig.model_validate(data)
+    except ValidationError as exc:
+        report.errors((where,), StoreWatchConfig, exc)
+        report.raise_if_any()
+        raise  # unreachable: the report holds the errors
 
 
 def require_api_key(config: Config) -> None:
@@ -306,6 +318,30 @@ def _read_watches(
         if watch is not None:
             watches.append(watch)
     return tuple(watches)
+
+
+def _read_stores(raw: object, report: _Report) -> tuple[StoreWatchConfig, ...]:
+    if not isinstance(raw, list):
+        report.add(("store",), f"{show(raw)} is not an array of tables ([[store]])")
+        return ()
+    stores: list[StoreWatchConfig] = []
+    first: dict[str, int] = {}
+    for index, item in enumerate(raw):
+        try:
+            store = StoreWatchConfig.model_validate(item)
+        except ValidationError as exc:
+            report.errors(("store", index), StoreWatchConfig, exc)
+            continue
+        if store.vector_store_id in first:
+            report.add(
+                ("store", index),
+                f"the same vector store as store[{first[store.vector_store_id]}] "
+                f"({store.vector_store_id})",
+            )
+            continue
+        first[store.vector_store_id] = index
+        stores.append(store)
+    return tuple(stores)
 
 
 def _watch_key(item: object) -> tuple[str, str] | None:

@@ -248,6 +248,24 @@ class NotifyConfig(Section):
         return self._webhook_secret
 
 
+class DiscoveryConfig(Section):
+    """``[discovery]``: watch what nobody registered."""
+
+    vector_stores: bool = Field(
+        False, description="watch every vector store the key can list (GET /vector_stores)"
+    )
+    interval_seconds: float = Field(
+        300.0, gt=0, description="seconds between two listings of the vector stores"
+    )
+
+
+class StoreWatchConfig(Section):
+    """One ``[[store]]``: a vector store to watch as a whole, for as long as it lives."""
+
+    vector_store_id: Id
+    labels: Labels = Field(default_factory=_no_table)
+
+
 #: The keys of a ``[[watch]]`` that override ``[poll]`` for that batch.
 OVERRIDES: Final = (
     "deadline_seconds",
@@ -312,7 +330,9 @@ class Config(Section):
     state: StateConfig = Field(default_factory=StateConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
     watches: tuple[WatchConfig, ...] = ()
+    stores: tuple[StoreWatchConfig, ...] = ()
 
 
 #: The tables of the file, by name, in the order they are documented.
@@ -324,6 +344,7 @@ SECTIONS: Final[Mapping[str, type[Section]]] = MappingProxyType(
         "state": StateConfig,
         "log": LogConfig,
         "notify": NotifyConfig,
+        "discovery": DiscoveryConfig,
     }
 )
 

@@ -24,6 +24,8 @@ def render_effective(config: Config) -> str:
     document: dict[str, object] = {name: _table(getattr(config, name)) for name in SECTIONS}
     if config.watches:
         document["watch"] = [_table(watch) for watch in config.watches]
+    if config.stores:
+        document["store"] = [_table(store) for store in config.stores]
     return "\n".join(header) + "\n\n" + tomli_w.dumps(document)
 
 

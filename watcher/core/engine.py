@@ -30,15 +30,25 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ..api.budget import RequestBudget
 from ..api.client import APIClient, ClientSettings, Exchange, file_page_limit
 from ..errors import APIError, AuthError, StoreUnavailable, WatcherError
-from . import lifecycle
+from . import lifecycle, store_lifecycle
 from .events import AuthFailed, AuthRecovered, Event, Sink, WatchRemoved, WatchStarted
 from .failed_files import list_failed_files
-from .lifecycle import Cancel, Finish, Hold, ListFailedFiles, Record, Retrieve, Step, Wait
+from .lifecycle import (
+    Cancel,
+    Finish,
+    Hold,
+    ListFailedFiles,
+    Record,
+    Retrieve,
+    RetrieveStore,
+    Step,
+    Wait,
+)
 from .refusals import Refusals
 from .schedule import DueTimes, Entry, Ready
 from .settings import EngineSettings
 from .states import Phase
-from .watch import Key, Watch, WatchOptions
+from .watch import STORE, Key, Watch, WatchOptions
 
 log = structlog.get_logger("watcher.core.engine")
 
@@ -137,8 +147,11 @@ class Engine:
         labels: Mapping[str, str] | None = None,
         options: WatchOptions | None = None,
         restored: Watch | None = None,
+        until_idle: bool = False,
     ) -> tuple[Watch, bool]:
-        """Watch a batch. Returns the watch and whether it is new (False: already watched)."""
+        """Watch a batch, or with ``batch_id`` :data:`~.watch.STORE` a whole vector store (until
+        no file of it is in progress, with ``until_idle``; else for as long as it lives).
+        Returns the watch and whether it is new (False: already watched)."""
         key = (vector_store_id, batch_id)
         existing = self._entries.get(key)
         if existing is not None:
@@ -150,13 +163,19 @@ class Engine:
                 f"already watching {self._active} unfinished batches, the most allowed "
                 f"(state.max_watches = {self.settings.max_watches})"
             )
+        # A store watched for as long as it lives has no deadline but its own.
+        lasting = batch_id == STORE and not until_idle
         watch = restored or Watch.new(
             vector_store_id,
             batch_id,
             registered_at=self._wall(),
             labels=labels,
-            options=self._with_default_deadline(options),
+            options=(options or WatchOptions())
+            if lasting
+            else self._with_default_deadline(options),
         )
+        if until_idle and restored is None:
+            watch = replace(watch, until_idle=True)
         entry = Entry(watch)
         self._entries[key] = entry
         if not finished:
@@ -366,7 +385,8 @@ class Engine:
 
     async def _turn(self, entry: Entry) -> None:
         """Do what the lifecycle asks, feeding each outcome back, until it says to wait."""
-        step = lifecycle.due(entry.watch, wall=self._wall(), settings=self.settings)
+        due = store_lifecycle.due if entry.watch.is_store else lifecycle.due
+        step = due(entry.watch, wall=self._wall(), settings=self.settings)
         while True:
             if entry.removed:
                 return
@@ -386,6 +406,8 @@ class Engine:
                 return
             if isinstance(action, Retrieve):
                 step = await self._retrieve(entry)
+            elif isinstance(action, RetrieveStore):
+                step = await self._retrieve_store(entry)
             elif isinstance(action, ListFailedFiles):
                 step = await self._list(entry.watch, action)
             elif isinstance(action, Cancel):
@@ -439,7 +461,36 @@ class Engine:
             random=self._rng,
         )
 
+    async def _retrieve_store(self, entry: Entry) -> Step:
+        watch = entry.watch
+        self.polls += 1
+        try:
+            reply = await self.client.retrieve_store_reply(watch.vector_store_id)
+        except APIError as exc:
+            return store_lifecycle.failed(
+                watch,
+                exc,
+                now=self._clock(),
+                wall=self._wall(),
+                settings=self.settings,
+                random=self._rng,
+            )
+        self._succeeded(watch)
+        entry.polled_at = self._clock()
+        return store_lifecycle.replied(
+            watch,
+            reply.value,
+            poll_after=reply.meta.poll_after,
+            now=self._clock(),
+            wall=self._wall(),
+            settings=self.settings,
+            random=self._rng,
+        )
+
     async def _list(self, watch: Watch, action: ListFailedFiles) -> Step:
+        store = watch.is_store
+        listed = store_lifecycle.listed if store else lifecycle.listed
+        listing_failed = store_lifecycle.listing_failed if store else lifecycle.listing_failed
         try:
             listing = await list_failed_files(
                 self.client,
@@ -455,12 +506,12 @@ class Engine:
                 ),
             )
         except APIError as exc:
-            return lifecycle.listing_failed(
+            return listing_failed(
                 watch, exc, wall=self._wall(), settings=self.settings, random=self._rng
             )
         # A list read while the key was refused was the probe, and it proved the key.
         self._succeeded(watch)
-        return lifecycle.listed(watch, listing, wall=self._wall())
+        return listed(watch, listing, wall=self._wall())
 
     async def _cancel(self, watch: Watch) -> Step:
         error: APIError | None = None

@@ -185,8 +185,45 @@ class BatchFinished(Event):
         return data
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreProgressed(Event):
+    """A watched vector store's status or file counts moved (``batch_id`` is empty)."""
+
+    name: ClassVar[str] = "store_progressed"
+    level: ClassVar[str] = "debug"
+    status: str
+    file_counts: FileCounts
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            **Event.fields(self),
+            "status": self.status,
+            "file_counts": self.file_counts.as_dict(),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreFinished(Event):
+    """One per store watch, when it ends: ``store_<state>`` (``store_completed`` once no file
+    is in progress, for ``watch``; ``store_expired``, ``store_not_found``, ...)."""
+
+    name: ClassVar[str] = "store_finished"
+    result: BatchResult
+
+    @property
+    def event_name(self) -> str:
+        return f"store_{self.result.status.value}"
+
+    def fields(self) -> dict[str, Any]:
+        data = self.result.as_dict()
+        del data["failed_files"]
+        return data
+
+
 Sink = Callable[[Event], None]
 
 
 def event_name(event: Event) -> str:
-    return event.event_name if isinstance(event, BatchFinished) else event.name
+    if isinstance(event, BatchFinished | StoreFinished):
+        return event.event_name
+    return event.name

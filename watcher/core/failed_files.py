@@ -45,7 +45,8 @@ async def list_failed_files(
     keep: int,
     max_pages: int,
 ) -> FailedFileListing:
-    """Read every page of the batch's failed files; keep the first ``keep``.
+    """Read every page of the batch's failed files; keep the first ``keep``. An empty
+    ``batch_id`` reads the whole vector store's (a store's watch).
 
     ``expected`` is the batch's final ``file_counts.failed`` (None while it may still move: a
     gap is then no fault). A list that cannot be read to its end
@@ -59,9 +60,12 @@ async def list_failed_files(
     notes: list[str] = []
     complete = True
     try:
-        async for item in client.iter_batch_files(
-            vector_store_id, batch_id, status=FAILED, max_pages=max_pages
-        ):
+        files = (
+            client.iter_batch_files(vector_store_id, batch_id, status=FAILED, max_pages=max_pages)
+            if batch_id
+            else client.iter_store_files(vector_store_id, status=FAILED, max_pages=max_pages)
+        )
+        async for item in files:
             if item.id in seen:
                 continue
             seen.add(item.id)

@@ -67,6 +67,12 @@ class Retrieve:
 
 
 @dataclass(frozen=True, slots=True)
+class RetrieveStore:
+    """Retrieve the vector store now (a store's watch, :mod:`.store_lifecycle`); then its
+    ``replied`` or ``failed``."""
+
+
+@dataclass(frozen=True, slots=True)
 class Cancel:
     """Cancel the batch now; then :func:`cancelled`."""
 
@@ -90,7 +96,7 @@ class Hold:
     error: AuthError
 
 
-Action = Wait | Retrieve | Cancel | ListFailedFiles | Finish | Hold
+Action = Wait | Retrieve | RetrieveStore | Cancel | ListFailedFiles | Finish | Hold
 
 
 class Record(Enum):

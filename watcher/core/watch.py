@@ -1,4 +1,8 @@
-"""One watched batch: what we know of it, as an immutable record.
+"""One watched batch, or one watched vector store: what we know of it, as an immutable record.
+
+A store's watch has no batch: its ``batch_id`` is :data:`STORE` (the empty string), so its key,
+``(vector_store_id, "")``, never meets a batch's. Its ``file_counts`` and ``status`` are the
+store's; ``store`` keeps the rest of what the store showed.
 
 The lifecycle (:mod:`watcher.core.lifecycle`) turns one :class:`Watch` into the next; the engine
 keeps the latest. Readers — the metrics collector, the HTTP app, the state store, the status page
@@ -13,11 +17,15 @@ from types import MappingProxyType
 from typing import Any
 
 from ..api.models import IN_PROGRESS, FileCounts
+from ..api.vector_stores import VectorStore
 from .policy import Progress, ProgressWindow
 from .results import BatchResult
 from .states import Phase, State
 
 Key = tuple[str, str]
+
+#: The ``batch_id`` of a vector store's watch.
+STORE = ""
 
 _NO_LABELS: Mapping[str, str] = MappingProxyType({})
 
@@ -73,6 +81,11 @@ class Watch:
     note: str = ""
     result: BatchResult | None = None
     finished_at: float | None = None
+    #: A store's watch: the store as the API last showed it.
+    store: VectorStore | None = None
+    #: A store's watch ends once no file of the store is in progress (``watch vs_...``); else
+    #: it watches the store until the store expires or is gone (the daemon).
+    until_idle: bool = False
 
     @classmethod
     def new(
@@ -94,6 +107,11 @@ class Watch:
             options=options,
             deadline_at=registered_at + deadline if deadline else None,
         )
+
+    @property
+    def is_store(self) -> bool:
+        """Whether this watches a whole vector store rather than one of its batches."""
+        return self.batch_id == STORE
 
     @property
     def key(self) -> Key:
@@ -138,4 +156,6 @@ class Watch:
         }
         if self.result is not None:
             data["result"] = self.result.as_dict()
+        if self.is_store:
+            data["store"] = None if self.store is None else self.store.as_dict()
         return data

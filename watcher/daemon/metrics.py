@@ -45,6 +45,7 @@ from ..core.engine import Engine
 from ..core.events import BatchFinished, Event, WatchRemoved
 from ..core.states import State
 from ..core.watch import Key, Watch
+from .store_metrics import StoreCollector, StoreSample
 
 BATCH = "openai_vector_store_file_batch"
 BATCH_LABELS = ("vector_store_id", "batch_id")
@@ -175,15 +176,23 @@ class Snapshot:
     last_success_at: float | None
     rate_limit_remaining: int | None
     auth_failing: bool
+    stores: Sequence[StoreSample] = ()
 
 
 def take_snapshot(engine: Engine, codes: ErrorCodes | None = None) -> Snapshot:
     """The engine's watches as a scrape shows them; ``codes`` bounds the error codes shown."""
+    batches, stores = [], []
+    for w in engine.watches():
+        if w.is_store:
+            stores.append(StoreSample.of(w))
+        else:
+            batches.append(BatchSample.of(w, codes))
     return Snapshot(
-        batches=[BatchSample.of(w, codes) for w in engine.watches()],
+        batches=batches,
         last_success_at=engine.last_success_at,
         rate_limit_remaining=engine.budget.remaining,
         auth_failing=engine.auth_error is not None,
+        stores=stores,
     )
 
 
@@ -380,6 +389,7 @@ class StateCollector(Collector):
         snap = self.snapshot
         states: Tally[str] = Tally(dict.fromkeys(WATCH_STATES, 0))
         states.update(b.state for b in snap.batches)
+        states.update(s.state for s in snap.stores)
         watches = GaugeMetricFamily("batch_watcher_watches", "Watches by state.", labels=["state"])
         for state, count in sorted(states.items()):
             watches.add_metric([state], count)
@@ -575,6 +585,8 @@ class WatcherMetrics:
         self.own.register(self.state)
         self.batches = BatchCollector()
         self.exposition = BatchExposition()
+        self.stores = StoreCollector()
+        self.own.register(self.stores)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.batches)
         self.registry.register(self.own)
@@ -655,5 +667,6 @@ class WatcherMetrics:
         call at a time."""
         encoder, content_type = choose_encoder(accept or "")
         self.batches.snapshot = self.state.snapshot = snapshot
+        self.stores.stores = snapshot.stores
         batches = self.exposition.render(snapshot.batches, encoder, content_type)
         return batches + encoder(self.own), content_type

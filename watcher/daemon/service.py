@@ -12,6 +12,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import anyio
 import structlog
@@ -24,12 +25,13 @@ from ..core import lifecycle
 from ..core.engine import Engine, TooManyWatches
 from ..core.events import Sink
 from ..core.states import Phase, State
-from ..core.watch import WatchOptions
+from ..core.watch import STORE, WatchOptions
 from ..errors import ConfigError
 from ..logs import log_event, register_secret
 from ..serving import EmbeddedServer, ServerLimits, address, bind, server_config
 from ..store import StateStore
 from ..store.sqlite import SQLiteStore
+from .discovery import discover_stores
 from .metrics import WatcherMetrics
 from .notify import Notifier
 from .web import LOOPBACK_NAMES, AppState, build_app
@@ -117,10 +119,18 @@ class Daemon:
                     f"({spec.vector_store_id}/{spec.batch_id}) next to the {unfinished} "
                     "unfinished watches in the state store"
                 ) from None
+        for index, store in enumerate(self.config.stores):
+            try:
+                self.engine.add(store.vector_store_id, STORE, labels=store.labels)
+            except TooManyWatches:
+                raise ConfigError(
+                    f"state.max_watches: {limit} leaves no room for store[{index}] "
+                    f"({store.vector_store_id}) next to the other unfinished watches"
+                ) from None
         log.info(
             "watches_restored",
             restored=len(restored),
-            configured=len(self.config.watches),
+            configured=len(self.config.watches) + len(self.config.stores),
             watching=self.engine.unfinished,
             finished=len(self.engine) - self.engine.unfinished,
         )
@@ -165,6 +175,9 @@ class Daemon:
                 (spec.vector_store_id, spec.batch_id): index
                 for index, spec in enumerate(self.config.watches)
             },
+            declared_stores={
+                spec.vector_store_id: index for index, spec in enumerate(self.config.stores)
+            },
             local_names=LOOPBACK_NAMES | {host.lower()},
             body_timeout_seconds=self.limits.body_timeout_seconds,
             api_key_missing=self._api_key_missing,
@@ -182,6 +195,13 @@ class Daemon:
                     inner.start_soon(self._retention)
                     if self.notifier is not None:
                         inner.start_soon(self.notifier.run)
+                    discovery = self.config.discovery
+                    if discovery.vector_stores:
+                        inner.start_soon(
+                            partial(
+                                discover_stores, self.engine, interval=discovery.interval_seconds
+                            )
+                        )
 
         try:
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

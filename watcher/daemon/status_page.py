@@ -14,6 +14,7 @@ from urllib.parse import quote
 from .. import __version__
 from ..cli.report import eta_text
 from ..core.watch import Watch
+from .store_page import render_store_links
 
 if TYPE_CHECKING:
     from ..core.engine import Engine
@@ -67,7 +68,9 @@ def _row(watch: Watch) -> str:
     )
 
 
-def render_status_page(watches: Sequence[Watch], engine: Engine) -> str:
+def render_status_page(
+    watches: Sequence[Watch], engine: Engine, stores: Sequence[Watch] = ()
+) -> str:
     active = [w for w in watches if w.result is None]
     ended = sorted(
         (w for w in watches if w.result is not None), key=lambda w: -(w.finished_at or 0)
@@ -88,5 +91,6 @@ def render_status_page(watches: Sequence[Watch], engine: Engine) -> str:
 <table><thead><tr><th>batch</th><th>status</th><th>progress</th><th>ETA</th>
 <th>failed files by code</th></tr></thead>
 <tbody>{rows or '<tr><td colspan="5" class="muted">no watches</td></tr>'}</tbody></table>
+{render_store_links(stores)}
 </body></html>
 """

@@ -25,18 +25,20 @@ import anyio.to_thread
 import structlog
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..config import PollConfig, parse_watch, validate_id
 from ..core.engine import Engine, TooManyWatches
-from ..core.watch import WatchOptions
+from ..core.watch import STORE, WatchOptions
 from ..credentials import SecretSource
 from ..errors import ConfigError, StoreUnavailable
 from ..serving import BODY_TIMEOUT_SECONDS
 from ..store import StateStore, WriteFailure
 from .metrics import WatcherMetrics
 from .status_page import render_status_page
+from .store_api import store_handlers
+from .store_page import render_store_page
 
 log = structlog.get_logger("watcher.daemon.web")
 
@@ -64,6 +66,8 @@ class AppState:
     #: Watches the configuration file declares, with their index in its ``watch`` list: they
     #: come back at every start, so the API refuses to delete them.
     declared: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    #: Vector stores the file declares (``[[store]]``), with their index in its ``store`` list.
+    declared_stores: Mapping[str, int] = field(default_factory=dict)
     #: Host names accepted without a control token (the listen address's and the loopback's).
     local_names: frozenset[str] = LOOPBACK_NAMES
     body_timeout_seconds: float = BODY_TIMEOUT_SECONDS
@@ -197,7 +201,8 @@ def build_app(state: AppState) -> Starlette:
         return check
 
     async def list_watches(_: Request) -> Response:
-        return JSONResponse({"watches": [w.as_dict() for w in state.engine.watches()]})
+        watches = [w.as_dict() for w in state.engine.watches() if not w.is_store]
+        return JSONResponse({"watches": watches})
 
     async def read_body(request: Request) -> bytes | Response:
         """The body, or the answer to a request whose body is too big, too slow or cut off."""
@@ -224,7 +229,8 @@ def build_app(state: AppState) -> Starlette:
         response.headers["Connection"] = "close"
         return response
 
-    async def add_watch(request: Request) -> Response:
+    async def read_object(request: Request) -> dict[str, Any] | Response:
+        """The body's JSON object, or the answer to a body that is not one."""
         if not _is_json(request):
             return _error(415, "the body must be JSON, sent as 'Content-Type: application/json'")
         raw = await read_body(request)
@@ -236,6 +242,12 @@ def build_app(state: AppState) -> Starlette:
             return _error(400, "the body is not valid JSON")
         if not isinstance(body, dict):
             return _error(422, "the body must be a JSON object")
+        return body
+
+    async def add_watch(request: Request) -> Response:
+        body = await read_object(request)
+        if isinstance(body, Response):
+            return body
         allowed = {"vector_store_id", "batch_id", "labels", "deadline_seconds"}
         if unknown := sorted(set(body) - allowed):
             return _error(422, f"unknown fields: {', '.join(unknown)}", allowed=sorted(allowed))
@@ -302,7 +314,19 @@ def build_app(state: AppState) -> Starlette:
         return Response(status_code=204)
 
     async def status_page(_: Request) -> Response:
-        return HTMLResponse(render_status_page(list(state.engine.watches()), state.engine))
+        watches = list(state.engine.watches())
+        batches = [w for w in watches if not w.is_store]
+        stores = [w for w in watches if w.is_store]
+        return HTMLResponse(render_status_page(batches, state.engine, stores))
+
+    async def store_page(request: Request) -> Response:
+        vs = request.path_params["vector_store_id"]
+        if validate_id(vs, "vector_store_id"):
+            return PlainTextResponse("not a vector store id", status_code=400)
+        watch = state.engine.get(vs, STORE)
+        if watch is None:
+            return PlainTextResponse("not watching this vector store", status_code=404)
+        return HTMLResponse(render_store_page(watch))
 
     async def openapi(_: Request) -> Response:
         return Response(OPENAPI, media_type="application/json")
@@ -310,6 +334,7 @@ def build_app(state: AppState) -> Starlette:
     one = "/v1/watches/{vector_store_id}/{batch_id}"
     routes = [
         Route("/", status_page, methods=["GET"]),
+        Route("/stores/{vector_store_id}", store_page, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
@@ -317,6 +342,15 @@ def build_app(state: AppState) -> Starlette:
         # One route per path, so that a 405's Allow lists every method the path has.
         by_method("/v1/watches", GET=guarded(list_watches), POST=guarded(add_watch)),
         by_method(one, GET=guarded(get_watch), DELETE=guarded(delete_watch)),
+        *(
+            by_method(path, **{method: guarded(h) for method, h in handlers.items()})
+            for path, handlers in store_handlers(
+                state.engine,
+                state.store,
+                read_object=read_object,
+                declared=state.declared_stores,
+            ).items()
+        ),
     ]
     app = Starlette(routes=routes)
     # No redirect for a path that misses a route only by slashes: /v1/watches// holds ids that

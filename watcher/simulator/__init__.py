@@ -14,8 +14,9 @@ from .files import file_id
 from .ratelimit import RateLimit, format_duration
 from .scenario import REAL_ERRORS, BatchSpec, Progress
 from .server import serve_simulator, serve_simulator_in_thread
-from .simulator import BatchNotCancellable, SimBatch, Simulator, UnknownBatch
+from .simulator import BatchNotCancellable, SimBatch, Simulator, UnknownBatch, UnknownStore
 from .stats import SimStats
+from .stores import StoreSpec
 
 __all__ = [
     "DEMO_ERRORS",
@@ -32,7 +33,9 @@ __all__ = [
     "SimStats",
     "Simulator",
     "SimulatorApp",
+    "StoreSpec",
     "UnknownBatch",
+    "UnknownStore",
     "demo_scenario",
     "file_id",
     "format_duration",

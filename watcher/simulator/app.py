@@ -21,6 +21,7 @@ from .files import DEFAULT_LIMIT, Order, PageQuery, file_id, file_index, file_js
 from .scenario import Progress
 from .simulator import BatchNotCancellable, SimBatch, Simulator, UnknownBatch
 from .stats import UNKNOWN_ENDPOINT, RequestRecord
+from .store_routes import STORE_ENDPOINTS, answer_store, route_store
 from .wire import (
     HTML,
     Reply,
@@ -72,7 +73,7 @@ class SimulatorApp:
         sim = self.sim
         method: str = scope["method"]
         route = self._route(method, scope["path"])
-        endpoint, _, batch_id = route or (UNKNOWN_ENDPOINT, "", None)
+        endpoint, vs_id, batch_id = route or (UNKNOWN_ENDPOINT, "", None)
         exchange = RequestRecord(
             at=sim.wall_clock(),
             request_id=new_request_id(),
@@ -80,7 +81,7 @@ class SimulatorApp:
             path=scope["path"],
             query=scope["query_string"].decode("latin-1"),
             endpoint=endpoint,
-            batch_id=batch_id,
+            batch_id=batch_id or vs_id or None,  # a store's requests: the store's id
         )
         try:
             if route is None:
@@ -102,11 +103,13 @@ class SimulatorApp:
     ) -> None:
         sim = self.sim
         endpoint, vs_id, batch_id = route
+        # A store's requests are counted, and draw faults, under the store's id.
+        target = batch_id or vs_id or None
         found = sim.find(batch_id)
         after_terminal = (
             endpoint == "retrieve" and found is not None and found.seen_terminal_at is not None
         )
-        sim.stats.record_request(endpoint, batch_id, after_terminal=after_terminal)
+        sim.stats.record_request(endpoint, target, after_terminal=after_terminal)
 
         headers: list[tuple[bytes, bytes]] = []
         limiter = sim.rate_limiter
@@ -130,7 +133,7 @@ class SimulatorApp:
             await self._send(send, early, exchange)
             return
 
-        fault = sim.faults.draw(endpoint, batch_id)
+        fault = sim.faults.draw(endpoint, target)
         if fault is not None:
             sim.stats.record_fault(fault.kind)
             exchange.fault = fault.kind.value
@@ -146,7 +149,8 @@ class SimulatorApp:
             elif kind is FaultKind.VANISH and found is not None:
                 sim.vanish(batch_id)
             elif kind is FaultKind.EXPIRE:
-                message = f"Vector store file batch {batch_id} has expired."
+                what = "Vector store file batch" if batch_id else "Vector store"
+                message = f"{what} {target} has expired."
                 await self._send(send, error_reply(400, message, headers=headers), exchange)
                 return
             else:
@@ -157,7 +161,9 @@ class SimulatorApp:
                     await self._send(send, early, exchange, with_request_id=shown_id)
                     return
 
-        if endpoint == "retrieve":
+        if endpoint in STORE_ENDPOINTS:
+            reply, shown = answer_store(sim, endpoint, vs_id, _query(scope), fault), None
+        elif endpoint == "retrieve":
             reply, shown = self._retrieve(vs_id, batch_id, fault)
         elif endpoint == "list":
             reply, shown = self._list(vs_id, batch_id, _query(scope), fault), None
@@ -182,6 +188,9 @@ class SimulatorApp:
         if not path.startswith(prefix) or path[len(prefix) : len(prefix) + 1] != "/":
             return None
         parts = path[len(prefix) + 1 :].split("/")
+        store_route = route_store(method, parts)
+        if store_route is not None:
+            return store_route
         if len(parts) < 4 or parts[0] != "vector_stores" or parts[2] != "file_batches":
             return None
         vs_id, batch_id = parts[1], parts[3]

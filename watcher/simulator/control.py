@@ -10,6 +10,9 @@ that drive the simulator from another process. Never subject to auth, rate limit
     GET    /_sim/batches/<id>          one batch's truth
     POST   /_sim/batches               a batch spec, or {"template": spec, "count", "prefix", ...}
     POST   /_sim/batches/<id>/vanish   404 for this batch from now on
+    GET    /_sim/stores                every store, as the API shows it
+    POST   /_sim/stores                a store spec (vector_store_id, name, expires_after_days, ...)
+    POST   /_sim/stores/<id>/expire    the store says "expired" from now on
     GET    /_sim/faults                the armed faults
     POST   /_sim/faults                arm one: a fault object, plus "batch_id" (optional)
     DELETE /_sim/faults                disarm all (?batch_id=<id>: that batch's only)
@@ -29,7 +32,8 @@ from starlette.types import Receive, Scope, Send
 from .faults import Fault
 from .ratelimit import RateLimit
 from .scenario import spec_from_json
-from .simulator import Simulator, UnknownBatch
+from .simulator import Simulator, UnknownBatch, UnknownStore
+from .stores import StoreSpec
 from .wire import Reply, json_reply, new_request_id, read_body, send_reply
 
 _TEMPLATE_OPTIONS = ("prefix", "vector_store_id", "start_jitter_seconds", "duration_jitter", "seed")
@@ -56,6 +60,8 @@ async def handle_control(sim: Simulator, scope: Scope, receive: Receive, send: S
         reply = _problem(400, str(exc))
     except UnknownBatch as exc:
         reply = _problem(404, f"no batch {exc}")
+    except UnknownStore as exc:
+        reply = _problem(404, f"no store {exc}")
     except ValueError as exc:
         reply = _problem(400, str(exc))
     await send_reply(send, reply, new_request_id())
@@ -88,6 +94,17 @@ def _dispatch(
         case ("POST", "batches", batch_id, "vanish"):
             sim.vanish(batch_id)
             return json_reply(200, sim.truth(batch_id, failed_files=False))
+        case ("GET", "stores"):
+            return json_reply(200, {"data": [sim.store(i) for i in sim.store_ids()]})
+        case ("POST", "stores"):
+            try:
+                spec = StoreSpec(**_object(body))
+            except TypeError as exc:
+                raise _BadRequest(str(exc)) from None
+            return json_reply(201, sim.store(sim.add_store(spec)))
+        case ("POST", "stores", store_id, "expire"):
+            sim.expire_store(store_id)
+            return json_reply(200, sim.store(store_id))
         case ("GET", "faults"):
             return json_reply(200, {"data": sim.faults.snapshot()})
         case ("POST", "faults"):

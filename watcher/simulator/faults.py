@@ -18,7 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, get_args
 
-Endpoint = Literal["retrieve", "list", "cancel"]
+Endpoint = Literal[
+    "retrieve", "list", "cancel", "list_stores", "retrieve_store", "list_store_files"
+]
 ENDPOINTS: Final[tuple[Endpoint, ...]] = get_args(Endpoint)
 
 
@@ -57,11 +59,12 @@ class FaultKind(enum.StrEnum):
 
 #: Kinds that only make sense on some endpoints; they never fire (nor count) elsewhere.
 _ONLY_ON: Final[Mapping[FaultKind, frozenset[Endpoint]]] = {
-    FaultKind.UNKNOWN_STATUS: frozenset({"retrieve", "cancel"}),
-    FaultKind.PAGINATION_LOOP: frozenset({"list"}),
-    FaultKind.EMPTY_PAGE: frozenset({"list"}),
-    FaultKind.WRONG_ID: frozenset({"retrieve", "cancel"}),
-    FaultKind.IGNORE_FILTER: frozenset({"list"}),
+    FaultKind.UNKNOWN_STATUS: frozenset({"retrieve", "cancel", "retrieve_store"}),
+    FaultKind.PAGINATION_LOOP: frozenset({"list", "list_stores", "list_store_files"}),
+    FaultKind.EMPTY_PAGE: frozenset({"list", "list_stores", "list_store_files"}),
+    FaultKind.WRONG_ID: frozenset({"retrieve", "cancel", "retrieve_store"}),
+    FaultKind.IGNORE_FILTER: frozenset({"list", "list_store_files"}),
+    FaultKind.VANISH: frozenset({"retrieve", "list", "cancel"}),
 }
 _DEFAULT_STATUS: Final = {FaultKind.SERVER_ERROR: 500, FaultKind.HTML_ERROR: 502}
 

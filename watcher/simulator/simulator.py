@@ -29,10 +29,15 @@ from .scenario import (
     terminal_after,
 )
 from .stats import SimStats
+from .stores import StoreBatch, StoreSpec, store_json
 
 
 class UnknownBatch(LookupError):
     """No such batch (or it vanished, or it belongs to another vector store)."""
+
+
+class UnknownStore(LookupError):
+    """No such vector store: no spec names it and no visible batch belongs to it."""
 
 
 class BatchNotCancellable(ValueError):
@@ -104,6 +109,8 @@ class Simulator:
         self.faults = FaultBook(random.Random(seed))
         self._lock = threading.Lock()
         self._batches: dict[str, SimBatch] = {}
+        #: Stores added with a spec, with their ``created_at``; batches may name others.
+        self._stores: dict[str, tuple[StoreSpec, int]] = {}
         self._api_key: Secret | None = None
         self._rate_limiter: RateLimiter | None = None
         self.set_api_key(api_key)
@@ -234,6 +241,74 @@ class Simulator:
         """A reply just showed the batch terminal to a client."""
         if found.seen_terminal_at is None:
             found.seen_terminal_at = self.clock()
+
+    # -- vector stores ----------------------------------------------------------------------
+
+    def add_store(self, spec: StoreSpec) -> str:
+        """Describe a store (its name, its expiry); its files are its batches'."""
+        created_at = spec.created_at if spec.created_at is not None else int(self.wall_clock())
+        with self._lock:
+            if spec.vector_store_id in self._stores:
+                raise ValueError(f"store {spec.vector_store_id!r} already exists")
+            self._stores[spec.vector_store_id] = (spec, created_at)
+        return spec.vector_store_id
+
+    def expire_store(self, vector_store_id: str) -> None:
+        """From now on the store says ``expired``."""
+        spec, created_at = self._store_spec(vector_store_id)
+        with self._lock:
+            self._stores[vector_store_id] = (
+                StoreSpec(
+                    spec.vector_store_id,
+                    name=spec.name,
+                    created_at=created_at,
+                    expires_after_days=spec.expires_after_days,
+                    expired=True,
+                ),
+                created_at,
+            )
+
+    def store_ids(self) -> list[str]:
+        """Every store the API lists: those described, then those only batches name, in the
+        order they first appeared."""
+        with self._lock:
+            ids = dict.fromkeys(self._stores)
+            for found in self._batches.values():
+                if not found.vanished:
+                    ids.setdefault(found.spec.vector_store_id)
+        return list(ids)
+
+    def store_batches(self, vector_store_id: str) -> list[StoreBatch]:
+        """The store's visible batches as they are now, in the order they were added."""
+        now = self.clock()
+        with self._lock:
+            found = [
+                b
+                for b in self._batches.values()
+                if b.spec.vector_store_id == vector_store_id and not b.vanished
+            ]
+        return [
+            StoreBatch(b.spec, b.progress(now, self.cancel_seconds), b.created_at) for b in found
+        ]
+
+    def store(self, vector_store_id: str) -> dict[str, Any]:
+        """The store as ``GET /vector_stores/{id}`` shows it. Raises :class:`UnknownStore`."""
+        spec, created_at = self._store_spec(vector_store_id)
+        batches = self.store_batches(vector_store_id)
+        return store_json(spec, batches, created_at=created_at, wall=self.wall_clock())
+
+    def _store_spec(self, vector_store_id: str) -> tuple[StoreSpec, int]:
+        known = self._stores.get(vector_store_id)
+        if known is not None:
+            return known
+        batches = [
+            b
+            for b in self._batches.values()
+            if b.spec.vector_store_id == vector_store_id and not b.vanished
+        ]
+        if not batches:
+            raise UnknownStore(vector_store_id)
+        return StoreSpec(vector_store_id), min(b.created_at for b in batches)
 
     # -- the truth, for tests and benchmarks ---------------------------------------------
 

@@ -18,7 +18,7 @@ from ..api.models import FileCounts, LastError, parse_file_counts
 from ..config.values import validate_id, validate_labels
 from ..core.results import BatchResult, FailedFile
 from ..core.states import ENDINGS, Phase
-from ..core.watch import Watch, WatchOptions
+from ..core.watch import STORE, Watch, WatchOptions
 from ..errors import ProtocolError
 
 #: Statuses, ids and error codes longer than this were not written by :func:`encode` (the API
@@ -103,7 +103,9 @@ def _decode(get: Any, key: tuple[object, object]) -> Watch:
         return DamagedRow(key, problem)
 
     vs, batch = key
-    problems = validate_id(vs, "vector_store_id") + validate_id(batch, "batch_id")
+    problems = validate_id(vs, "vector_store_id")
+    if batch != STORE:  # a whole vector store's watch has no batch
+        problems += validate_id(batch, "batch_id")
     if problems:
         raise damaged("; ".join(problems))
     assert isinstance(vs, str)
