@@ -50,6 +50,7 @@ async def engine_of(sim: Simulator, events: list[Event]) -> AsyncIterator[Engine
         transport=httpx.ASGITransport(SimulatorApp(sim)),
         sinks=[events.append],
         wall=virtual_wall,
+        clock=anyio.current_time,
     )
     async with anyio.create_task_group() as tg:
         await tg.start(engine.run)
