@@ -39,6 +39,11 @@ def register_secret(secret: Secret | SecretSource | None) -> None:
         _secrets.append(secret)
 
 
+def secret_values() -> list[str]:
+    """The current value of every registered secret, to mask text that is not a log line."""
+    return _known_values()
+
+
 def _known_values() -> list[str]:
     current = [source.current() for source in _sources]
     values = {s.reveal() for s in [*_secrets, *current] if s is not None}

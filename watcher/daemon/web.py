@@ -25,7 +25,7 @@ import anyio.to_thread
 import structlog
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..config import PollConfig, parse_watch, validate_id
@@ -35,8 +35,9 @@ from ..credentials import SecretSource
 from ..errors import ConfigError, StoreUnavailable
 from ..serving import BODY_TIMEOUT_SECONDS
 from ..store import StateStore, WriteFailure
+from .history import BatchHistory
 from .metrics import WatcherMetrics
-from .status_page import render_status_page
+from .pages import Pages
 
 log = structlog.get_logger("watcher.daemon.web")
 
@@ -69,6 +70,7 @@ class AppState:
     body_timeout_seconds: float = BODY_TIMEOUT_SECONDS
     #: Why there is no API key where the API needs one (``check-config``'s rule), or None.
     api_key_missing: Callable[[], str | None] = lambda: None
+    history: BatchHistory = field(default_factory=BatchHistory)
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -301,15 +303,15 @@ def build_app(state: AppState) -> Starlette:
             return _store_unavailable(exc, removed=True)
         return Response(status_code=204)
 
-    async def status_page(_: Request) -> Response:
-        return HTMLResponse(render_status_page(list(state.engine.watches()), state.engine))
-
     async def openapi(_: Request) -> Response:
         return Response(OPENAPI, media_type="application/json")
 
+    # Read-only and without a token, like /metrics: nothing on them is secret.
+    pages = Pages(state.engine, state.history)
     one = "/v1/watches/{vector_store_id}/{batch_id}"
     routes = [
-        Route("/", status_page, methods=["GET"]),
+        Route("/", pages.status, methods=["GET"]),
+        Route("/batches/{vector_store_id}/{batch_id}", pages.batch, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
