@@ -236,7 +236,7 @@ async def test_the_control_api_requires_the_token(
         assert (await client.get("/v1/watches", headers=_bearer(TOKEN))).json() == {"watches": []}
         response = await client.post("/v1/watches", json=body, headers=_bearer(TOKEN))
         assert response.status_code == 201
-        for path in ("/metrics", "/healthz", "/readyz", "/"):
+        for path in ("/metrics", "/healthz", "/readyz", "/", f"/batches/{VS}/vsfb_slow"):
             assert (await client.get(path)).status_code == 200, path
 
 
@@ -457,10 +457,11 @@ async def test_the_status_page_escapes_what_users_send(
         html = page.text
         assert "<script>" not in html
         assert "<img" not in html
-        assert "team=&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
-        assert "note=&quot;&gt;&lt;img src=x onerror=alert(1)&gt;" in html
+        assert "team=&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in html
+        assert "note=&#34;&gt;&lt;img src=x onerror=alert(1)&gt;" in html
         assert "amp=a&amp;b ü ✓" in html
-        assert f'href="/v1/watches/{VS}/vsfb_slow"' in html
+        assert f'href="/batches/{VS}/vsfb_slow"' in html
+        assert "/v1/watches/" not in html
 
 
 async def test_metrics_are_served_in_either_format(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from factories import ended_watch
+from structlog.testing import capture_logs
 
 from watcher.config import config_from_mapping
 from watcher.core.states import Phase
@@ -15,7 +16,7 @@ from watcher.store.sqlite import SQLiteStore
 
 async def test_rejected_watches_are_tried_again_after_a_restart(tmp_path: Path) -> None:
     """A watch that ended rejected (usually a configuration problem) is watched again after a
-    restart; one that really ended stays ended."""
+    restart; one that really ended stays ended, and the start's log line counts it as ended."""
     path = tmp_path / "state.sqlite3"
     store = SQLiteStore(path)
     await store.open()
@@ -23,7 +24,11 @@ async def test_rejected_watches_are_tried_again_after_a_restart(tmp_path: Path) 
         await store.save_finished(ended_watch("vs_r", batch_id, status))
     await store.aclose()
     daemon = Daemon(config_from_mapping({"state": {"path": str(path)}}, {}))
-    await daemon.restore()
+    with capture_logs() as logged:
+        await daemon.restore()
+    [restored] = [e for e in logged if e["event"] == "watches_restored"]
+    # The finished watch is restored but not watched: only the rejected one is polled again.
+    assert (restored["restored"], restored["watching"], restored["finished"]) == (2, 1, 1)
     rejected = daemon.engine.get("vs_r", "b_rejected")
     done = daemon.engine.get("vs_r", "b_done")
     assert rejected is not None

@@ -65,3 +65,33 @@ def test_the_text_summary_shows_server_text_as_it_is() -> None:
     assert text.count(hostile) >= 3
     assert "⚠" not in text
     assert "\x1b" not in text
+
+
+def test_the_summary_says_whose_time_and_which_store() -> None:
+    """The time in the summary is the watch's ("watched for"), a cancelled batch names its
+    cancelled files, and the failed-files table names each file's vector store."""
+    failed = dataclasses.replace(
+        result("completed", 1),
+        vector_store_id="vs_store_9",
+        failed_files=(FailedFile("file-1", LastError("invalid_file", "bad [b]bytes[/b]")),),
+        elapsed_seconds=75.0,
+    )
+    cancelled = dataclasses.replace(
+        result("cancelled"), file_counts=FileCounts(completed=30, cancelled=50, total=80)
+    )
+    out = io.StringIO()
+    write_text_summary([failed, cancelled], out)
+    text = out.getvalue()
+    assert "vs_store_9/b_completed_1: completed — 9 completed, 1 failed" in text
+    assert "(watched for 1m15s)" in text
+    assert " in 1m15s" not in text
+    assert "30 completed, 0 failed, 50 cancelled, 0 in progress of 80" in text
+
+    def cells(line: str) -> list[str]:
+        return [cell.strip() for cell in line.replace("┃", "│").split("│") if cell.strip()]
+
+    header = next(line for line in text.splitlines() if "message" in line)
+    assert cells(header) == ["vector store", "batch", "file", "code", "message"]
+    row = next(line for line in text.splitlines() if "file-1" in line)
+    assert cells(row)[:4] == ["vs_store_9", "b_completed_1", "file-1", "invalid_file"]
+    assert "bad [b]bytes[/b]" in row

@@ -14,13 +14,17 @@ from typing import Any, TextIO, get_args
 
 import structlog
 
+from .api.models import parse_file_counts
+from .cli.report import eta_text, files_text
 from .config.model import LogFormat, LogLevel
-from .core.events import BatchFinished, Event, event_name
+from .core.events import BatchFinished, Event, FileFailedEvent, event_name
 from .credentials import MASK, Secret, SecretSource
+from .errors import ProtocolError
 
 LEVELS: tuple[str, ...] = get_args(LogLevel)
 
 _secrets: list[Secret] = []
+_console = False  # set by configure(): a person reads the lines, not a log pipeline
 _sources: list[SecretSource] = []
 log = structlog.get_logger("watcher")
 
@@ -33,6 +37,11 @@ def register_secret(secret: Secret | SecretSource | None) -> None:
             _sources.append(secret)
     elif secret and secret not in _secrets:
         _secrets.append(secret)
+
+
+def secret_values() -> list[str]:
+    """The current value of every registered secret, to mask text that is not a log line."""
+    return _known_values()
 
 
 def _known_values() -> list[str]:
@@ -87,19 +96,22 @@ def configure(fmt: LogFormat = "auto", level: str = "info") -> None:
     """Set up structlog (and the standard library's logging, for libraries) once, at start."""
     if level not in LEVELS:
         raise ValueError(f"log level {level!r} is not one of {', '.join(LEVELS)}")
+    global _console
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
+    _console = fmt == "console"
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        # A person at a terminal reads the time of day; a pipeline gets the full UTC instant.
+        structlog.processors.TimeStamper(fmt="%H:%M:%S" if _console else "iso", utc=not _console),
         structlog.processors.format_exc_info,
         scrub_secrets,
     ]
     renderer: Any = (
         structlog.processors.JSONRenderer(sort_keys=False)
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(), sort_keys=False)
     )
     structlog.configure(
         processors=[*shared, renderer],
@@ -127,10 +139,16 @@ _LEVEL_NUMBERS = {name: getattr(logging, name.upper()) for name in LEVELS}
 
 
 def log_event(event: Event) -> None:
-    """The engine sink that writes each event as one structured log line."""
+    """The engine sink that writes each event as one structured log line.
+
+    JSON lines keep every event with every field. On a console a person reads them: one short
+    line per batch event, and each failed file only at debug (the summary and the status page
+    list them; 130 warnings would scroll everything else away)."""
     level = event.level
     if isinstance(event, BatchFinished) and not event.result.clean:
         level = "warning"
+    elif _console and isinstance(event, FileFailedEvent):
+        level = "debug"
     number = _LEVEL_NUMBERS.get(level) or getattr(logging, level.upper())
     # One logger for the level check and the line: below the configured level (the debug
     # events of every poll, at the default level) the fields are never built.
@@ -138,4 +156,52 @@ def log_event(event: Event) -> None:
     is_enabled_for = getattr(logger, "is_enabled_for", None)
     if is_enabled_for is not None and not is_enabled_for(number):
         return
-    logger.log(number, event_name(event), **event.fields())
+    name, fields = event_name(event), event.fields()
+    logger.log(number, name, **(_for_console(name, fields) if _console else fields))
+
+
+#: Fields a console line leaves out when they hold this value: they say nothing.
+_QUIET: dict[str, object] = {
+    "failed_files_complete": True,
+    "failed_files_truncated": False,
+    "note": "",
+    "eta_seconds": None,
+}
+
+
+def _for_console(name: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """An event's fields made short for a terminal: the batch as one ``vs/batch``, counts and
+    codes as short text; left out are the end's wall-clock time (the line has its own), labels
+    after ``watch_started`` said them, and what repeats the counts."""
+    out: dict[str, Any] = {}
+    if "vector_store_id" in fields and "batch_id" in fields:
+        out["batch"] = f"{fields['vector_store_id']}/{fields['batch_id']}"
+    counts = fields.get("file_counts")
+    failed = counts.get("failed") if isinstance(counts, dict) else None
+    for key, value in fields.items():
+        if key in ("vector_store_id", "batch_id", "finished_at"):
+            continue
+        if key in _QUIET and value == _QUIET[key]:
+            continue
+        if key == "labels" and name != "watch_started":
+            continue
+        if key == "failed_files_listed" and value == failed:
+            continue
+        if key == "file_counts" and isinstance(value, dict):
+            value = _counts(value)
+        elif key == "failed_files_by_code" and isinstance(value, dict):
+            if not value:
+                continue
+            value = ", ".join(f"{code} {n}" for code, n in sorted(value.items()))
+        elif key == "elapsed_seconds" and isinstance(value, int | float):
+            key, value = "watched", eta_text(value)
+        out[key] = value
+    return out
+
+
+def _counts(c: dict[str, Any]) -> str:
+    try:
+        counts = parse_file_counts(c)
+    except ProtocolError:
+        return str(c)
+    return f"{files_text(counts)} of {counts.total}"

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..api.models import FileCounts
 from ..core.results import BatchResult
 from ..core.states import State
 
@@ -68,7 +69,8 @@ def write_text_summary(results: Sequence[BatchResult], out: TextIO) -> None:
                 f"{counts.cancelled} cancelled, {counts.in_progress} in progress "
                 f"of {counts.total}"
             )
-        line += f" in {_duration(r.elapsed_seconds)}"
+        # The watch's time, from its first answer to the end: not how long the batch took.
+        line += f" (watched for {_duration(r.elapsed_seconds)})"
         console.print(line, markup=False)
         if r.failed_by_code:
             codes = ", ".join(f"{code}: {n}" for code, n in sorted(r.failed_by_code.items()))
@@ -85,13 +87,15 @@ def write_text_summary(results: Sequence[BatchResult], out: TextIO) -> None:
     if not rows:
         return
     table = Table(title="Failed files", show_lines=False)
-    for column in ("batch", "file", "code"):
+    for column in ("vector store", "batch", "file", "code"):
         table.add_column(column, no_wrap=True)
     table.add_column("message", overflow="fold")
     for r, f in rows:
         code = f.last_error.code if f.last_error else "unknown"
         message = f.last_error.message if f.last_error else ""
-        table.add_row(Text(r.batch_id or r.vector_store_id), Text(f.id), Text(code), Text(message))
+        table.add_row(
+            Text(r.vector_store_id), Text(r.batch_id), Text(f.id), Text(code), Text(message)
+        )
     console.print(table)
 
 
@@ -104,6 +108,17 @@ def _duration(seconds: float) -> str:
     if minutes:
         return f"{minutes}m{secs:02d}s"
     return f"{secs}s"
+
+
+def files_text(c: FileCounts) -> str:
+    """The batch's files by kind: completed and failed always, cancelled and in progress when
+    there are any (``80/80`` alone hides 50 cancelled files)."""
+    parts = [f"{c.completed} completed", f"{c.failed} failed"]
+    if c.cancelled:
+        parts.append(f"{c.cancelled} cancelled")
+    if c.in_progress:
+        parts.append(f"{c.in_progress} in progress")
+    return ", ".join(parts)
 
 
 def eta_text(seconds: float | None) -> str:

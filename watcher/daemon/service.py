@@ -32,6 +32,7 @@ from ..serving import EmbeddedServer, ServerLimits, address, bind, server_config
 from ..store import StateStore
 from ..store.sqlite import SQLiteStore
 from .discovery import discover_stores
+from .history import BatchHistory
 from .metrics import WatcherMetrics
 from .notify import Notifier
 from .web import LOOPBACK_NAMES, AppState, build_app
@@ -53,6 +54,7 @@ class Daemon:
     store: StateStore = field(init=False)
     engine: Engine = field(init=False)
     metrics: WatcherMetrics = field(init=False)
+    history: BatchHistory = field(init=False)
     notifier: Notifier | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -62,7 +64,13 @@ class Daemon:
             register_secret(source)
         self.store = SQLiteStore(config.state.path, outbox=bool(config.notify.webhook_url))
         self.metrics = WatcherMetrics()
-        sinks: list[Sink] = [log_event, self.metrics.on_event, *self.extra_sinks]
+        self.history = BatchHistory()
+        sinks: list[Sink] = [
+            log_event,
+            self.metrics.on_event,
+            self.history.on_event,
+            *self.extra_sinks,
+        ]
         if config.notify.webhook_url:
             self.notifier = Notifier(
                 config.notify.webhook_url,
@@ -181,6 +189,7 @@ class Daemon:
             local_names=LOOPBACK_NAMES | {host.lower()},
             body_timeout_seconds=self.limits.body_timeout_seconds,
             api_key_missing=self._api_key_missing,
+            history=self.history,
         )
         server = EmbeddedServer(
             server_config(build_app(state), self.limits, timeout_graceful_shutdown=1)

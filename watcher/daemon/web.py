@@ -35,8 +35,9 @@ from ..credentials import SecretSource
 from ..errors import ConfigError, StoreUnavailable
 from ..serving import BODY_TIMEOUT_SECONDS
 from ..store import StateStore, WriteFailure
+from .history import BatchHistory
 from .metrics import WatcherMetrics
-from .status_page import render_status_page
+from .pages import Pages
 from .store_api import store_handlers
 from .store_page import render_store_page
 
@@ -73,6 +74,7 @@ class AppState:
     body_timeout_seconds: float = BODY_TIMEOUT_SECONDS
     #: Why there is no API key where the API needs one (``check-config``'s rule), or None.
     api_key_missing: Callable[[], str | None] = lambda: None
+    history: BatchHistory = field(default_factory=BatchHistory)
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -313,12 +315,6 @@ def build_app(state: AppState) -> Starlette:
             return _store_unavailable(exc, removed=True)
         return Response(status_code=204)
 
-    async def status_page(_: Request) -> Response:
-        watches = list(state.engine.watches())
-        batches = [w for w in watches if not w.is_store]
-        stores = [w for w in watches if w.is_store]
-        return HTMLResponse(render_status_page(batches, state.engine, stores))
-
     async def store_page(request: Request) -> Response:
         vs = request.path_params["vector_store_id"]
         if validate_id(vs, "vector_store_id"):
@@ -331,9 +327,12 @@ def build_app(state: AppState) -> Starlette:
     async def openapi(_: Request) -> Response:
         return Response(OPENAPI, media_type="application/json")
 
+    # Read-only and without a token, like /metrics: nothing on them is secret.
+    pages = Pages(state.engine, state.history)
     one = "/v1/watches/{vector_store_id}/{batch_id}"
     routes = [
-        Route("/", status_page, methods=["GET"]),
+        Route("/", pages.status, methods=["GET"]),
+        Route("/batches/{vector_store_id}/{batch_id}", pages.batch, methods=["GET"]),
         Route("/stores/{vector_store_id}", store_page, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),

@@ -1,0 +1,67 @@
+"""What the pages show of a batch's past: its progress over time.
+
+An engine sink, kept in memory only (a restart starts a new history). Each watch keeps at most
+:data:`MAX_POINTS` points of (wall-clock time, files finished): when they are all used, every
+other point is dropped, so the history always spans the whole watch at a coarser grain.
+"""
+
+from __future__ import annotations
+
+import time
+from array import array
+from collections.abc import Callable
+
+from ..core.events import BatchFinished, BatchProgressed, Event, WatchRemoved
+from ..core.watch import Key
+
+#: Points kept per watch: enough for a small chart, about 0.8 KB a watch when full.
+MAX_POINTS = 48
+
+
+class BatchHistory:
+    """Progress points of every watch, fed by the engine's events."""
+
+    def __init__(
+        self, *, wall: Callable[[], float] = time.time, max_points: int = MAX_POINTS
+    ) -> None:
+        if max_points < 4:
+            raise ValueError("max_points must be at least 4")
+        self._wall = wall
+        self._max = max_points
+        # One flat array per watch, time and count interleaved: a tuple per point would cost
+        # several times the memory at 10,000 watches.
+        self._points: dict[Key, array[float]] = {}
+
+    def on_event(self, event: Event) -> None:
+        key = (event.vector_store_id, event.batch_id)
+        if isinstance(event, BatchProgressed):
+            self._add(key, event.file_counts.finished)
+        elif isinstance(event, BatchFinished) and event.result.file_counts is not None:
+            self._add(key, event.result.file_counts.finished)
+        elif isinstance(event, WatchRemoved):
+            self._points.pop(key, None)
+
+    def _add(self, key: Key, finished: int) -> None:
+        points = self._points.get(key)
+        if points is None:
+            self._points[key] = array("d", (self._wall(), finished))
+            return
+        if points[-1] == finished:
+            return  # a status change alone moves nothing on the chart
+        if len(points) >= 2 * self._max:
+            # Keep the first point and every other one after it; the newest is appended below.
+            kept = array("d", points[:2])
+            for i in range(2 + 2, len(points), 4):
+                kept.extend(points[i : i + 2])
+            points = self._points[key] = kept
+        points.extend((self._wall(), finished))
+
+    def points(self, key: Key) -> tuple[tuple[float, int], ...]:
+        """The watch's (time, files finished) points, oldest first (a copy)."""
+        flat = self._points.get(key)
+        if flat is None:
+            return ()
+        return tuple((flat[i], int(flat[i + 1])) for i in range(0, len(flat), 2))
+
+    def __len__(self) -> int:
+        return len(self._points)
