@@ -23,7 +23,8 @@ from collections.abc import Sequence
 import psutil
 
 from watcher.api.models import FileCounts
-from watcher.daemon.metrics import BatchSample, Snapshot, WatcherMetrics
+from watcher.daemon.batch_metrics import BatchSample
+from watcher.daemon.metrics import Snapshot, WatcherMetrics
 
 FORMATS = {
     "text": "text/plain; version=0.0.4",

@@ -26,13 +26,8 @@ from watcher.core.results import BatchResult, FailedFile
 from watcher.core.settings import EngineSettings
 from watcher.core.states import Phase, State
 from watcher.core.watch import STORE, Watch, WatchOptions
-from watcher.daemon.metrics import (
-    MAX_ERROR_CODES,
-    STATUS_SET,
-    WATCH_STATES,
-    WatcherMetrics,
-    take_snapshot,
-)
+from watcher.daemon.batch_metrics import MAX_ERROR_CODES, STATUS_SET
+from watcher.daemon.metrics import WATCH_STATES, WatcherMetrics, take_snapshot
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 BATCH = "openai_vector_store_file_batch"

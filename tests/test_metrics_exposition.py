@@ -14,13 +14,9 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from watcher.api.models import FileCounts
-from watcher.daemon.metrics import (
-    BatchCollector,
-    BatchExposition,
-    BatchSample,
-    Encoder,
-    Snapshot,
-)
+from watcher.daemon.batch_metrics import BatchSample
+from watcher.daemon.exposition import BatchExposition, Encoder
+from watcher.daemon.metrics import BatchCollector, Snapshot
 
 TEXT = "text/plain"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"

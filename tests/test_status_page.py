@@ -15,22 +15,10 @@ from watcher.core.results import BatchResult, FailedFile
 from watcher.core.states import Phase, State
 from watcher.core.watch import Watch
 from watcher.credentials import MASK
-from watcher.daemon.status_page import (
-    DEFAULT_PER_PAGE,
-    MIN_STALE_SECONDS,
-    Fleet,
-    Query,
-    QueryError,
-    Row,
-    listing,
-    make_row,
-    parse_query,
-    redact,
-    render_batch,
-    render_status,
-    stale_after,
-    templates,
-)
+from watcher.daemon.status_page import redact, render_batch, render_status, templates
+from watcher.daemon.status_query import DEFAULT_PER_PAGE, Query, QueryError, listing, parse_query
+from watcher.daemon.status_rows import Row, make_row
+from watcher.daemon.status_state import MIN_STALE_SECONDS, Fleet, stale_after
 
 NOW = 1_800_000_000.0
 PAGES = templates()

@@ -341,7 +341,7 @@ async def test_a_watch_deleted_while_its_write_fails_stays_deleted(store: SQLite
         tg.start_soon(finish)
         with anyio.fail_after(5):
             while True:  # the write has taken what was noted, and waits for the lock
-                if not store._dirty:
+                if not store._pending.dirty:
                     break
                 await anyio.lowlevel.checkpoint()
         store.delete(("vs_1", "vsfb_gone"))

@@ -26,15 +26,9 @@ from ..core.policy import PollSettings
 from ..core.watch import Watch
 from ..logs import secret_values
 from .history import BatchHistory
-from .status_page import (
-    Fleet,
-    QueryError,
-    parse_query,
-    render_batch,
-    render_problem,
-    render_status,
-    templates,
-)
+from .status_page import render_batch, render_problem, render_status, templates
+from .status_query import QueryError, parse_query
+from .status_state import Fleet
 
 #: How long a snapshot and a rendered page are served again. The page reloads every 5 s.
 TTL_SECONDS: Final = 1.0

@@ -9,7 +9,8 @@ nothing: the next poll brings it back; a crash loses up to that much of it, a cl
 none. What must not be lost is written at once and durably: a watch registered through the API
 (:meth:`~SQLiteStore.flush` before answering), and a finished batch
 (:meth:`~SQLiteStore.save_finished` before it is announced, so that a restart never announces it
-twice). Webhook deliveries wait in an outbox table until they succeed.
+twice). Webhook deliveries wait in an outbox table until they succeed. What is noted and not yet
+written is kept by :class:`~watcher.store.pending.PendingWrites`.
 
 A write that fails (the file locked by another process for more than ``busy_seconds``, a full
 disk, a read-only file) raises :class:`~watcher.errors.StoreUnavailable` and keeps what it would
@@ -24,7 +25,6 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -35,7 +35,8 @@ import structlog
 
 from ..core.watch import Key, Watch
 from ..errors import ConfigError, StoreUnavailable
-from .codec import COLUMNS, DamagedRow, Row, decode, encode
+from .codec import COLUMNS, DamagedRow, decode
+from .pending import PendingWrites, Taken
 from .protocol import OutboxItem, WriteFailure
 
 log = structlog.get_logger("watcher.store.sqlite")
@@ -71,19 +72,6 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 
 
-@dataclass(slots=True)
-class _Pending:
-    """What was noted, taken to be written in one transaction."""
-
-    dirty: dict[Key, Row]
-    deleted: set[Key]
-    deliveries: list[tuple[Key, str]]
-    # Noted progress (at a checkpoint), and the rows made of it: newer than ``dirty``'s.
-    progress: dict[Key, Watch] = field(default_factory=dict)
-    progress_rows: list[Row] = field(default_factory=list)
-    failure: BaseException | None = None
-
-
 class SQLiteStore:
     """One SQLite file. Open with :meth:`open`; run :meth:`run` in the task group to flush."""
 
@@ -110,12 +98,7 @@ class SQLiteStore:
         self._wall = wall
         self._db: sqlite3.Connection | None = None
         self._lock = anyio.Lock()
-        self._dirty: dict[Key, Row] = {}
-        self._deleted: set[Key] = set()
-        # Watches whose progress moved since the last checkpoint; their rows are made when taken.
-        self._progress: dict[Key, Watch] = {}
-        # Webhook payloads of finished watches, written in the transaction that writes the watch.
-        self._deliveries: list[tuple[Key, str]] = []
+        self._pending = PendingWrites()
         self._failure: WriteFailure | None = None
         self.writes = 0
 
@@ -207,7 +190,7 @@ class SQLiteStore:
         if self._db is None:
             return
         with anyio.CancelScope(shield=True):
-            noted = self._noted()
+            noted = self._pending.counts()
             try:
                 await self._commit(progress=True)
             except StoreUnavailable as exc:
@@ -220,46 +203,30 @@ class SQLiteStore:
     def is_open(self) -> bool:
         return self._db is not None
 
-    def _noted(self) -> dict[str, int]:
-        return {
-            "saved": len(self._dirty),
-            "deleted": len(self._deleted),
-            "progress": len(self._progress),
-            "deliveries": len(self._deliveries),
-        }
-
     # -- the engine's side (WatchStore) --------------------------------------------------------
 
     def save(self, watch: Watch) -> None:
-        self._deleted.discard(watch.key)
-        self._progress.pop(watch.key, None)  # the row made now is newer
-        self._dirty[watch.key] = encode(watch)
+        self._pending.save(watch)
 
     def note_progress(self, watch: Watch) -> None:
         """Note that the watch's progress moved; its row is made and written at the next
         checkpoint (every ``progress_seconds``), as last noted."""
-        self._progress[watch.key] = watch
+        self._pending.note_progress(watch)
 
     def delete(self, key: Key) -> None:
-        self._dirty.pop(key, None)
-        self._progress.pop(key, None)
-        self._deleted.add(key)
-        if self._deliveries:
-            # A finished watch not yet written was never announced: once it is deleted, it
-            # never will be. (A delivery written already stays: its batch was announced.)
-            self._deliveries = [d for d in self._deliveries if d[0] != key]
+        self._pending.delete(key)
 
     async def save_finished(self, watch: Watch) -> None:
         self.save(watch)
         if self._outbox and watch.result is not None:
-            self._deliveries.append((watch.key, json.dumps(watch.result.as_dict())))
+            self._pending.deliver(watch.key, json.dumps(watch.result.as_dict()))
         await self._commit()
 
     async def flush(self, *, progress: bool = False) -> None:
         """Write everything saved so far, durably; noted progress only with ``progress`` (a
         checkpoint). The control API flushes without it: a registration needs its own saved row
         on disk before the answer, not the latest counts of every other watch."""
-        if self._dirty or self._deleted or self._deliveries or (progress and self._progress):
+        if self._pending.any(progress=progress):
             await self._commit(progress=progress)
 
     async def run(self) -> None:
@@ -339,14 +306,14 @@ class SQLiteStore:
         is noted: were the thread to take it, a watch noted meanwhile (a finished result whose
         payload is being serialised) could land in a collection already taken, and be lost."""
         async with self._lock:
-            pending = self._take(progress=progress)
+            taken = self._pending.take(progress=progress)
             try:
-                await anyio.to_thread.run_sync(self._write, pending)
+                await anyio.to_thread.run_sync(self._write, taken)
             finally:
                 # Back on the event loop, cancelled or not: the thread has finished by now.
-                if pending.failure is not None:
-                    self._give_back(pending)
-            failure = pending.failure
+                if taken.failure is not None:
+                    self._pending.give_back(taken)
+            failure = taken.failure
             if failure is None:
                 self._succeeded()
             elif isinstance(failure, sqlite3.Error | OSError):
@@ -366,7 +333,7 @@ class SQLiteStore:
             error=error,
             attempts=attempts,
             failing_seconds=round(self._wall() - since, 3),
-            **self._noted(),
+            **self._pending.counts(),
         )
         raise StoreUnavailable(f"the state store {self.location!r} cannot write: {error}") from exc
 
@@ -380,56 +347,33 @@ class SQLiteStore:
                 failed_seconds=round(self._wall() - previous.since, 3),
             )
 
-    def _take(self, *, progress: bool) -> _Pending:
-        pending = _Pending(self._dirty, self._deleted, self._deliveries)
-        self._dirty, self._deleted, self._deliveries = {}, set(), []
-        if progress and self._progress:
-            pending.progress, self._progress = self._progress, {}
-            # Made here, not in the writer thread: the engine changes these watches meanwhile.
-            pending.progress_rows = [encode(watch) for watch in pending.progress.values()]
-        return pending
-
-    def _give_back(self, pending: _Pending) -> None:
-        # Nothing noted is dropped: what failed to write is noted again, unless newer. Progress
-        # first, while ``_dirty`` and ``_deleted`` hold only what was noted since the take.
-        for k, watch in pending.progress.items():
-            if k not in self._dirty and k not in self._deleted:
-                self._progress.setdefault(k, watch)
-        # A watch deleted since the take stays deleted, and its unwritten delivery goes with it.
-        deleted = self._deleted
-        for k, row in pending.dirty.items():
-            if k not in deleted:
-                self._dirty.setdefault(k, row)
-        self._deliveries[:0] = [d for d in pending.deliveries if d[0] not in deleted]
-        self._deleted |= pending.deleted - self._dirty.keys()
-
-    def _write(self, pending: _Pending) -> None:
-        """One transaction; a failure is kept in ``pending.failure``, for the event loop."""
+    def _write(self, taken: Taken) -> None:
+        """One transaction; a failure is kept in ``taken.failure``, for the event loop."""
         db = self._conn()
         try:
             db.execute("BEGIN IMMEDIATE")
-            if pending.deleted:
+            if taken.deleted:
                 db.executemany(
                     "DELETE FROM watches WHERE vector_store_id = ? AND batch_id = ?",
-                    pending.deleted,
+                    taken.deleted,
                 )
-            if pending.dirty or pending.progress_rows:
+            if taken.dirty or taken.progress_rows:
                 # A watch in both was noted after it was saved: its progress row comes last.
                 db.executemany(
                     "INSERT OR REPLACE INTO watches VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    itertools.chain(pending.dirty.values(), pending.progress_rows),
+                    itertools.chain(taken.dirty.values(), taken.progress_rows),
                 )
-            if pending.deliveries:
+            if taken.deliveries:
                 db.executemany(
                     "INSERT INTO outbox (vector_store_id, batch_id, payload, created_at) "
                     "VALUES (?, ?, ?, strftime('%s', 'now'))",
-                    [(*key, payload) for key, payload in pending.deliveries],
+                    [(*key, payload) for key, payload in taken.deliveries],
                 )
             db.execute("COMMIT")
         except BaseException as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            pending.failure = exc
+            taken.failure = exc
             return
         self.writes += 1
 
