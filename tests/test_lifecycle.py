@@ -384,3 +384,12 @@ def test_nothing_listed_ends_complete_with_no_files() -> None:
     result = lifecycle.listed(w, NOTHING_LISTED, wall=WALL).watch.result
     assert result is not None
     assert (result.failed_files, result.failed_files_complete) == ((), True)
+
+
+def test_evolve_is_replace() -> None:
+    """A watch's fast copy-with-changes gives what ``dataclasses.replace`` gives, field for
+    field, and leaves the original as it was."""
+    w = reply(new(deadline_seconds=60.0), batch(in_progress=1, total=2), now=1.0).watch
+    changes = {"failures": 3, "last_error": "x", "stalled": True}
+    assert w.evolve(changes) == replace(w, **changes)
+    assert (w.failures, w.last_error, w.stalled) == (0, None, False)

@@ -221,9 +221,8 @@ def replied(
         remaining=remaining,
         random=random,
     )
-    w = replace(
-        watch, **changes, last_change=last_change, stalled=stalled, eta_seconds=eta, window=window
-    )
+    changes.update(last_change=last_change, stalled=stalled, eta_seconds=eta, window=window)
+    w = watch.evolve(changes)
     wait = Wait(decision.delay, decision.reason, remaining=remaining)
     return Step(w, wait, tuple(events), record)
 

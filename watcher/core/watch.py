@@ -11,8 +11,8 @@ keeps the latest. Readers — the metrics collector, the HTTP app, the state sto
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
@@ -113,6 +113,11 @@ class Watch:
         """Whether this watches a whole vector store rather than one of its batches."""
         return self.batch_id == STORE
 
+    def evolve(self, changes: Mapping[str, Any]) -> Watch:
+        """``dataclasses.replace(self, **changes)``, a few times faster: a good reply makes a
+        new record on every poll."""
+        return _evolve(self, changes)
+
     @property
     def key(self) -> Key:
         return (self.vector_store_id, self.batch_id)
@@ -159,3 +164,23 @@ class Watch:
         if self.is_store:
             data["store"] = None if self.store is None else self.store.as_dict()
         return data
+
+
+def _compile_evolve() -> Callable[[Watch, Mapping[str, Any]], Watch]:
+    """A copy-with-changes for :class:`Watch` that sets each slot through its descriptor:
+    a frozen dataclass's ``__init__`` (which ``replace`` calls) goes through
+    ``object.__setattr__`` for each of its fields, and ``replace`` first reads them all into a
+    dict."""
+    names = [f.name for f in fields(Watch)]
+    scope: dict[str, Any] = {"new": object.__new__, "cls": Watch}
+    lines = ["def evolve(w, changes):", "    out = new(cls)"]
+    for name in names:
+        scope[f"set_{name}"] = getattr(Watch, name).__set__
+        lines.append(f"    set_{name}(out, changes[{name!r}] if {name!r} in changes else w.{name})")
+    lines.append("    return out")
+    exec("\n".join(lines), scope)  # noqa: S102 - code made here, from the field names
+    evolve: Callable[[Watch, Mapping[str, Any]], Watch] = scope["evolve"]
+    return evolve
+
+
+_evolve = _compile_evolve()
