@@ -17,6 +17,7 @@ from watcher.core.events import (
     FileFailedEvent,
     PollFailed,
     StatusUnknown,
+    StuckFilesListed,
 )
 from watcher.core.failed_files import NOTHING_LISTED, FailedFileListing
 from watcher.core.lifecycle import (
@@ -24,13 +25,14 @@ from watcher.core.lifecycle import (
     Finish,
     Hold,
     ListFailedFiles,
+    ListStuckFiles,
     Record,
     Retrieve,
     Step,
     Wait,
 )
 from watcher.core.policy import PollSettings, Reason
-from watcher.core.results import FailedFile
+from watcher.core.results import FailedFile, FileName, StuckFile
 from watcher.core.settings import EngineSettings
 from watcher.core.states import Phase, State
 from watcher.core.watch import Watch, WatchOptions
@@ -74,6 +76,16 @@ def reply(watch: Watch, b: FileBatch, now: float, *, poll_after: float | None = 
 
 def fail(watch: Watch, error: APIError, now: float, settings: EngineSettings = S) -> Step:
     return lifecycle.failed(watch, error, now=now, wall=WALL + now, settings=settings, random=half)
+
+
+def stuck(
+    step: Step, files: list[tuple[str, FileName]], now: float, error: APIError | None = None
+) -> Step:
+    """Feed the page of stuck files the step asked for back into the lifecycle."""
+    assert isinstance(step.action, ListStuckFiles)
+    return lifecycle.stuck_listed(
+        step.watch, step.action.then, files, error=error, now=now, wall=WALL + now, settings=S
+    )
 
 
 def test_a_new_watch_is_polled_at_once_then_retrieved() -> None:
@@ -229,6 +241,8 @@ def test_a_timed_out_batch_with_failed_files_lists_them_without_a_final_count() 
     still move: no gap is judged."""
     w = reply(new(deadline_seconds=60.0), batch(in_progress=5, failed=1, total=6), 1.0).watch
     step = lifecycle.due(w, wall=WALL + 60.0, settings=S)
+    assert step.action == ListStuckFiles()
+    step = stuck(step, [], now=60.0)
     assert step.action == ListFailedFiles(expected=None)
 
 
@@ -384,3 +398,63 @@ def test_nothing_listed_ends_complete_with_no_files() -> None:
     result = lifecycle.listed(w, NOTHING_LISTED, wall=WALL).watch.result
     assert result is not None
     assert (result.failed_files, result.failed_files_complete) == ((), True)
+
+
+# -- stuck files -----------------------------------------------------------------------------
+
+
+def test_a_stall_reads_the_stuck_files_then_waits_as_it_would_have() -> None:
+    """Flagging a stall asks for the files in progress; with them kept, the wait goes on."""
+    quiet = reply(new(), batch(in_progress=4, completed=6, total=10), now=1.0)
+    stalled = reply(quiet.watch, batch(in_progress=4, completed=6, total=10), now=70.0)
+    assert isinstance(stalled.action, ListStuckFiles)
+    assert isinstance(stalled.action.then, Wait)
+    named = [("file-a", FileName("a.pdf", 10)), ("file-b", FileName(error="gone"))]
+    after = stuck(stalled, named, now=70.0)
+    assert after.action == stalled.action.then
+    assert after.watch.stuck_files == (
+        StuckFile("file-a", FileName("a.pdf", 10), 69.0),
+        StuckFile("file-b", FileName(error="gone"), 69.0),
+    )
+    assert [type(e) for e in after.events] == [StuckFilesListed]
+    assert after.watch.as_dict()["stuck_files"][1] == {
+        "id": "file-b",
+        "filename": None,
+        "bytes": None,
+        "filename_error": "gone",
+        "stalled_seconds": 69.0,
+    }
+    resumed = reply(after.watch, batch(in_progress=3, completed=7, total=10), now=80.0)
+    assert resumed.watch.stuck_files == ()
+
+
+def test_the_deadline_reads_the_stuck_files_into_the_result() -> None:
+    """At the deadline the files in progress are read first; the result names them."""
+    w = reply(new(deadline_seconds=60.0), batch(in_progress=5, completed=1, total=6), 1.0).watch
+    step = lifecycle.due(w, wall=WALL + 60.0, settings=S)
+    assert step.action == ListStuckFiles()
+    ended = stuck(step, [("file-x", FileName("x.md", 3))], now=60.0)
+    assert isinstance(ended.action, Finish)
+    assert ended.watch.result is not None
+    assert ended.watch.result.status is State.TIMED_OUT
+    assert ended.watch.result.stuck_files == (StuckFile("file-x", FileName("x.md", 3), 59.0),)
+    assert ended.watch.result.as_dict()["stuck_files"][0]["filename"] == "x.md"
+
+
+def test_stuck_files_that_cannot_be_read_are_noted_and_the_end_goes_on() -> None:
+    """An error reading the stuck files at the deadline is said in the note, never hidden."""
+    w = reply(
+        new(deadline_seconds=60.0, cancel_on_timeout=True),
+        batch(in_progress=5, total=5),
+        1.0,
+    ).watch
+    step = lifecycle.due(w, wall=WALL + 60.0, settings=S)
+    after = stuck(step, [], now=60.0, error=Transient("list_files: server error 502"))
+    assert after.action == Cancel()
+    assert "the stuck files could not be read" in after.watch.note
+
+
+def test_no_stuck_files_are_read_when_nothing_is_in_progress() -> None:
+    """A batch never seen, or with no file in progress, ends at its deadline without a read."""
+    step = lifecycle.due(new(deadline_seconds=60.0), wall=WALL + 60.0, settings=S)
+    assert not isinstance(step.action, ListStuckFiles)

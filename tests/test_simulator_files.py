@@ -35,9 +35,11 @@ def sim(clock: FakeClock) -> Simulator:
 
 @pytest.fixture
 async def api(sim: Simulator) -> AsyncIterator[httpx.AsyncClient]:
-    async with serve_simulator(sim) as base_url:
-        async with httpx.AsyncClient(base_url=base_url, timeout=5) as client:
-            yield client
+    async with (
+        serve_simulator(sim) as base_url,
+        httpx.AsyncClient(base_url=base_url, timeout=5) as client,
+    ):
+        yield client
 
 
 async def test_a_file_has_a_name_and_size_that_follow_from_its_id(api: httpx.AsyncClient) -> None:
@@ -45,8 +47,10 @@ async def test_a_file_has_a_name_and_size_that_follow_from_its_id(api: httpx.Asy
     first = (await api.get(f"/files/{FAILED_ID}")).json()
     again = (await api.get(f"/files/{FAILED_ID}")).json()
     assert first == again
-    assert first["id"] == FAILED_ID and first["object"] == "file"
-    assert first["filename"].startswith("document-") and first["bytes"] > 0
+    assert first["id"] == FAILED_ID
+    assert first["object"] == "file"
+    assert first["filename"].startswith("document-")
+    assert first["bytes"] > 0
     other = (await api.get(f"/files/{file_id(BATCH, 99)}")).json()
     assert other["filename"] != first["filename"]
     assert (await api.get("/files/file-nobody")).status_code == 404
@@ -56,7 +60,8 @@ async def test_a_store_file_is_read_and_detached(api: httpx.AsyncClient) -> None
     """A store's file is its ``vector_store.file``; after ``DELETE`` the store no longer has it."""
     url = f"/vector_stores/{VS}/files/{FAILED_ID}"
     body = (await api.get(url)).json()
-    assert body["status"] == "failed" and body["last_error"]["code"]
+    assert body["status"] == "failed"
+    assert body["last_error"]["code"]
     assert body["chunking_strategy"]["type"] == "static"
     assert (await api.get(f"/vector_stores/vs_other/files/{FAILED_ID}")).status_code == 404
     deleted = await api.delete(url)
@@ -76,16 +81,19 @@ async def test_a_file_still_attached_is_refused_until_detached(api: httpx.AsyncC
     refused = await api.post(CREATE, json=files)
     assert refused.status_code == 400
     error = refused.json()["error"]
-    assert error["code"] == "file_already_attached" and FAILED_ID in error["message"]
+    assert error["code"] == "file_already_attached"
+    assert FAILED_ID in error["message"]
     await api.delete(f"/vector_stores/{VS}/files/{FAILED_ID}")
     made = await api.post(CREATE, json=files)
     assert made.status_code == 200
     batch = made.json()
-    assert batch["status"] == "in_progress" and batch["file_counts"]["total"] == 1
+    assert batch["status"] == "in_progress"
+    assert batch["file_counts"]["total"] == 1
     listed = (await api.get(f"{CREATE}/{batch['id']}/files")).json()["data"]
     assert [(f["id"], f["attributes"]) for f in listed] == [(FAILED_ID, {"team": "a"})]
     store_file = (await api.get(f"/vector_stores/{VS}/files/{FAILED_ID}")).json()
-    assert store_file["attributes"] == {"team": "a"} and store_file["status"] == "in_progress"
+    assert store_file["attributes"] == {"team": "a"}
+    assert store_file["status"] == "in_progress"
 
 
 async def test_a_created_batch_progresses_like_the_others(
@@ -96,7 +104,8 @@ async def test_a_created_batch_progresses_like_the_others(
     batch = (await api.post(CREATE, json={"file_ids": [FAILED_ID]})).json()
     clock.advance(11)
     now = (await api.get(f"{CREATE}/{batch['id']}")).json()
-    assert now["status"] == "completed" and now["file_counts"]["completed"] == 1
+    assert now["status"] == "completed"
+    assert now["file_counts"]["completed"] == 1
 
 
 async def test_the_same_idempotency_key_returns_the_same_batch(api: httpx.AsyncClient) -> None:
@@ -107,7 +116,8 @@ async def test_the_same_idempotency_key_returns_the_same_batch(api: httpx.AsyncC
     first = (await api.post(CREATE, json=body, headers=key)).json()
     # The file is attached again now: without the key this would be refused.
     second = await api.post(CREATE, json=body, headers=key)
-    assert second.status_code == 200 and second.json()["id"] == first["id"]
+    assert second.status_code == 200
+    assert second.json()["id"] == first["id"]
     other = await api.post(CREATE, json=body, headers={"Idempotency-Key": "retry-2"})
     assert other.status_code == 400
 

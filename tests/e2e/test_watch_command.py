@@ -371,6 +371,26 @@ def test_deadline_exits_3_and_cancels_only_when_asked(sim: SimulatorProcess) -> 
     assert sim.stats()["by_batch"][left].get("cancel", 0) == 0
 
 
+def test_timeout_names_the_stuck_files_and_failed_files_by_name(sim: SimulatorProcess) -> None:
+    """``--timeout`` ends with exit 3 and the summary names the files still in progress; the
+    failed files' table and JSON carry each file's name from ``GET /files/{id}``."""
+    slow = add(sim, "vsfb_stuck_text", total_files=5, duration_seconds=60)
+    failed = add(sim, "vsfb_named_text", final_status="failed", failed_files=2)
+    text = watch(sim, [slow, failed], "--timeout", "1")
+    assert text.returncode == 3, text.stderr
+    assert "5 files still in progress, no progress for" in text.stdout
+    for i in range(5):
+        assert f"file-{slow}-{i:06d} (document-" in text.stdout
+    assert text.stdout.count("document-") >= 7  # 5 stuck, 2 failed in the table
+    again = watch(sim, [slow], "--output", "json", "--timeout", "0.5")
+    [line] = iter_json_lines(again.stdout)
+    assert [f["id"] for f in line["stuck_files"]] == [f"file-{slow}-{i:06d}" for i in range(5)]
+    assert all(f["filename"] and f["stalled_seconds"] >= 0 for f in line["stuck_files"])
+    named = watch(sim, [failed], "--output", "json")
+    [done] = iter_json_lines(named.stdout)
+    assert all(f["filename"].startswith("document-") for f in done["failed_files"])
+
+
 @pytest.mark.parametrize("output", ["json", "text"])
 def test_wrong_key_exits_4_and_is_never_printed(sim: SimulatorProcess, output: str) -> None:
     """A key the server refuses ends every watch with exit 4, and the key is in no output."""

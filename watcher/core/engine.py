@@ -29,15 +29,18 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ..api.budget import RequestBudget
 from ..api.client import APIClient, ClientSettings, Exchange, file_page_limit
+from ..api.models import IN_PROGRESS
 from ..errors import APIError, AuthError, StoreUnavailable, WatcherError
 from . import lifecycle, store_lifecycle
 from .events import AuthFailed, AuthRecovered, Event, Sink, WatchRemoved, WatchStarted
 from .failed_files import list_failed_files
+from .file_names import FileNames
 from .lifecycle import (
     Cancel,
     Finish,
     Hold,
     ListFailedFiles,
+    ListStuckFiles,
     Record,
     Retrieve,
     RetrieveStore,
@@ -45,6 +48,7 @@ from .lifecycle import (
     Wait,
 )
 from .refusals import Refusals
+from .results import FileName
 from .schedule import DueTimes, Entry, Ready
 from .settings import EngineSettings
 from .states import Phase
@@ -90,6 +94,8 @@ class Engine:
         rng: Callable[[], float] = random.random,
     ) -> None:
         self.client = client
+        #: Failed and stuck files' names, looked up once per file through the same client.
+        self.names = FileNames(client)
         self.budget = budget
         self.settings = settings
         self._sinks = tuple(sinks)
@@ -410,6 +416,8 @@ class Engine:
                 step = await self._retrieve_store(entry)
             elif isinstance(action, ListFailedFiles):
                 step = await self._list(entry.watch, action)
+            elif isinstance(action, ListStuckFiles):
+                step = await self._stuck(entry.watch, action)
             elif isinstance(action, Cancel):
                 step = await self._cancel(entry.watch)
 
@@ -511,7 +519,33 @@ class Engine:
             )
         # A list read while the key was refused was the probe, and it proved the key.
         self._succeeded(watch)
-        return listed(watch, listing, wall=self._wall())
+        names = await self.names.look_up(f.id for f in listing.kept)
+        kept = tuple(replace(f, name=names[f.id]) for f in listing.kept)
+        return listed(watch, replace(listing, kept=kept), wall=self._wall())
+
+    async def _stuck(self, watch: Watch, action: ListStuckFiles) -> Step:
+        error: APIError | None = None
+        named: list[tuple[str, FileName]] = []
+        try:
+            page = await self.client.batch_files_page(
+                watch.vector_store_id, watch.batch_id, status=IN_PROGRESS, limit=action.limit
+            )
+        except APIError as exc:
+            error = exc
+        else:
+            # Some servers ignore the filter: only a file still in progress is stuck.
+            ids = [f.id for f in page if f.status == IN_PROGRESS][: action.limit]
+            names = await self.names.look_up(ids)
+            named = [(fid, names[fid]) for fid in ids]
+        return lifecycle.stuck_listed(
+            watch,
+            action.then,
+            named,
+            error=error,
+            now=self._clock(),
+            wall=self._wall(),
+            settings=self.settings,
+        )
 
     async def _cancel(self, watch: Watch) -> Step:
         error: APIError | None = None

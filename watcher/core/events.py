@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..api.models import FileCounts
-from .results import BatchResult, FailedFile
+from .results import BatchResult, FailedFile, StuckFile
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,6 +72,18 @@ class BatchStalled(Event):
             "file_counts": self.file_counts.as_dict(),
             "stalled_seconds": round(self.stalled_seconds, 1),
         }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StuckFilesListed(Event):
+    """The files still in progress, read when the batch stalled or its deadline passed."""
+
+    name: ClassVar[str] = "stuck_files_listed"
+    level: ClassVar[str] = "warning"
+    stuck_files: tuple[StuckFile, ...]
+
+    def fields(self) -> dict[str, Any]:
+        return {**Event.fields(self), "stuck_files": [f.as_dict() for f in self.stuck_files]}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

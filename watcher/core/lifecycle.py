@@ -10,14 +10,15 @@ monotonic clock, ``wall`` Unix time.
 The path of a watch::
 
     Wait ─▶ due() ─▶ Retrieve ─▶ replied() ─▶ Wait … ─▶ (terminal, deadline, not found, rejected)
-                                   failed()           ─▶ [Cancel ─▶ cancelled()]
+                                   failed()           ─▶ [ListStuckFiles ─▶ stuck_listed()]
+                                                      ─▶ [Cancel ─▶ cancelled()]
                                                       ─▶ [ListFailedFiles ─▶ listed()]
                                                       ─▶ Finish
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
@@ -34,10 +35,11 @@ from .events import (
     FileFailedEvent,
     PollFailed,
     StatusUnknown,
+    StuckFilesListed,
 )
 from .failed_files import NOTHING_LISTED, FailedFileListing
 from .policy import Outcome, PollSettings, Progress, Reason, backoff, eta_seconds, next_poll
-from .results import BatchResult
+from .results import BatchResult, FileName, StuckFile
 from .settings import EngineSettings
 from .states import BY_TERMINAL_STATUS, Phase, State
 from .watch import Watch
@@ -85,6 +87,15 @@ class ListFailedFiles:
 
 
 @dataclass(frozen=True, slots=True)
+class ListStuckFiles:
+    """Read one page of the batch's files still in progress, with their names; then
+    :func:`stuck_listed`. ``then``: what to do after (None: the deadline passed, go on ending)."""
+
+    then: Action | None = None
+    limit: int = 20
+
+
+@dataclass(frozen=True, slots=True)
 class Finish:
     """Record the ended watch durably, then announce the step's events (never the other way)."""
 
@@ -96,7 +107,7 @@ class Hold:
     error: AuthError
 
 
-Action = Wait | Retrieve | RetrieveStore | Cancel | ListFailedFiles | Finish | Hold
+Action = Wait | Retrieve | RetrieveStore | Cancel | ListFailedFiles | ListStuckFiles | Finish | Hold
 
 
 class Record(Enum):
@@ -135,10 +146,37 @@ def due(watch: Watch, *, wall: float, settings: EngineSettings) -> Step:
     if watch.deadline_at is not None and wall >= watch.deadline_at:
         note = "the deadline passed before the batch finished"
         ending = replace(watch, phase=Phase.LISTING, ending=State.TIMED_OUT, note=note)
-        if _cancel_on_timeout(watch, settings):
-            return Step(ending, _CANCEL)
-        return _end_decided(ending, wall=wall, settings=settings)
+        if _may_have_stuck_files(watch):
+            return Step(ending, ListStuckFiles())
+        return _deadline_passed(ending, wall=wall, settings=settings)
     return Step(watch, _RETRIEVE)
+
+
+def stuck_listed(
+    watch: Watch,
+    then: Action | None,
+    files: Sequence[tuple[str, FileName]],
+    *,
+    error: APIError | None = None,
+    now: float,
+    wall: float,
+    settings: EngineSettings,
+) -> Step:
+    """The files still in progress are read (``error``: they could not be): keep them, with how
+    long the batch has made no progress, and go on."""
+    quiet = max(0.0, now - watch.last_change)
+    stuck = tuple(StuckFile(fid, name, quiet) for fid, name in files)
+    note = watch.note
+    if error is not None and watch.phase is Phase.LISTING:
+        note = _join(note, f"the stuck files could not be read: {error}")
+    w = replace(watch, stuck_files=stuck, note=note)
+    events: tuple[Event, ...] = ()
+    if stuck:
+        events = (StuckFilesListed(**_ids(w), stuck_files=stuck),)
+    if then is not None:
+        return Step(w, then, events)
+    step = _deadline_passed(w, wall=wall, settings=settings)
+    return replace(step, events=(*events, *step.events))
 
 
 def replied(
@@ -178,6 +216,7 @@ def replied(
         if stalled:
             events.append(BatchResumed(**_ids(watch), file_counts=counts))
             stalled = False
+            changes["stuck_files"] = ()
         last_change = now
         changes.update(
             progress_first=first_point,
@@ -225,6 +264,8 @@ def replied(
         watch, **changes, last_change=last_change, stalled=stalled, eta_seconds=eta, window=window
     )
     wait = Wait(decision.delay, decision.reason, remaining=remaining)
+    if any(isinstance(e, BatchStalled) for e in events):
+        return Step(w, ListStuckFiles(then=wait), tuple(events), record)
     return Step(w, wait, tuple(events), record)
 
 
@@ -282,6 +323,7 @@ def listed(watch: Watch, listing: FailedFileListing, *, wall: float) -> Step:
         finished_at=wall,
         labels=watch.labels,
         note=_join(watch.note, listing.note),
+        stuck_files=watch.stuck_files,
     )
     w = replace(
         watch,
@@ -337,6 +379,18 @@ def _end(watch: Watch, ending: State, *, note: str, wall: float) -> Step:
     """End without reading failed files: the batch is gone, or was never ours to read."""
     w = replace(watch, phase=Phase.LISTING, ending=ending, note=_join(watch.note, note))
     return listed(w, NOTHING_LISTED, wall=wall)
+
+
+def _may_have_stuck_files(watch: Watch) -> bool:
+    counts = watch.file_counts
+    return counts is not None and counts.in_progress > 0
+
+
+def _deadline_passed(watch: Watch, *, wall: float, settings: EngineSettings) -> Step:
+    """The deadline passed (the stuck files are read): cancel the batch if asked, then end."""
+    if _cancel_on_timeout(watch, settings):
+        return Step(watch, _CANCEL)
+    return _end_decided(watch, wall=wall, settings=settings)
 
 
 def _end_decided(watch: Watch, *, wall: float, settings: EngineSettings) -> Step:

@@ -19,7 +19,7 @@ from typing import Any
 from ..api.models import IN_PROGRESS, FileCounts
 from ..api.vector_stores import VectorStore
 from .policy import Progress, ProgressWindow
-from .results import BatchResult
+from .results import BatchResult, StuckFile
 from .states import Phase, State
 
 Key = tuple[str, str]
@@ -69,6 +69,8 @@ class Watch:
     #: Recent progress, which the adaptive poll schedule estimates the end from.
     window: ProgressWindow = field(default_factory=ProgressWindow)
     stalled: bool = False
+    #: Files still in progress when the batch was flagged stalled or its deadline passed.
+    stuck_files: tuple[StuckFile, ...] = ()
     #: Consecutive failed requests, and the last error seen (kept after a success, with its time).
     failures: int = 0
     last_error: str | None = None
@@ -144,6 +146,7 @@ class Watch:
             "api_status": self.status,
             "file_counts": self.file_counts.as_dict() if self.file_counts else None,
             "stalled": self.stalled,
+            "stuck_files": [f.as_dict() for f in self.stuck_files],
             "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds, 1),
             "registered_at": self.registered_at,
             "first_seen_at": self.first_seen_at,

@@ -452,9 +452,7 @@ def _batch_route(method: str, vs_id: str, rest: list[str]) -> tuple[Endpoint, st
     return None
 
 
-def _store_file_route(
-    method: str, vs_id: str, rest: list[str]
-) -> tuple[Endpoint, str, str] | None:
+def _store_file_route(method: str, vs_id: str, rest: list[str]) -> tuple[Endpoint, str, str] | None:
     """``/vector_stores/{vs}/files/{file}``: read or detach one file of the store."""
     if len(rest) != 1:
         return None
