@@ -134,6 +134,10 @@ class Simulator:
         self.poll_after_ms = poll_after_ms
         #: How long a cancelled batch stays ``cancelling``.
         self.cancel_seconds = cancel_seconds
+        if not 0 <= created_batch_failures <= 1 or not created_batch_seconds >= 0:
+            raise ValueError(
+                "created_batch_failures must be within 0..1 and created_batch_seconds >= 0"
+            )
         #: How a batch made by ``POST .../file_batches`` plays: its duration, and the share of its
         #: files that fail (0 to 1).
         self.created_batch_seconds = created_batch_seconds
