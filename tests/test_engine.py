@@ -24,6 +24,7 @@ from watcher.core.events import (
     BatchFinished,
     BatchProgressed,
     BatchResumed,
+    BatchRetried,
     BatchStalled,
     Event,
     FileFailedEvent,
@@ -34,6 +35,7 @@ from watcher.core.events import (
 )
 from watcher.core.policy import PollSettings
 from watcher.core.results import BatchResult
+from watcher.core.retry import RetryPolicy
 from watcher.core.settings import EngineSettings
 from watcher.core.states import Phase
 from watcher.core.watch import Watch, WatchOptions
@@ -981,3 +983,65 @@ def _in_progress_files(sim: Simulator, batch_id: str) -> list[dict[str, Any]]:
     progress = found.progress(sim.clock(), sim.cancel_seconds)
     done = progress.file_counts.completed + progress.file_counts.failed
     return [{"id": found.file_id(i)} for i in range(done, found.spec.total_files)]
+
+
+# -- the automatic retry -------------------------------------------------------------------------
+
+
+@virtual_time
+async def test_a_retry_policy_sends_failed_files_again_and_watches_the_chain(
+    sim: Simulator, make_engine: MakeEngine
+) -> None:
+    """A batch that ends with failed files of the policy's codes is retried as a new batch the
+    engine watches (linked both ways), and its own failures again, up to ``max_attempts``."""
+    sim.created_batch_failures = 1.0  # every retried file fails again
+    sim.created_batch_seconds = 0.2
+    sim.add_batch(spec("vsfb_auto", total_files=12, failed_files=6))
+    engine, recorder = make_engine()
+    policy = RetryPolicy(codes=("server_error",), max_attempts=2)
+    async with running(engine):
+        engine.add(VS, "vsfb_auto", options=WatchOptions(retry=policy))
+        await until(lambda: len(recorder.of(BatchFinished)) == 3, "the chain ended")
+        await idle(engine)
+    first = recorder.result("vsfb_auto")
+    [second_id] = first.retried_as
+    second = recorder.result(second_id)
+    [third_id] = second.retried_as
+    third = recorder.result(third_id)
+    assert second.retry_of == "vsfb_auto"
+    assert third.retry_of == second_id
+    assert third.retried_as == ()  # two attempts, no more
+    server_errors = [
+        f for f in sim.truth("vsfb_auto")["failed_files"] if f["code"] == "server_error"
+    ]
+    assert second.file_counts is not None
+    assert second.file_counts.total == len(server_errors)
+    retried = recorder.of(BatchRetried)
+    assert [(e.batch_id, e.attempt) for e in retried] == [("vsfb_auto", 1), (second_id, 2)]
+    assert retried[0].files_by_code == {"server_error": len(server_errors)}
+    assert now(engine, second_id).retry_attempt == 1
+
+
+@virtual_time
+async def test_a_retry_request_that_fails_is_sent_again_with_the_same_key(
+    sim: Simulator, make_engine: MakeEngine
+) -> None:
+    """A 503 on the create, then a reply garbled on the way (the batch was made): the request
+    goes out again with the same Idempotency-Key, and exactly one retry batch exists."""
+    sim.add_batch(spec("vsfb_flaky_retry", total_files=9, failed_files=3, duration_seconds=0))
+    for f in sim.truth("vsfb_flaky_retry")["failed_files"]:
+        sim.detach(VS, f["id"])  # so that the first request to reach the endpoint makes it
+    sim.inject(Fault(FaultKind.SERVER_ERROR, status=503, endpoint="create_batch", times=1))
+    sim.inject(Fault(FaultKind.TRUNCATED_JSON, endpoint="create_batch", times=1))
+    engine, recorder = make_engine()
+    policy = RetryPolicy(codes=("server_error", "unsupported_file", "invalid_file"))
+    async with running(engine):
+        engine.add(VS, "vsfb_flaky_retry", options=WatchOptions(retry=policy))
+        await until(lambda: recorder.of(BatchRetried), "the retry was made")
+        await idle(engine)
+    created = [b for b in sim.batch_ids() if b.startswith("vsfb_created")]
+    assert len(created) == 1
+    # A 503, made but its reply garbled, then the same batch again for the same key.
+    assert sim.stats.by_endpoint["create_batch"] == 3
+    assert [e.http_status for e in recorder.of(PollFailed, "vsfb_flaky_retry")] == [503, 200]
+    assert recorder.result("vsfb_flaky_retry").retried_as == tuple(created)

@@ -180,6 +180,25 @@ class BatchCancelRequested(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BatchRetried(Event):
+    """The daemon sent the batch's failed files again, as ``retried_as``."""
+
+    name: ClassVar[str] = "batch_retried"
+    retried_as: tuple[str, ...]
+    attempt: int
+    #: Files sent again, by the ``last_error.code`` they failed with.
+    files_by_code: Mapping[str, int]
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            **Event.fields(self),
+            "retried_as": list(self.retried_as),
+            "attempt": self.attempt,
+            "files_by_code": dict(self.files_by_code),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BatchFinished(Event):
     """One per watch, when it ends; ``name`` says how: ``batch_<state>`` (``batch_completed``,
     ``batch_failed``, ``batch_timed_out``, ...)."""

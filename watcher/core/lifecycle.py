@@ -13,23 +13,34 @@ The path of a watch::
                                    failed()           ─▶ [ListStuckFiles ─▶ stuck_listed()]
                                                       ─▶ [Cancel ─▶ cancelled()]
                                                       ─▶ [ListFailedFiles ─▶ listed()]
+                                                      ─▶ [CreateRetry ─▶ retried()]
                                                       ─▶ Finish
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Any
+from typing import Any, Final
 
 from ..api.models import IN_PROGRESS, KNOWN_STATUSES, FileBatch
-from ..errors import APIError, AuthError, Expired, NotFound, RateLimited, WrongBatch
+from ..errors import (
+    APIError,
+    AuthError,
+    Expired,
+    NotFound,
+    ProtocolError,
+    RateLimited,
+    Transient,
+    WrongBatch,
+)
 from .events import (
     BatchCancelRequested,
     BatchFinished,
     BatchProgressed,
     BatchResumed,
+    BatchRetried,
     BatchStalled,
     Event,
     FileFailedEvent,
@@ -96,6 +107,19 @@ class ListStuckFiles:
 
 
 @dataclass(frozen=True, slots=True)
+class CreateRetry:
+    """Send the batch's failed files of ``codes`` again as new batches: first record the watch
+    (its ``retry_sending``) durably, then send; then :func:`retried` or :func:`retry_failed`.
+    ``result``: how the watch ends once that is done. ``sent_before``: a request of this
+    attempt may have been sent already (before a restart, or before an error)."""
+
+    attempt: int
+    codes: tuple[str, ...]
+    result: BatchResult
+    sent_before: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Finish:
     """Record the ended watch durably, then announce the step's events (never the other way)."""
 
@@ -107,7 +131,17 @@ class Hold:
     error: AuthError
 
 
-Action = Wait | Retrieve | RetrieveStore | Cancel | ListFailedFiles | ListStuckFiles | Finish | Hold
+Action = (
+    Wait
+    | Retrieve
+    | RetrieveStore
+    | Cancel
+    | ListFailedFiles
+    | ListStuckFiles
+    | CreateRetry
+    | Finish
+    | Hold
+)
 
 
 class Record(Enum):
@@ -306,7 +340,8 @@ def cancelled(
 
 
 def listed(watch: Watch, listing: FailedFileListing, *, wall: float) -> Step:
-    """The failed files are read (or there were none to read): the watch ends."""
+    """The failed files are read (or there were none to read): the watch ends, or first sends
+    its failed files again if its retry policy asks."""
     ending = watch.ending or State.FAILED
     first = watch.first_seen_at if watch.first_seen_at is not None else watch.registered_at
     result = BatchResult(
@@ -324,7 +359,79 @@ def listed(watch: Watch, listing: FailedFileListing, *, wall: float) -> Step:
         labels=watch.labels,
         note=_join(watch.note, listing.note),
         stuck_files=watch.stuck_files,
+        retry_of=watch.retry_of,
     )
+    policy = watch.options.retry
+    attempt = watch.retry_attempt + 1
+    if (
+        policy is not None
+        and attempt <= policy.max_attempts
+        and ending in _RETRIED_ENDINGS
+        and any(listing.by_code.get(code, 0) for code in policy.codes)
+    ):
+        sent_before = watch.retry_sending == attempt
+        w = replace(watch, retry_sending=attempt, stalled=False, eta_seconds=None)
+        return Step(w, CreateRetry(attempt, policy.codes, result, sent_before=sent_before))
+    return _finished(watch, result, wall=wall)
+
+
+def retried(
+    watch: Watch,
+    action: CreateRetry,
+    batch_ids: Sequence[str],
+    files_by_code: Mapping[str, int],
+    *,
+    wall: float,
+    note: str = "",
+) -> Step:
+    """The failed files went out again as ``batch_ids`` (the engine watches them): the watch
+    ends, linked to them."""
+    result = replace(
+        action.result, retried_as=tuple(batch_ids), note=_join(action.result.note, note)
+    )
+    step = _finished(replace(watch, retry_sending=None), result, wall=wall)
+    if not batch_ids:
+        return step
+    event = BatchRetried(
+        **_ids(watch),
+        retried_as=tuple(batch_ids),
+        attempt=action.attempt,
+        files_by_code=dict(files_by_code),
+    )
+    return replace(step, events=(event, *step.events))
+
+
+def retry_failed(
+    watch: Watch,
+    action: CreateRetry,
+    error: APIError,
+    *,
+    unknown: bool = False,
+    wall: float,
+    settings: EngineSettings,
+    random: Random,
+) -> Step:
+    """Sending the failed files again failed. A passing error is tried again (the same attempt,
+    the same Idempotency-Key) after a backoff; else the watch ends and says so. ``unknown``: a
+    request of this attempt may have made a batch and the API cannot tell: nothing more is
+    sent, and the note says it cannot be known."""
+    if isinstance(error, AuthError):
+        return Step(_noted(watch, error, wall), Hold(error))
+    if unknown:
+        note = (
+            f"whether retry attempt {action.attempt} made a batch cannot be known: a request "
+            f"with its Idempotency-Key may have been sent, and the API now says {error}; no "
+            "other was sent"
+        )
+    elif _passing(error) and watch.failures + 1 < settings.max_list_attempts:
+        return _retry(watch, error, _outcome(error), wall=wall, settings=settings, random=random)
+    else:
+        note = f"sending the failed files again failed: {error}"
+    result = replace(action.result, note=_join(action.result.note, note))
+    return _finished(_noted(watch, error, wall), result, wall=wall)
+
+
+def _finished(watch: Watch, result: BatchResult, *, wall: float) -> Step:
     w = replace(
         watch,
         phase=Phase.FINISHED,
@@ -333,7 +440,7 @@ def listed(watch: Watch, listing: FailedFileListing, *, wall: float) -> Step:
         stalled=False,
         eta_seconds=None,
     )
-    events: list[Event] = [FileFailedEvent(**_ids(w), file=f) for f in listing.kept]
+    events: list[Event] = [FileFailedEvent(**_ids(w), file=f) for f in result.failed_files]
     events.append(BatchFinished(**_ids(w), result=result))
     return Step(w, _FINISH, tuple(events))
 
@@ -379,6 +486,14 @@ def _end(watch: Watch, ending: State, *, note: str, wall: float) -> Step:
     """End without reading failed files: the batch is gone, or was never ours to read."""
     w = replace(watch, phase=Phase.LISTING, ending=ending, note=_join(watch.note, note))
     return listed(w, NOTHING_LISTED, wall=wall)
+
+
+#: Endings after which failed files are sent again (a batch still running is not retried).
+_RETRIED_ENDINGS: Final = frozenset({State.COMPLETED, State.FAILED})
+
+
+def _passing(error: APIError) -> bool:
+    return isinstance(error, Transient | RateLimited) or type(error) is ProtocolError
 
 
 def _may_have_stuck_files(watch: Watch) -> bool:

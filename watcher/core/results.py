@@ -83,6 +83,9 @@ class BatchResult:
     labels: Mapping[str, str] = field(default_factory=dict)
     note: str = ""
     stuck_files: tuple[StuckFile, ...] = ()
+    #: The batch this one retried, and the batches its failed files were sent again as.
+    retry_of: str | None = None
+    retried_as: tuple[str, ...] = ()
 
     @property
     def clean(self) -> bool:
@@ -111,6 +114,8 @@ class BatchResult:
             labels=dict(data.get("labels", {})),
             note=str(data.get("note", "")),
             stuck_files=tuple(StuckFile.from_dict(f) for f in data.get("stuck_files", ())),
+            retry_of=data.get("retry_of"),
+            retried_as=tuple(data.get("retried_as", ())),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -129,4 +134,6 @@ class BatchResult:
             "labels": dict(self.labels),
             "note": self.note,
             "stuck_files": [f.as_dict() for f in self.stuck_files],
+            "retry_of": self.retry_of,
+            "retried_as": list(self.retried_as),
         }

@@ -18,6 +18,7 @@ from typing import Any, Final, TypeVar
 
 from ..api.client import APIClient
 from ..api.models import FAILED, BatchFile, FileBatch
+from ..config.model import RetryConfig
 from ..errors import AlreadyAttached, NotFound
 
 #: The most files ``POST /vector_stores/{vs}/file_batches`` takes at once.
@@ -27,14 +28,39 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """A watch's automatic retry: its failed files of ``codes`` go out again as a new batch,
+    at most ``max_attempts`` times along one chain of retries."""
+
+    codes: tuple[str, ...] = ("server_error",)
+    max_attempts: int = 2
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"codes": list(self.codes), "max_attempts": self.max_attempts}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RetryPolicy:
+        return cls(tuple(data["codes"]), int(data["max_attempts"]))
+
+
+def retry_policy(config: RetryConfig | None) -> RetryPolicy | None:
+    """The policy a ``[[watch]]``'s (or the control API's) ``retry`` table asks for."""
+    if config is None:
+        return None
+    return RetryPolicy(tuple(config.codes), config.max_attempts)
+
+
+@dataclass(frozen=True, slots=True)
 class RetryFile:
     """One file to send again, with what its store held for it."""
 
     file_id: str
     attributes: dict[str, Any] | None = None
     chunking_strategy: dict[str, Any] | None = None
-    #: Whether the store still holds the file (then the API may want it detached first).
+    #: Whether the store still holds the file (then the API may want it detached first), and
+    #: the file's status there.
     attached: bool = True
+    status: str = FAILED
 
     def as_request(self) -> dict[str, Any]:
         item: dict[str, Any] = {"file_id": self.file_id}
@@ -64,6 +90,24 @@ def idempotency_key(vector_store_id: str, batch_id: str, attempt: str, part: int
     return f"batch-watcher-retry-{digest.hexdigest()[:40]}"
 
 
+async def failed_files(
+    client: APIClient,
+    vector_store_id: str,
+    batch_id: str,
+    *,
+    codes: Collection[str] = (),
+    max_pages: int = 1000,
+) -> list[BatchFile]:
+    """Every failed file of the batch (of those codes), once each, in the API's order."""
+    seen: dict[str, BatchFile] = {}
+    async for item in client.iter_batch_files(
+        vector_store_id, batch_id, status=FAILED, max_pages=max_pages
+    ):
+        if wanted(item, codes):
+            seen.setdefault(item.id, item)
+    return list(seen.values())
+
+
 async def failed_file_ids(
     client: APIClient,
     vector_store_id: str,
@@ -72,14 +116,9 @@ async def failed_file_ids(
     codes: Collection[str] = (),
     max_pages: int = 1000,
 ) -> list[str]:
-    """Every failed file of the batch (of those codes), once each, in the API's order."""
-    seen: dict[str, None] = {}
-    async for item in client.iter_batch_files(
-        vector_store_id, batch_id, status=FAILED, max_pages=max_pages
-    ):
-        if wanted(item, codes):
-            seen.setdefault(item.id)
-    return list(seen)
+    """The ids of :func:`failed_files`."""
+    found = await failed_files(client, vector_store_id, batch_id, codes=codes, max_pages=max_pages)
+    return [f.id for f in found]
 
 
 async def read_files(
@@ -92,7 +131,14 @@ async def read_files(
         except NotFound:
             yield RetryFile(fid, attached=False)
             continue
-        yield RetryFile(fid, held.attributes, held.chunking_strategy)
+        yield RetryFile(fid, held.attributes, held.chunking_strategy, status=held.status)
+
+
+def unsent(files: Iterable[RetryFile]) -> bool:
+    """Whether the store shows that no batch took these files since they failed: each one is
+    detached, or still attached with its status ``failed``. A batch made of them would have
+    attached them again, in progress or done."""
+    return all(not f.attached or f.status == FAILED for f in files)
 
 
 async def create_retry_batch(
@@ -101,13 +147,18 @@ async def create_retry_batch(
     files: Sequence[RetryFile],
     *,
     key: str,
+    detach: bool = True,
 ) -> FileBatch:
     """Create the batch; if the API refuses a file still attached to the store, detach the
-    attached files and send the very same request again (the same key: at most one batch)."""
+    attached files and send the very same request again (the same key: at most one batch).
+    ``detach`` False: a request with this key may have been sent before (and made the batch),
+    so a refusal is raised, not answered by detaching the files and sending again."""
     body = [f.as_request() for f in files]
     try:
         return await client.create_batch(vector_store_id, body, idempotency_key=key)
     except AlreadyAttached:
+        if not detach:
+            raise
         for f in files:
             if f.attached:
                 # NotFound: detached already (by an earlier try, or by someone else).

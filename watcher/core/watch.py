@@ -20,6 +20,7 @@ from ..api.models import IN_PROGRESS, FileCounts
 from ..api.vector_stores import VectorStore
 from .policy import Progress, ProgressWindow
 from .results import BatchResult, StuckFile
+from .retry import RetryPolicy
 from .states import Phase, State
 
 Key = tuple[str, str]
@@ -38,9 +39,21 @@ class WatchOptions:
     deadline_seconds: float | None = None
     cancel_on_timeout: bool | None = None
     stall_after_seconds: float | None = None
+    #: Send failed files of some codes again, automatically (None: never).
+    retry: RetryPolicy | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__ if getattr(self, k) is not None}
+        data = {k: getattr(self, k) for k in self.__slots__ if getattr(self, k) is not None}
+        if self.retry is not None:
+            data["retry"] = self.retry.as_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WatchOptions:
+        """The inverse of :meth:`as_dict` (for the state store)."""
+        retry = data.get("retry")
+        fields = {k: v for k, v in data.items() if k != "retry"}
+        return cls(**fields, retry=RetryPolicy.from_dict(retry) if retry else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +101,13 @@ class Watch:
     #: A store's watch ends once no file of the store is in progress (``watch vs_...``); else
     #: it watches the store until the store expires or is gone (the daemon).
     until_idle: bool = False
+    #: The batch this one retries (its failed files were sent again as this batch), and which
+    #: retry along the chain it is (0: not a retry).
+    retry_of: str | None = None
+    retry_attempt: int = 0
+    #: The retry attempt whose request may have been sent (recorded before sending it): after a
+    #: restart, the same request is sent again with the same Idempotency-Key, never a new one.
+    retry_sending: int | None = None
 
     @classmethod
     def new(
@@ -157,6 +177,7 @@ class Watch:
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
         }
+        data["retry_of"] = self.retry_of
         if self.result is not None:
             data["result"] = self.result.as_dict()
         if self.is_store:
