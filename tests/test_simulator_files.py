@@ -150,3 +150,19 @@ async def test_faults_apply_to_the_new_endpoints(api: httpx.AsyncClient, sim: Si
     assert (await api.post(CREATE, json={"file_ids": [FAILED_ID]})).status_code == 503
     sim.inject(Fault(FaultKind.RATE_LIMIT, times=1), batch_id=BATCH)
     assert (await api.delete(f"/vector_stores/{VS}/files/{FAILED_ID}")).status_code == 429
+
+
+async def test_a_late_reply_takes_effect_though_the_client_gave_up(
+    api: httpx.AsyncClient, sim: Simulator
+) -> None:
+    """``late_reply``: the batch is made at once; a client that stops waiting never hears of
+    it, and asking again with the same key finds it."""
+    await api.delete(f"/vector_stores/{VS}/files/{FAILED_ID}")
+    sim.inject(Fault(FaultKind.LATE_REPLY, endpoint="create_batch", delay_seconds=2.0, times=1))
+    key = {"Idempotency-Key": "late"}
+    body = {"file_ids": [FAILED_ID]}
+    with pytest.raises(httpx.ReadTimeout):
+        await api.post(CREATE, json=body, headers=key, timeout=0.2)
+    [made] = [b for b in sim.batch_ids() if b.startswith("vsfb_created")]
+    again = await api.post(CREATE, json=body, headers=key)
+    assert again.json()["id"] == made

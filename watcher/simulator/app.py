@@ -190,6 +190,10 @@ class SimulatorApp:
             reply = self._create_batch(vs_id, body, _header(scope, b"idempotency-key"), fault)
         reply.headers[:0] = headers
 
+        if fault is not None and fault.kind is FaultKind.LATE_REPLY and reply.status < 300:
+            await anyio.sleep(fault.delay_seconds)
+            if client_gone(scope):
+                return
         if fault is not None and fault.kind is FaultKind.TRUNCATED_JSON:
             reply.body = truncate(reply.body)
         elif fault is not None and fault.kind is FaultKind.CUT_BODY:

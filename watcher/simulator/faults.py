@@ -64,6 +64,9 @@ class FaultKind(enum.StrEnum):
     """The list ignores ``filter`` and lists every file, whatever its status."""
     EXPIRE = "expire"
     """400 "... has expired", as llama-stack answers for a batch past its seven days."""
+    LATE_REPLY = "late_reply"
+    """The request takes effect at once (a batch is made), but a successful reply comes
+    ``delay_seconds`` late, if the client still waits: what a client cut off then never saw."""
 
 
 #: Kinds that only make sense on some endpoints; they never fire (nor count) elsewhere.
