@@ -68,3 +68,13 @@ async def test_a_429_stops_the_lookups_and_says_so(sim: Simulator) -> None:
     assert all(n.error and "not looked up" in n.error for n in list(found.values())[1:])
     assert sim.stats.by_endpoint["file"] == 1
     assert len(names) == 0
+
+
+async def test_lookups_stop_after_three_failures_in_a_row(sim: Simulator) -> None:
+    """A server without the Files API costs three lookups per call, not one per file."""
+    async with client(sim) as api:
+        names = FileNames(api)
+        found = await names.look_up([f"file-gone-{i}" for i in range(10)])
+    assert sim.stats.by_endpoint["file"] == 3
+    rest = list(found.values())[3:]
+    assert all(n.error and "the 3 lookups before it failed" in n.error for n in rest)

@@ -20,6 +20,8 @@ from urllib.parse import parse_qs
 import pytest
 from harness import PYTHON, SimulatorProcess, _env, iter_json_lines, run_command, start_simulator
 
+from watcher.simulator.files import file_object
+
 pytestmark = pytest.mark.e2e
 
 VS = "vs_cmd"
@@ -83,7 +85,8 @@ def results(stdout: str) -> dict[str, dict[str, Any]]:
         assert isinstance(line["elapsed_seconds"], int | float)
         assert line["elapsed_seconds"] >= 0
         for failed in line["failed_files"]:
-            assert set(failed) == {"id", "last_error"}
+            named = {"id", "filename", "bytes", "last_error"}
+            assert named <= set(failed) <= named | {"filename_error"}
             assert set(failed["last_error"]) == {"code", "message"}
     return by_batch
 
@@ -93,8 +96,14 @@ def assert_matches_truth(truth: Mapping[str, Any], line: Mapping[str, Any]) -> N
     assert line["batch_id"] == truth["id"]
     assert line["status"] == truth["status"]
     assert line["file_counts"] == truth["file_counts"]
+    named = {f["id"]: file_object(f["id"], 0) for f in truth["failed_files"]}
     assert line["failed_files"] == [
-        {"id": f["id"], "last_error": {"code": f["code"], "message": f["message"]}}
+        {
+            "id": f["id"],
+            "filename": named[f["id"]]["filename"],
+            "bytes": named[f["id"]]["bytes"],
+            "last_error": {"code": f["code"], "message": f["message"]},
+        }
         for f in truth["failed_files"]
     ]
     assert line["failed_files_complete"] is True

@@ -18,6 +18,10 @@ from .results import FileName
 
 #: Names remembered at most; the least recently used is forgotten first.
 MAX_CACHED_NAMES: Final = 10_000
+#: After this many lookups in a row fail, the rest of a call's files are not asked for: a
+#: server without the Files API (or a key without access to it) must not cost a request per
+#: failed file of every batch.
+MAX_FAILURES_IN_A_ROW: Final = 3
 
 
 class FileNames:
@@ -33,10 +37,12 @@ class FileNames:
         return len(self._known)
 
     async def look_up(self, file_ids: Iterable[str]) -> dict[str, FileName]:
-        """The name of each file, in order. After a 429 or a refused key, the rest are not
-        asked for: each says so."""
+        """The name of each file, in order. After a 429, a refused key or
+        :data:`MAX_FAILURES_IN_A_ROW` failures in a row, the rest are not asked for: each says
+        so."""
         names: dict[str, FileName] = {}
         stop: str | None = None
+        failures = 0
         for fid in file_ids:
             if fid in names:
                 continue
@@ -53,11 +59,15 @@ class FileNames:
                 found = await self._client.retrieve_file(fid)
             except APIError as exc:
                 names[fid] = FileName(error=str(exc))
+                failures += 1
                 if isinstance(exc, NotFound):
                     self._remember(fid, names[fid])  # a deleted file stays deleted
-                elif isinstance(exc, RateLimited | AuthError):
+                if isinstance(exc, RateLimited | AuthError):
                     stop = f"not looked up: an earlier lookup was refused ({exc})"
+                elif failures >= MAX_FAILURES_IN_A_ROW:
+                    stop = f"not looked up: the {failures} lookups before it failed ({exc})"
                 continue
+            failures = 0
             names[fid] = FileName(found.filename, found.bytes)
             self._remember(fid, names[fid])
         return names

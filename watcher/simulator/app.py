@@ -1,8 +1,14 @@
 """The simulator as an ASGI app: the API under ``/v1``, the control plane under ``/_sim/``.
 
 The API path is plain ASGI with a hand-written router, because it must serve hundreds of
-requests per second on one core. Order of checks on an API request: rate limit, auth, required
-query parameters, then an armed fault, then the endpoint itself.
+requests per second on one core. It serves a batch (retrieve, its files, cancel), ``GET
+/files/{id}`` (a name and size that follow from the id), a store's file (``GET`` and ``DELETE
+/vector_stores/{vs}/files/{id}``) and ``POST /vector_stores/{vs}/file_batches``: ``file_ids`` or
+``files`` (never both), 1 to 2,000 known files, none still attached to the store (detach it
+first), the same ``Idempotency-Key`` giving back the same batch.
+
+Order of checks on an API request: rate limit, auth, required query parameters, then an armed
+fault, then the endpoint itself.
 """
 
 from __future__ import annotations
