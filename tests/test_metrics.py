@@ -200,6 +200,15 @@ async def test_names_types_and_labels_are_as_documented(engine: Engine) -> None:
     metrics.on_event(
         BatchFinished(vector_store_id="vs_1", batch_id="vsfb_done", result=done.result)
     )
+    metrics.on_event(
+        BatchRetried(
+            vector_store_id="vs_1",
+            batch_id="vsfb_done",
+            retried_as=("vsfb_again",),
+            attempt=1,
+            files_by_code={"server_error": 1},
+        )
+    )
 
     families = list(text_string_to_metric_families(scrape(metrics, engine)))
     with_created = {f.name + CREATED for f in families if f.type in ("counter", "histogram")}
@@ -213,7 +222,7 @@ async def test_names_types_and_labels_are_as_documented(engine: Engine) -> None:
             labels.update(k for k in sample.labels if k != "le")
 
     docs = documented()
-    assert len(docs) == 26, sorted(docs)
+    assert len(docs) == 27, sorted(docs)
     for name, (kind, labels) in docs.items():
         assert name in exposed, f"{name} is documented but not exposed"
         assert exposed[name][0] == kind, name
