@@ -1045,3 +1045,25 @@ async def test_a_retry_request_that_fails_is_sent_again_with_the_same_key(
     assert sim.stats.by_endpoint["create_batch"] == 3
     assert [e.http_status for e in recorder.of(PollFailed, "vsfb_flaky_retry")] == [503, 200]
     assert recorder.result("vsfb_flaky_retry").retried_as == tuple(created)
+
+
+@virtual_time
+async def test_a_retry_reads_every_failed_file_when_the_listing_kept_fewer(
+    sim: Simulator, make_engine: MakeEngine
+) -> None:
+    """With more failed files than ``max_failed_files`` keeps, the retry reads the list again
+    and sends every one of the policy's codes; with all kept, it reads no list again."""
+    sim.add_batch(spec("vsfb_many", total_files=30, failed_files=12))
+    sim.add_batch(spec("vsfb_few", total_files=30, failed_files=3))
+    engine, recorder = make_engine(dataclasses.replace(FAST, max_failed_files=4))
+    policy = RetryPolicy(codes=("server_error", "invalid_file", "unsupported_file"))
+    async with running(engine):
+        for batch_id in ("vsfb_many", "vsfb_few"):
+            engine.add(VS, batch_id, options=WatchOptions(retry=policy))
+        await until(lambda: len(recorder.of(BatchRetried)) == 2, "both retried")
+        await idle(engine)
+    for batch_id, failed in (("vsfb_many", 12), ("vsfb_few", 3)):
+        [made] = recorder.result(batch_id).retried_as
+        assert sim.truth(made)["file_counts"]["total"] == failed
+    assert sim.stats.requests_for("vsfb_many", "list") == 2  # the listing, then the retry's
+    assert sim.stats.requests_for("vsfb_few", "list") == 1

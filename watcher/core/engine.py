@@ -51,7 +51,15 @@ from .lifecycle import (
 )
 from .refusals import Refusals
 from .results import FileName
-from .retry import create_retry_batch, failed_files, idempotency_key, read_files, split, unsent
+from .retry import (
+    create_retry_batch,
+    failed_files,
+    idempotency_key,
+    kept_failed_files,
+    read_files,
+    split,
+    unsent,
+)
 from .schedule import DueTimes, Entry, Ready
 from .settings import EngineSettings
 from .states import Phase
@@ -572,9 +580,15 @@ class Engine:
         vs, batch = watch.key
         made: list[str] = []
         try:
-            files = await failed_files(
-                self.client, vs, batch, codes=action.codes, max_pages=self.settings.max_file_pages
-            )
+            files = kept_failed_files(action.result, action.codes)
+            if files is None:  # more failed files than the listing kept: read them all
+                files = await failed_files(
+                    self.client,
+                    vs,
+                    batch,
+                    codes=action.codes,
+                    max_pages=self.settings.max_file_pages,
+                )
             for part, chunk in enumerate(split(files)):
                 sending = [f async for f in read_files(self.client, vs, [f.id for f in chunk])]
                 # Detaching is safe unless a batch of this attempt may exist already.

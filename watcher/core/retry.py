@@ -20,6 +20,7 @@ from ..api.client import APIClient
 from ..api.models import FAILED, BatchFile, FileBatch
 from ..config.model import RetryConfig
 from ..errors import AlreadyAttached, NotFound
+from .results import BatchResult
 
 #: The most files ``POST /vector_stores/{vs}/file_batches`` takes at once.
 MAX_FILES_PER_BATCH: Final = 2000
@@ -88,6 +89,15 @@ def idempotency_key(vector_store_id: str, batch_id: str, attempt: str, part: int
     """The key of one retry request: the same (store, batch, attempt, part), the same key."""
     digest = hashlib.sha256(f"{vector_store_id}\0{batch_id}\0{attempt}\0{part}".encode())
     return f"batch-watcher-retry-{digest.hexdigest()[:40]}"
+
+
+def kept_failed_files(result: BatchResult, codes: Collection[str]) -> list[BatchFile] | None:
+    """The failed files to send again as the ended watch's listing kept them, when it kept
+    every one (None: read the list again)."""
+    if not result.failed_files_complete or result.failed_files_truncated:
+        return None
+    kept = (BatchFile(f.id, FAILED, f.last_error) for f in result.failed_files)
+    return [f for f in kept if wanted(f, codes)]
 
 
 async def failed_files(

@@ -44,6 +44,7 @@ from .wire import (
     error_reply,
     json_reply,
     new_request_id,
+    read_body,
     send_cut,
     send_reply,
     truncate,
@@ -62,6 +63,8 @@ _NO_KEY: Final = (
 _BAD_KEY: Final = "Incorrect API key provided."
 _QueryParams = dict[str, list[str]]
 _ORDERS: Final[dict[str, Order]] = {"asc": "asc", "desc": "desc"}
+#: A batch-creation body larger than this is refused (2,000 files with attributes fit).
+_MAX_CREATE_BYTES: Final = 4 << 20
 
 
 class SimulatorApp:
@@ -192,8 +195,15 @@ class SimulatorApp:
         elif endpoint == "detach_file":
             reply = self._detach(vs_id, target)
         else:
-            body = await _read_body(receive)
-            reply = self._create_batch(vs_id, body, _header(scope, b"idempotency-key"), fault)
+            try:
+                body = await read_body(receive, _MAX_CREATE_BYTES)
+            except ConnectionError:
+                return  # the client went away: nobody would see the reply
+            except ValueError as exc:
+                reply = error_reply(413, str(exc))
+            else:
+                key = _header(scope, b"idempotency-key")
+                reply = self._create_batch(vs_id, body, key, fault)
         reply.headers[:0] = headers
 
         if fault is not None and fault.kind is FaultKind.LATE_REPLY and reply.status < 300:
@@ -534,21 +544,6 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
-
-
-async def _read_body(receive: Receive, limit: int = 4 * 1024 * 1024) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b""
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size <= limit:
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 def _batch_files(body: bytes) -> list[tuple[str, Any, Any]]:
