@@ -386,6 +386,7 @@ async def test_invalid_watches_are_refused_with_reasons(
             "batch_id",
             "deadline_seconds",
             "labels",
+            "retry",
             "vector_store_id",
         ]
 

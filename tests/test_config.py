@@ -831,6 +831,15 @@ def _plausible_value(name: str, field: FieldInfo) -> st.SearchStrategy[object]:
             st.text(st.characters(codec="utf-8", exclude_categories=["C"]), max_size=8),
             max_size=3,
         ),
+        "retry": st.fixed_dictionaries(
+            {},
+            optional={
+                "codes": st.lists(
+                    st.sampled_from(["server_error", "invalid_file", ""]), max_size=3
+                ),
+                "max_attempts": st.sampled_from([0, 1, 2, 11]),
+            },
+        ),
     }
     return by_kind[kind]
 
@@ -838,7 +847,7 @@ def _plausible_value(name: str, field: FieldInfo) -> st.SearchStrategy[object]:
 def test_every_key_has_a_plausible_kind() -> None:
     """The property tests below know the kind of every key (a new key needs one)."""
     kinds = {"number", "integer", "boolean", "choice", "url", "listen", "path", "env_name"}
-    kinds |= {"header", "query", "id", "labels"}
+    kinds |= {"header", "query", "id", "labels", "retry"}
     for fields in [*SCHEMA.values(), WATCH_SCHEMA]:
         for name, field in fields.items():
             assert _kind(name, field) in kinds, name

@@ -24,15 +24,18 @@ from watcher.core.events import (
     BatchFinished,
     BatchProgressed,
     BatchResumed,
+    BatchRetried,
     BatchStalled,
     Event,
     FileFailedEvent,
     PollFailed,
     StatusUnknown,
+    StuckFilesListed,
     WatchRemoved,
 )
 from watcher.core.policy import PollSettings
 from watcher.core.results import BatchResult
+from watcher.core.retry import RetryPolicy
 from watcher.core.settings import EngineSettings
 from watcher.core.states import Phase
 from watcher.core.watch import Watch, WatchOptions
@@ -725,7 +728,7 @@ async def test_file_list_errors_are_retried_with_backoff(
     sim: Simulator, make_engine: MakeEngine
 ) -> None:
     """A file list that fails is retried after a wait, even once the deadline has passed, and
-    the failed files are still all reported."""
+    the failed files are still all reported (the first 502 goes to the stuck files' page)."""
     sim.add_batch(
         spec(
             "vsfb_list_flaky",
@@ -734,7 +737,7 @@ async def test_file_list_errors_are_retried_with_backoff(
             duration_seconds=0.2,
             stall_after_files=10,
             stall_seconds=60,
-            faults=(Fault(FaultKind.SERVER_ERROR, status=502, endpoint="list", times=2),),
+            faults=(Fault(FaultKind.SERVER_ERROR, status=502, endpoint="list", times=3),),
         )
     )
     engine, recorder = make_engine(
@@ -748,6 +751,7 @@ async def test_file_list_errors_are_retried_with_backoff(
     assert result.failed_files_complete
     assert result.file_counts is not None
     assert result.failed_files_listed == result.file_counts.failed == 2
+    assert "the stuck files could not be read" in result.note
     retries = recorder.of(PollFailed, "vsfb_list_flaky")
     assert [e.http_status for e in retries] == [502, 502]
     assert all(e.retry_in > 0 for e in retries)
@@ -897,3 +901,169 @@ async def test_under_a_full_budget_a_watch_never_polled_goes_first(
     order = [r.batch_id for r in sim.stats.recent()[before:]]
     # In flight when it was added: the one the worker holds, the one being handed to it.
     assert order.index("vsfb_newcomer") <= 2, order
+
+
+# -- file names and stuck files ------------------------------------------------------------------
+
+
+@virtual_time
+async def test_failed_files_are_named_once_each_within_the_budget(
+    sim: Simulator, make_engine: MakeEngine
+) -> None:
+    """Each kept failed file gets its name from ``GET /files/{id}``, through the same client;
+    a file that cannot be looked up keeps its id and says why; a name is asked for once."""
+    sim.add_batch(spec("vsfb_named", total_files=30, failed_files=4))
+    sim.inject(Fault(FaultKind.SERVER_ERROR, endpoint="file", times=1))
+    engine, recorder = make_engine(dataclasses.replace(FAST, max_failed_files=3))
+    async with running(engine):
+        engine.add(VS, "vsfb_named")
+        await idle(engine)
+    result = recorder.result("vsfb_named")
+    assert result.failed_files_listed == 4
+    assert len(result.failed_files) == 3  # bounded by state.max_failed_files
+    first, *rest = [f.as_dict() for f in result.failed_files]
+    assert first["filename"] is None
+    assert "server error 500" in first["filename_error"]
+    assert all(f["filename"].startswith("document-") and f["bytes"] > 0 for f in rest)
+    assert "filename_error" not in rest[0]
+    assert sim.stats.by_endpoint["file"] == 3
+    assert len(engine.names) == 2  # the failed lookup is not remembered
+
+
+@virtual_time
+async def test_a_stalled_batch_reports_its_stuck_files_by_name(
+    sim: Simulator, make_engine: MakeEngine
+) -> None:
+    """When the stall is flagged, one page of the files in progress (at most 20) is read and
+    named; the watch shows them with how long the batch has made no progress."""
+    sim.add_batch(
+        spec(
+            "vsfb_stuck",
+            total_files=40,
+            duration_seconds=0.4,
+            stall_after_files=10,
+            stall_seconds=5.0,
+        )
+    )
+    settings = dataclasses.replace(FAST, stall_after_seconds=1.0)
+    engine, recorder = make_engine(settings)
+    async with running(engine):
+        engine.add(VS, "vsfb_stuck")
+        await until(lambda: now(engine, "vsfb_stuck").stuck_files, "stuck files listed")
+        stuck = now(engine, "vsfb_stuck").stuck_files
+        assert len(stuck) == 20
+        assert all(s.name.filename and s.stalled_seconds >= 1.0 for s in stuck)
+        assert [e.stuck_files for e in recorder.of(StuckFilesListed, "vsfb_stuck")] == [stuck]
+        await idle(engine)
+    assert recorder.result("vsfb_stuck").stuck_files == ()  # it resumed and completed
+    assert sim.stats.by_endpoint["file"] == 20
+
+
+@virtual_time
+async def test_a_deadline_names_the_stuck_files_in_the_result(
+    sim: Simulator, make_engine: MakeEngine
+) -> None:
+    """A batch still running at its deadline ends timed out, naming the files in progress."""
+    sim.add_batch(spec("vsfb_late", total_files=10, duration_seconds=100.0))
+    engine, recorder = make_engine(dataclasses.replace(FAST, deadline_seconds=2.0))
+    async with running(engine):
+        engine.add(VS, "vsfb_late")
+        await idle(engine)
+    result = recorder.result("vsfb_late")
+    assert result.status == "timed_out"
+    assert [s.id for s in result.stuck_files] == [
+        f["id"] for f in _in_progress_files(sim, "vsfb_late")
+    ]
+    assert all(s.stalled_seconds >= 0 and s.name.filename for s in result.stuck_files)
+    assert result.as_dict()["stuck_files"][0]["filename"].startswith("document-")
+
+
+def _in_progress_files(sim: Simulator, batch_id: str) -> list[dict[str, Any]]:
+    found = sim.batch(batch_id)
+    progress = found.progress(sim.clock(), sim.cancel_seconds)
+    done = progress.file_counts.completed + progress.file_counts.failed
+    return [{"id": found.file_id(i)} for i in range(done, found.spec.total_files)]
+
+
+# -- the automatic retry -------------------------------------------------------------------------
+
+
+@virtual_time
+async def test_a_retry_policy_sends_failed_files_again_and_watches_the_chain(
+    sim: Simulator, make_engine: MakeEngine
+) -> None:
+    """A batch that ends with failed files of the policy's codes is retried as a new batch the
+    engine watches (linked both ways), and its own failures again, up to ``max_attempts``."""
+    sim.created_batch_failures = 1.0  # every retried file fails again
+    sim.created_batch_seconds = 0.2
+    sim.add_batch(spec("vsfb_auto", total_files=12, failed_files=6))
+    engine, recorder = make_engine()
+    policy = RetryPolicy(codes=("server_error",), max_attempts=2)
+    async with running(engine):
+        engine.add(VS, "vsfb_auto", options=WatchOptions(retry=policy))
+        await until(lambda: len(recorder.of(BatchFinished)) == 3, "the chain ended")
+        await idle(engine)
+    first = recorder.result("vsfb_auto")
+    [second_id] = first.retried_as
+    second = recorder.result(second_id)
+    [third_id] = second.retried_as
+    third = recorder.result(third_id)
+    assert second.retry_of == "vsfb_auto"
+    assert third.retry_of == second_id
+    assert third.retried_as == ()  # two attempts, no more
+    server_errors = [
+        f for f in sim.truth("vsfb_auto")["failed_files"] if f["code"] == "server_error"
+    ]
+    assert second.file_counts is not None
+    assert second.file_counts.total == len(server_errors)
+    retried = recorder.of(BatchRetried)
+    assert [(e.batch_id, e.attempt) for e in retried] == [("vsfb_auto", 1), (second_id, 2)]
+    assert retried[0].files_by_code == {"server_error": len(server_errors)}
+    assert now(engine, second_id).retry_attempt == 1
+
+
+@virtual_time
+async def test_a_retry_request_that_fails_is_sent_again_with_the_same_key(
+    sim: Simulator, make_engine: MakeEngine
+) -> None:
+    """A 503 on the create, then a reply garbled on the way (the batch was made): the request
+    goes out again with the same Idempotency-Key, and exactly one retry batch exists."""
+    sim.add_batch(spec("vsfb_flaky_retry", total_files=9, failed_files=3, duration_seconds=0))
+    for f in sim.truth("vsfb_flaky_retry")["failed_files"]:
+        sim.detach(VS, f["id"])  # so that the first request to reach the endpoint makes it
+    sim.inject(Fault(FaultKind.SERVER_ERROR, status=503, endpoint="create_batch", times=1))
+    sim.inject(Fault(FaultKind.TRUNCATED_JSON, endpoint="create_batch", times=1))
+    engine, recorder = make_engine()
+    policy = RetryPolicy(codes=("server_error", "unsupported_file", "invalid_file"))
+    async with running(engine):
+        engine.add(VS, "vsfb_flaky_retry", options=WatchOptions(retry=policy))
+        await until(lambda: recorder.of(BatchRetried), "the retry was made")
+        await idle(engine)
+    created = [b for b in sim.batch_ids() if b.startswith("vsfb_created")]
+    assert len(created) == 1
+    # A 503, made but its reply garbled, then the same batch again for the same key.
+    assert sim.stats.by_endpoint["create_batch"] == 3
+    assert [e.http_status for e in recorder.of(PollFailed, "vsfb_flaky_retry")] == [503, 200]
+    assert recorder.result("vsfb_flaky_retry").retried_as == tuple(created)
+
+
+@virtual_time
+async def test_a_retry_reads_every_failed_file_when_the_listing_kept_fewer(
+    sim: Simulator, make_engine: MakeEngine
+) -> None:
+    """With more failed files than ``max_failed_files`` keeps, the retry reads the list again
+    and sends every one of the policy's codes; with all kept, it reads no list again."""
+    sim.add_batch(spec("vsfb_many", total_files=30, failed_files=12))
+    sim.add_batch(spec("vsfb_few", total_files=30, failed_files=3))
+    engine, recorder = make_engine(dataclasses.replace(FAST, max_failed_files=4))
+    policy = RetryPolicy(codes=("server_error", "invalid_file", "unsupported_file"))
+    async with running(engine):
+        for batch_id in ("vsfb_many", "vsfb_few"):
+            engine.add(VS, batch_id, options=WatchOptions(retry=policy))
+        await until(lambda: len(recorder.of(BatchRetried)) == 2, "both retried")
+        await idle(engine)
+    for batch_id, failed in (("vsfb_many", 12), ("vsfb_few", 3)):
+        [made] = recorder.result(batch_id).retried_as
+        assert sim.truth(made)["file_counts"]["total"] == failed
+    assert sim.stats.requests_for("vsfb_many", "list") == 2  # the listing, then the retry's
+    assert sim.stats.requests_for("vsfb_few", "list") == 1

@@ -13,24 +13,29 @@ from watcher.core.events import (
     BatchFinished,
     BatchProgressed,
     BatchResumed,
+    BatchRetried,
     BatchStalled,
     FileFailedEvent,
     PollFailed,
     StatusUnknown,
+    StuckFilesListed,
 )
 from watcher.core.failed_files import NOTHING_LISTED, FailedFileListing
 from watcher.core.lifecycle import (
     Cancel,
+    CreateRetry,
     Finish,
     Hold,
     ListFailedFiles,
+    ListStuckFiles,
     Record,
     Retrieve,
     Step,
     Wait,
 )
 from watcher.core.policy import PollSettings, Reason
-from watcher.core.results import FailedFile
+from watcher.core.results import FailedFile, FileName, StuckFile
+from watcher.core.retry import RetryPolicy
 from watcher.core.settings import EngineSettings
 from watcher.core.states import Phase, State
 from watcher.core.watch import Watch, WatchOptions
@@ -74,6 +79,16 @@ def reply(watch: Watch, b: FileBatch, now: float, *, poll_after: float | None = 
 
 def fail(watch: Watch, error: APIError, now: float, settings: EngineSettings = S) -> Step:
     return lifecycle.failed(watch, error, now=now, wall=WALL + now, settings=settings, random=half)
+
+
+def stuck(
+    step: Step, files: list[tuple[str, FileName]], now: float, error: APIError | None = None
+) -> Step:
+    """Feed the page of stuck files the step asked for back into the lifecycle."""
+    assert isinstance(step.action, ListStuckFiles)
+    return lifecycle.stuck_listed(
+        step.watch, step.action.then, files, error=error, now=now, wall=WALL + now, settings=S
+    )
 
 
 def test_a_new_watch_is_polled_at_once_then_retrieved() -> None:
@@ -229,6 +244,8 @@ def test_a_timed_out_batch_with_failed_files_lists_them_without_a_final_count() 
     still move: no gap is judged."""
     w = reply(new(deadline_seconds=60.0), batch(in_progress=5, failed=1, total=6), 1.0).watch
     step = lifecycle.due(w, wall=WALL + 60.0, settings=S)
+    assert step.action == ListStuckFiles()
+    step = stuck(step, [], now=60.0)
     assert step.action == ListFailedFiles(expected=None)
 
 
@@ -393,3 +410,177 @@ def test_evolve_is_replace() -> None:
     changes = {"failures": 3, "last_error": "x", "stalled": True}
     assert w.evolve(changes) == replace(w, **changes)
     assert (w.failures, w.last_error, w.stalled) == (0, None, False)
+
+
+# -- stuck files -----------------------------------------------------------------------------
+
+
+def test_a_stall_reads_the_stuck_files_then_waits_as_it_would_have() -> None:
+    """Flagging a stall asks for the files in progress; with them kept, the wait goes on."""
+    quiet = reply(new(), batch(in_progress=4, completed=6, total=10), now=1.0)
+    stalled = reply(quiet.watch, batch(in_progress=4, completed=6, total=10), now=70.0)
+    assert isinstance(stalled.action, ListStuckFiles)
+    assert isinstance(stalled.action.then, Wait)
+    named = [("file-a", FileName("a.pdf", 10)), ("file-b", FileName(error="gone"))]
+    after = stuck(stalled, named, now=70.0)
+    assert after.action == stalled.action.then
+    assert after.watch.stuck_files == (
+        StuckFile("file-a", FileName("a.pdf", 10), 69.0),
+        StuckFile("file-b", FileName(error="gone"), 69.0),
+    )
+    assert [type(e) for e in after.events] == [StuckFilesListed]
+    assert after.watch.as_dict()["stuck_files"][1] == {
+        "id": "file-b",
+        "filename": None,
+        "bytes": None,
+        "filename_error": "gone",
+        "stalled_seconds": 69.0,
+    }
+    resumed = reply(after.watch, batch(in_progress=3, completed=7, total=10), now=80.0)
+    assert resumed.watch.stuck_files == ()
+
+
+def test_the_deadline_reads_the_stuck_files_into_the_result() -> None:
+    """At the deadline the files in progress are read first; the result names them."""
+    w = reply(new(deadline_seconds=60.0), batch(in_progress=5, completed=1, total=6), 1.0).watch
+    step = lifecycle.due(w, wall=WALL + 60.0, settings=S)
+    assert step.action == ListStuckFiles()
+    ended = stuck(step, [("file-x", FileName("x.md", 3))], now=60.0)
+    assert isinstance(ended.action, Finish)
+    assert ended.watch.result is not None
+    assert ended.watch.result.status is State.TIMED_OUT
+    assert ended.watch.result.stuck_files == (StuckFile("file-x", FileName("x.md", 3), 59.0),)
+    assert ended.watch.result.as_dict()["stuck_files"][0]["filename"] == "x.md"
+
+
+def test_stuck_files_that_cannot_be_read_are_noted_and_the_end_goes_on() -> None:
+    """An error reading the stuck files at the deadline is said in the note, never hidden."""
+    w = reply(
+        new(deadline_seconds=60.0, cancel_on_timeout=True),
+        batch(in_progress=5, total=5),
+        1.0,
+    ).watch
+    step = lifecycle.due(w, wall=WALL + 60.0, settings=S)
+    after = stuck(step, [], now=60.0, error=Transient("list_files: server error 502"))
+    assert after.action == Cancel()
+    assert "the stuck files could not be read" in after.watch.note
+
+
+def test_no_stuck_files_are_read_when_nothing_is_in_progress() -> None:
+    """A batch never seen, or with no file in progress, ends at its deadline without a read."""
+    step = lifecycle.due(new(deadline_seconds=60.0), wall=WALL + 60.0, settings=S)
+    assert not isinstance(step.action, ListStuckFiles)
+
+
+# -- the automatic retry -------------------------------------------------------------------------
+
+POLICY = RetryPolicy(codes=("server_error",), max_attempts=2)
+SERVER_ERRORS = FailedFileListing(
+    kept=(FailedFile("file-1", LastError("server_error", "boom")),),
+    by_code={"server_error": 1, "invalid_file": 2},
+    listed=3,
+)
+
+
+def ended(policy: RetryPolicy | None = POLICY, **fields: object) -> Watch:
+    """A watch whose batch just completed with 3 failed files."""
+    w = reply(new(), batch("completed", completed=7, failed=3, total=10), 1.0).watch
+    w = replace(w, options=replace(w.options, retry=policy))
+    return replace(w, **fields)  # type: ignore[arg-type]
+
+
+def test_a_batch_with_failed_files_of_the_policy_codes_is_retried_first() -> None:
+    """With a policy and failed files of its codes, the end waits for the retry: the attempt is
+    marked on the watch (to be recorded before the request), the result is ready."""
+    step = lifecycle.listed(ended(), SERVER_ERRORS, wall=WALL + 2)
+    action = step.action
+    assert isinstance(action, CreateRetry)
+    assert action.attempt == 1
+    assert action.codes == ("server_error",)
+    assert not action.sent_before
+    assert action.result.failed_files_listed == 3
+    assert step.watch.retry_sending == 1
+    assert step.watch.phase is Phase.LISTING
+    assert step.events == ()  # nothing is announced before the retry is settled
+
+
+@pytest.mark.parametrize(
+    ("watch", "listing"),
+    [
+        (ended(policy=None), SERVER_ERRORS),
+        (ended(), replace(SERVER_ERRORS, by_code={"invalid_file": 3})),
+        (ended(retry_attempt=2), SERVER_ERRORS),
+    ],
+    ids=["no-policy", "other-codes", "attempts-spent"],
+)
+def test_no_retry_without_a_policy_its_codes_or_attempts_left(
+    watch: Watch, listing: FailedFileListing
+) -> None:
+    """No policy, no failed file of its codes, or max_attempts reached: the watch just ends."""
+    step = lifecycle.listed(watch, listing, wall=WALL + 2)
+    assert isinstance(step.action, Finish)
+    assert step.watch.result is not None
+    assert step.watch.result.retried_as == ()
+
+
+def test_a_retry_made_links_the_batches_and_is_announced() -> None:
+    """Once made, the watch ends with ``retried_as`` and a ``batch_retried`` event."""
+    step = lifecycle.listed(ended(retry_of="vsfb_0", retry_attempt=1), SERVER_ERRORS, wall=WALL)
+    assert isinstance(step.action, CreateRetry)
+    assert step.action.attempt == 2
+    done = lifecycle.retried(
+        step.watch, step.action, ["vsfb_new"], {"server_error": 1}, wall=WALL + 3
+    )
+    assert isinstance(done.action, Finish)
+    assert done.watch.retry_sending is None
+    assert done.watch.result is not None
+    data = done.watch.result.as_dict()
+    assert data["retried_as"] == ["vsfb_new"]
+    assert data["retry_of"] == "vsfb_0"
+    retried_event, *_, finished = done.events
+    assert isinstance(retried_event, BatchRetried)
+    assert retried_event.files_by_code == {"server_error": 1}
+    assert isinstance(finished, BatchFinished)
+
+
+def test_after_a_restart_the_same_attempt_is_sent_again_marked_as_maybe_sent() -> None:
+    """A watch restored with its attempt recorded asks for the same attempt (the same key),
+    saying a request may have gone out already."""
+    step = lifecycle.listed(ended(retry_sending=1), SERVER_ERRORS, wall=WALL)
+    assert step.action == CreateRetry(
+        1,
+        ("server_error",),
+        step.action.result,
+        sent_before=True,  # type: ignore[union-attr]
+    )
+
+
+def test_a_passing_error_retries_the_same_attempt_later() -> None:
+    """A 5xx on the request waits with backoff; the next turn lists again and resends."""
+    step = lifecycle.listed(ended(), SERVER_ERRORS, wall=WALL)
+    assert isinstance(step.action, CreateRetry)
+    error = Transient("create_batch: server error 503", status=503)
+    again = lifecycle.retry_failed(
+        step.watch, step.action, error, wall=WALL, settings=S, random=half
+    )
+    assert isinstance(again.action, Wait)
+    assert again.watch.phase is Phase.LISTING
+    assert isinstance(lifecycle.due(again.watch, wall=WALL, settings=S).action, ListFailedFiles)
+
+
+@pytest.mark.parametrize("unknown", [False, True])
+def test_a_retry_that_cannot_be_made_or_known_ends_the_watch_saying_so(unknown: bool) -> None:
+    """A refusal ends the watch with a note; when a batch may exist but the API cannot tell,
+    the note says it cannot be known and nothing more is sent."""
+    step = lifecycle.listed(ended(), SERVER_ERRORS, wall=WALL)
+    assert isinstance(step.action, CreateRetry)
+    error = APIError("create_batch: the API rejected the request (400)", status=400)
+    done = lifecycle.retry_failed(
+        step.watch, step.action, error, unknown=unknown, wall=WALL, settings=S, random=half
+    )
+    assert isinstance(done.action, Finish)
+    assert done.watch.result is not None
+    note = done.watch.result.note
+    assert ("cannot be known" in note) is unknown
+    assert ("sending the failed files again failed" in note) is not unknown
+    assert done.watch.result.retried_as == ()

@@ -20,7 +20,7 @@ from watcher.api.models import FileCounts, LastError
 from watcher.api.vector_stores import VectorStore
 from watcher.core import lifecycle, store_lifecycle
 from watcher.core.engine import Engine
-from watcher.core.events import BatchFinished
+from watcher.core.events import BatchFinished, BatchRetried
 from watcher.core.failed_files import NOTHING_LISTED
 from watcher.core.results import BatchResult, FailedFile
 from watcher.core.settings import EngineSettings
@@ -195,6 +195,15 @@ async def test_names_types_and_labels_are_as_documented(engine: Engine) -> None:
     metrics.on_event(
         BatchFinished(vector_store_id="vs_1", batch_id="vsfb_done", result=done.result)
     )
+    metrics.on_event(
+        BatchRetried(
+            vector_store_id="vs_1",
+            batch_id="vsfb_done",
+            retried_as=("vsfb_again",),
+            attempt=1,
+            files_by_code={"server_error": 1},
+        )
+    )
 
     families = list(text_string_to_metric_families(scrape(metrics, engine)))
     with_created = {f.name + CREATED for f in families if f.type in ("counter", "histogram")}
@@ -208,7 +217,7 @@ async def test_names_types_and_labels_are_as_documented(engine: Engine) -> None:
             labels.update(k for k in sample.labels if k != "le")
 
     docs = documented()
-    assert len(docs) == 26, sorted(docs)
+    assert len(docs) == 27, sorted(docs)
     for name, (kind, labels) in docs.items():
         assert name in exposed, f"{name} is documented but not exposed"
         assert exposed[name][0] == kind, name
@@ -538,3 +547,21 @@ def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
         for s in family.samples
         if s.name == name
     ]
+
+
+def test_retries_are_counted_by_the_code_their_files_failed_with() -> None:
+    """Each ``batch_retried`` adds its files to ``batch_watcher_retries_total{code}``."""
+    metrics = WatcherMetrics()
+    for batch_id, by_code in (("vsfb_1", {"server_error": 3}), ("vsfb_2", {"server_error": 2})):
+        metrics.on_event(
+            BatchRetried(
+                vector_store_id="vs_1",
+                batch_id=batch_id,
+                retried_as=(f"{batch_id}_again",),
+                attempt=1,
+                files_by_code=by_code,
+            )
+        )
+    r = metrics.registry
+    assert r.get_sample_value("batch_watcher_retries_total", {"code": "server_error"}) == 5
+    assert r.get_sample_value("batch_watcher_retries_total", {"code": "invalid_file"}) is None

@@ -9,7 +9,7 @@ import pytest
 
 from watcher.api.models import FileCounts, LastError
 from watcher.cli.report import ExitStatus, exit_status, write_text_summary
-from watcher.core.results import BatchResult, FailedFile
+from watcher.core.results import BatchResult, FailedFile, FileName, StuckFile
 from watcher.core.states import State
 
 
@@ -91,7 +91,33 @@ def test_the_summary_says_whose_time_and_which_store() -> None:
         return [cell.strip() for cell in line.replace("┃", "│").split("│") if cell.strip()]
 
     header = next(line for line in text.splitlines() if "message" in line)
-    assert cells(header) == ["vector store", "batch", "file", "code", "message"]
+    assert cells(header) == ["vector store", "batch", "file", "name", "code", "message"]
     row = next(line for line in text.splitlines() if "file-1" in line)
-    assert cells(row)[:4] == ["vs_store_9", "b_completed_1", "file-1", "invalid_file"]
+    assert cells(row)[:5] == [
+        "vs_store_9",
+        "b_completed_1",
+        "file-1",
+        "name unknown",
+        "invalid_file",
+    ]
     assert "bad [b]bytes[/b]" in row
+
+
+def test_the_text_summary_names_failed_and_stuck_files() -> None:
+    """The table shows each failed file's name (or why it has none); stuck files are listed
+    with how long the batch has made no progress."""
+    r = dataclasses.replace(
+        result("timed_out", 2),
+        failed_files=(
+            FailedFile("file-1", LastError("invalid_file", "bad"), FileName("report.pdf", 9)),
+            FailedFile("file-2", LastError("invalid_file", "bad"), FileName(error="HTTP 500")),
+        ),
+        stuck_files=(StuckFile("file-3", FileName("slow.docx", 5), 125.0),),
+    )
+    out = io.StringIO()
+    write_text_summary([r], out)
+    text = out.getvalue()
+    assert "report.pdf" in text
+    assert "name unknown: HTTP 500" in text
+    assert "1 files still in progress, no progress for 2m05s:" in text
+    assert "file-3 (slow.docx)" in text

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -13,9 +14,11 @@ from factories import finished, moved, stored_watch
 from store_backends import BACKENDS, Backend, pending, reopened
 from structlog.testing import capture_logs
 
-from watcher.api.models import FileCounts
+from watcher.api.models import FileCounts, LastError
+from watcher.core.results import FailedFile, FileName, StuckFile
+from watcher.core.retry import RetryPolicy
 from watcher.core.states import Phase
-from watcher.core.watch import Watch
+from watcher.core.watch import Watch, WatchOptions
 from watcher.errors import StoreUnavailable
 from watcher.store import StateStore
 
@@ -91,6 +94,40 @@ async def test_every_field_survives_a_restart(backend: Backend, store: StateStor
         assert copy.as_dict() == original.as_dict()
     assert restored["vsfb_running"].result is None
     assert restored["vsfb_done"].phase is Phase.FINISHED
+
+
+async def test_a_retry_attempt_is_written_before_save_now_returns(
+    backend: Backend, store: StateStore
+) -> None:
+    """``save_now`` writes at once: the retry policy, the chain and the attempt being sent come
+    back as they were; a result keeps its file names, stuck files and retry links."""
+    policy = RetryPolicy(codes=("server_error", "invalid_file"), max_attempts=3)
+    sending = dataclasses.replace(
+        stored_watch("vsfb_retry"),
+        options=WatchOptions(retry=policy),
+        retry_of="vsfb_0",
+        retry_attempt=1,
+        retry_sending=2,
+    )
+    await store.save_now(sending)
+    [back] = await reopened(backend)
+    assert back.options.retry == policy
+    assert (back.retry_of, back.retry_attempt, back.retry_sending) == ("vsfb_0", 1, 2)
+    done = finished(sending)
+    assert done.result is not None
+    result = dataclasses.replace(
+        done.result,
+        failed_files=(
+            FailedFile("file-a", LastError("server_error", "x"), FileName("a.pdf", 12)),
+            FailedFile("file-b", LastError("server_error", "y"), FileName(error="gone")),
+        ),
+        stuck_files=(StuckFile("file-s", FileName("s.md", 3), 30.0),),
+        retry_of="vsfb_0",
+        retried_as=("vsfb_2", "vsfb_3"),
+    )
+    await store.save_finished(dataclasses.replace(done, result=result))
+    [ended] = await reopened(backend)
+    assert ended.result == result
 
 
 async def test_a_bare_watch_survives_a_restart(backend: Backend, store: StateStore) -> None:

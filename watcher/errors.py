@@ -10,6 +10,7 @@ translated once, where the call is made (:mod:`watcher.api.client`).
         ├── AuthError             401 / 403
         ├── NotFound              404, or a 400 that says the id is unknown
         ├── Expired               a 400 or 404 that says the batch has expired
+        ├── AlreadyAttached       a 400: a file sent in a new batch is still in the store
         ├── RateLimited           429, retry_after seconds (or None)
         ├── Transient             5xx, timeouts, connection errors, HTML error pages
         └── ProtocolError         a 2xx that is not the JSON we need
@@ -71,6 +72,11 @@ class NotFound(APIError):
 
 class Expired(APIError):
     """The server expired the batch (llama-stack does seven days after its creation)."""
+
+
+class AlreadyAttached(APIError):
+    """Creating a batch was refused because a file in it is still attached to the vector store
+    (detach it, then send the batch again)."""
 
 
 class RateLimited(APIError):

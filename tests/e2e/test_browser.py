@@ -103,7 +103,10 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
             {"vector_store_id": VS, "batch_id": "vsfb_unseen", "labels": {"scenario": "unseen"}}
         )
         config = {
-            "api": {"base_url": sim.url, "max_requests_per_minute": 1200},
+            # Every failed file kept is named with a request of its own (150 here): a budget
+            # that lets the demo settle well within the 30 s after which a watch never seen
+            # reads as stale.
+            "api": {"base_url": sim.url, "max_requests_per_minute": 6000},
             "poll": {
                 "interval_seconds": 0.5,
                 "min_interval_seconds": 0.2,

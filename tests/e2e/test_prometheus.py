@@ -311,7 +311,8 @@ def test_every_dashboard_and_rule_expression_runs_against_the_daemon(
     ]
     daemon = daemon_factory(
         {
-            "api": {"base_url": sim.url},
+            # Each failed file is named with a request of its own: a budget for them too.
+            "api": {"base_url": sim.url, "max_requests_per_minute": 100000},
             "poll": {"interval_seconds": 0.3, "min_interval_seconds": 0.1},
             "watch": watches,
             "store": [{"vector_store_id": VS}],

@@ -20,6 +20,8 @@ from urllib.parse import parse_qs
 import pytest
 from harness import PYTHON, SimulatorProcess, _env, iter_json_lines, run_command, start_simulator
 
+from watcher.simulator.files import file_object
+
 pytestmark = pytest.mark.e2e
 
 VS = "vs_cmd"
@@ -83,7 +85,8 @@ def results(stdout: str) -> dict[str, dict[str, Any]]:
         assert isinstance(line["elapsed_seconds"], int | float)
         assert line["elapsed_seconds"] >= 0
         for failed in line["failed_files"]:
-            assert set(failed) == {"id", "last_error"}
+            named = {"id", "filename", "bytes", "last_error"}
+            assert named <= set(failed) <= named | {"filename_error"}
             assert set(failed["last_error"]) == {"code", "message"}
     return by_batch
 
@@ -93,8 +96,14 @@ def assert_matches_truth(truth: Mapping[str, Any], line: Mapping[str, Any]) -> N
     assert line["batch_id"] == truth["id"]
     assert line["status"] == truth["status"]
     assert line["file_counts"] == truth["file_counts"]
+    named = {f["id"]: file_object(f["id"], 0) for f in truth["failed_files"]}
     assert line["failed_files"] == [
-        {"id": f["id"], "last_error": {"code": f["code"], "message": f["message"]}}
+        {
+            "id": f["id"],
+            "filename": named[f["id"]]["filename"],
+            "bytes": named[f["id"]]["bytes"],
+            "last_error": {"code": f["code"], "message": f["message"]},
+        }
         for f in truth["failed_files"]
     ]
     assert line["failed_files_complete"] is True
@@ -369,6 +378,26 @@ def test_deadline_exits_3_and_cancels_only_when_asked(sim: SimulatorProcess) -> 
     assert results(plain.stdout)[left]["status"] == "timed_out"
     assert sim.control("GET", f"batches/{left}")["cancel_requested"] is False
     assert sim.stats()["by_batch"][left].get("cancel", 0) == 0
+
+
+def test_timeout_names_the_stuck_files_and_failed_files_by_name(sim: SimulatorProcess) -> None:
+    """``--timeout`` ends with exit 3 and the summary names the files still in progress; the
+    failed files' table and JSON carry each file's name from ``GET /files/{id}``."""
+    slow = add(sim, "vsfb_stuck_text", total_files=5, duration_seconds=60)
+    failed = add(sim, "vsfb_named_text", final_status="failed", failed_files=2)
+    text = watch(sim, [slow, failed], "--timeout", "1")
+    assert text.returncode == 3, text.stderr
+    assert "5 files still in progress, no progress for" in text.stdout
+    for i in range(5):
+        assert f"file-{slow}-{i:06d} (document-" in text.stdout
+    assert text.stdout.count("document-") >= 7  # 5 stuck, 2 failed in the table
+    again = watch(sim, [slow], "--output", "json", "--timeout", "0.5")
+    [line] = iter_json_lines(again.stdout)
+    assert [f["id"] for f in line["stuck_files"]] == [f"file-{slow}-{i:06d}" for i in range(5)]
+    assert all(f["filename"] and f["stalled_seconds"] >= 0 for f in line["stuck_files"])
+    named = watch(sim, [failed], "--output", "json")
+    [done] = iter_json_lines(named.stdout)
+    assert all(f["filename"].startswith("document-") for f in done["failed_files"])
 
 
 @pytest.mark.parametrize("output", ["json", "text"])

@@ -27,6 +27,7 @@ from ..config.model import DEFAULTS, AuthStyle
 from ..config.values import validate_base_url
 from ..credentials import Secret, SecretSource
 from ..errors import (
+    AlreadyAttached,
     APIError,
     AuthError,
     Expired,
@@ -39,7 +40,17 @@ from ..errors import (
 )
 from .budget import RequestBudget
 from .headers import ResponseMeta, parse_retry_after, read_meta
-from .models import BatchFile, FileBatch, one_line, parse_file_batch, parse_file_page
+from .models import (
+    BatchFile,
+    FileBatch,
+    FileObject,
+    StoreFile,
+    one_line,
+    parse_file_batch,
+    parse_file_object,
+    parse_file_page,
+    parse_store_file,
+)
 from .vector_stores import VectorStore, parse_store_page, parse_vector_store
 
 T = TypeVar("T")
@@ -48,9 +59,21 @@ DEFAULT_BASE_URL: Final = DEFAULTS.api.base_url
 USER_AGENT: Final = f"batch-watcher/{__version__}"
 
 Endpoint = Literal[
-    "retrieve", "list_files", "cancel", "retrieve_store", "list_stores", "list_store_files"
+    "retrieve",
+    "list_files",
+    "cancel",
+    "retrieve_store",
+    "list_stores",
+    "list_store_files",
+    "file",
+    "store_file",
+    "detach_file",
+    "create_batch",
 ]
 
+#: A batch refused because a file is still in the store: "already attached" (the simulator),
+#: "already exists in (the) vector store".
+_SAYS_ATTACHED = re.compile(r"already (attached|exists in|in) (to )?(the |this )?vector", re.I)
 # A 400 on a batch or store id says "not found" in one of these ways (OpenAI, Azure, llama-stack).
 _SAYS_NOT_FOUND = re.compile(
     r"(no (such )?(file[ _]?batch|vector[ _]?store|batch)|not[ _]found|does not exist|"
@@ -214,6 +237,51 @@ class APIClient:
         body, meta = await self._request("POST", path, "cancel", self._query)
         return self._parse(parse_file_batch, body, meta, vector_store_id=vector_store_id)
 
+    async def batch_files_page(
+        self, vector_store_id: str, batch_id: str, *, status: str, limit: int = 20
+    ) -> tuple[BatchFile, ...]:
+        """The first page of the batch's files of one status (the stuck files: ``in_progress``)."""
+        path = self._batch_path(vector_store_id, batch_id) + "/files"
+        params = {**self._query, "limit": str(limit), "order": "asc", "filter": status}
+        body, meta = await self._request("GET", path, "list_files", params)
+        return self._parse(parse_file_page, body, meta).data
+
+    async def retrieve_file(self, file_id: str) -> FileObject:
+        """``GET /files/{id}``: the file's name and size."""
+        url = f"{self._base}/files/{quote(file_id, safe='')}"
+        body, meta = await self._request("GET", url, "file", self._query)
+        return self._parse(parse_file_object, body, meta)
+
+    async def retrieve_store_file(self, vector_store_id: str, file_id: str) -> StoreFile:
+        """``GET /vector_stores/{vs}/files/{id}``: the file as its store holds it."""
+        body, meta = await self._request(
+            "GET", self._store_file_path(vector_store_id, file_id), "store_file", self._query
+        )
+        return self._parse(parse_store_file, body, meta)
+
+    async def detach_file(self, vector_store_id: str, file_id: str) -> None:
+        """``DELETE /vector_stores/{vs}/files/{id}``: the file leaves the store (not deleted)."""
+        await self._request(
+            "DELETE", self._store_file_path(vector_store_id, file_id), "detach_file", self._query
+        )
+
+    async def create_batch(
+        self,
+        vector_store_id: str,
+        files: list[dict[str, Any]],
+        *,
+        idempotency_key: str | None = None,
+    ) -> FileBatch:
+        """``POST /vector_stores/{vs}/file_batches`` with ``files``; the same
+        ``idempotency_key`` asks for the same batch again, never a second one. Raises
+        :class:`AlreadyAttached` when the API refuses a file still in the store."""
+        url = f"{self._base}/vector_stores/{quote(vector_store_id, safe='')}/file_batches"
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        body, meta = await self._request(
+            "POST", url, "create_batch", self._query, json_body={"files": files}, headers=headers
+        )
+        return self._parse(parse_file_batch, body, meta, vector_store_id=vector_store_id)
+
     async def iter_batch_files(
         self,
         vector_store_id: str,
@@ -315,6 +383,10 @@ class APIClient:
     def _store_path(self, vector_store_id: str) -> str:
         return f"{self._base}/vector_stores/{quote(vector_store_id, safe='')}"
 
+    def _store_file_path(self, vector_store_id: str, file_id: str) -> str:
+        vs = quote(vector_store_id, safe="")
+        return f"{self._base}/vector_stores/{vs}/files/{quote(file_id, safe='')}"
+
     def _auth_headers(self) -> tuple[dict[str, str], str | None]:
         source = self.settings.api_key
         secret = source.current() if isinstance(source, SecretSource) else source
@@ -326,15 +398,30 @@ class APIClient:
         return {"Authorization": f"Bearer {key}"}, key
 
     async def _request(
-        self, method: str, url: str, endpoint: Endpoint, params: Mapping[str, str]
+        self,
+        method: str,
+        url: str,
+        endpoint: Endpoint,
+        params: Mapping[str, str],
+        *,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[Any, ResponseMeta]:
         async with self._budget.slot() if self._budget is not None else nullcontext():
-            return await self._exchange(method, url, endpoint, params)
+            return await self._exchange(method, url, endpoint, params, json_body, headers)
 
     async def _exchange(
-        self, method: str, url: str, endpoint: Endpoint, params: Mapping[str, str]
+        self,
+        method: str,
+        url: str,
+        endpoint: Endpoint,
+        params: Mapping[str, str],
+        json_body: Any = None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> tuple[Any, ResponseMeta]:
         headers, key = self._auth_headers()
+        if extra_headers:
+            headers.update(extra_headers)
         started = self._clock()
         meta: ResponseMeta | None = None  # set once the headers are in
         try:
@@ -344,7 +431,7 @@ class APIClient:
                 # No params rather than empty ones: httpx parses the URL a second time to merge
                 # even an empty mapping, which costs more than the rest of the request.
                 request = self._http.build_request(
-                    method, url, params=params or None, headers=headers
+                    method, url, params=params or None, headers=headers, json=json_body
                 )
                 response = await self._http.send(request, stream=True)
                 try:
@@ -479,6 +566,8 @@ class APIClient:
             what = "refused the API key" if status == 401 else "denied access"
             hint = "" if key else " (no API key is configured)"
             return AuthError(f"the API {what}{hint}{detail}", status=status, request_id=rid)
+        if status in (400, 409) and endpoint == "create_batch" and _SAYS_ATTACHED.search(said):
+            return AlreadyAttached(f"{endpoint}: refused{detail}", status=status, request_id=rid)
         if status in (400, 404) and _SAYS_EXPIRED.search(said):
             return Expired(f"{endpoint}: expired{detail}", status=status, request_id=rid)
         if status == 404:

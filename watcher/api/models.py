@@ -220,3 +220,52 @@ def parse_file_page(obj: object) -> FilePage:
     if not isinstance(has_more, bool):
         raise ProtocolError("file list: 'has_more' is not a boolean")
     return FilePage(data=tuple(parse_batch_file(item) for item in data), has_more=has_more)
+
+
+@dataclass(frozen=True, slots=True)
+class FileObject:
+    """A file of the Files API (``GET /files/{id}``): what a person knows it by."""
+
+    id: str
+    filename: str
+    bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreFile:
+    """A file as its vector store holds it (``GET /vector_stores/{vs}/files/{id}``): what a
+    retry must send again with it."""
+
+    id: str
+    status: str
+    attributes: dict[str, Any] | None = None
+    chunking_strategy: dict[str, Any] | None = None
+
+
+def parse_file_object(obj: object) -> FileObject:
+    if not isinstance(obj, dict):
+        raise ProtocolError("file: the reply is not a JSON object")
+    name = obj.get("filename")
+    if not isinstance(name, str):
+        raise ProtocolError("file: 'filename' is missing or not a string")
+    size = obj.get("bytes")
+    valid_size = isinstance(size, int) and not isinstance(size, bool) and 0 <= size < 2**53
+    return FileObject(
+        id=_token(obj, "id", "file"),
+        filename=one_line(name, 255),
+        bytes=size if valid_size else None,
+    )
+
+
+def parse_store_file(obj: object) -> StoreFile:
+    if not isinstance(obj, dict):
+        raise ProtocolError("vector store file: the reply is not a JSON object")
+    status = obj.get("status")
+    attributes = obj.get("attributes")
+    chunking = obj.get("chunking_strategy")
+    return StoreFile(
+        id=_token(obj, "id", "vector store file"),
+        status=status if isinstance(status, str) and len(status) <= _MAX_TOKEN else "unknown",
+        attributes=attributes if isinstance(attributes, dict) else None,
+        chunking_strategy=chunking if isinstance(chunking, dict) else None,
+    )

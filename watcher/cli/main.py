@@ -36,6 +36,7 @@ from ..daemon.service import Daemon
 from ..errors import ConfigError
 from ..logs import configure, register_secret
 from .report import ExitStatus
+from .retry_command import RetryCommand, run_retry
 from .watch_command import Target, WatchCommand, run_watch
 
 
@@ -99,6 +100,16 @@ def _target(text: str) -> Target:
     return (vs, batch)
 
 
+def _batch_target(text: str) -> Target:
+    """``VS/BATCH``: one batch (``retry`` has no use for a whole store)."""
+    vs, batch = _target(text)
+    if not batch:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not VECTOR_STORE_ID/BATCH_ID (e.g. vs_abc123/vsfb_abc123)"
+        )
+    return (vs, batch)
+
+
 def _query(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -134,6 +145,10 @@ def _add_watch(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         ),
     )
     watch.add_argument("targets", nargs="+", type=_target, metavar="VECTOR_STORE_ID[/BATCH_ID]")
+    _add_watch_options(watch)
+
+
+def _add_watch_options(watch: argparse.ArgumentParser) -> None:
     for setting in _WATCH_SETTINGS:
         options: dict[str, Any] = {"metavar": setting.metavar} if setting.metavar else {}
         if setting.key == "auth":
@@ -173,6 +188,35 @@ def _add_watch(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     _add_logging(watch)
 
 
+def _add_retry(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    retry = sub.add_parser(
+        "retry",
+        help="send a batch's failed files again as new batches",
+        description=(
+            "List the batch's failed files (only those whose last_error.code is one of --code, "
+            "if given), read each one's attributes and chunking strategy from its vector store, "
+            "and create new batches of them (at most 2,000 files each), detaching a file the "
+            "API says is still attached. Prints one line per new batch; --watch then watches "
+            "them as `watch` does, with its exit statuses. Exit 4 if the API refused us."
+        ),
+    )
+    retry.add_argument("target", type=_batch_target, metavar="VECTOR_STORE_ID/BATCH_ID")
+    retry.add_argument(
+        "--code",
+        action="append",
+        default=[],
+        metavar="CODE",
+        help="only the failed files with this last_error.code, repeatable (default: all)",
+    )
+    retry.add_argument(
+        "--dry-run", action="store_true", help="print the requests it would send; send none"
+    )
+    retry.add_argument(
+        "--watch", action="store_true", help="then watch the new batches until each ends"
+    )
+    _add_watch_options(retry)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="batch-watcher",
@@ -181,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"batch-watcher {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_watch(sub)
+    _add_retry(sub)
 
     run = sub.add_parser(
         "run",
@@ -261,7 +306,7 @@ def _watch_command(args: argparse.Namespace, environ: Mapping[str, str]) -> Watc
     register_secret(config.api.api_key)
     progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     return WatchCommand(
-        targets=args.targets,
+        targets=getattr(args, "targets", ()),
         client=client_settings(config),
         engine=engine_settings(config),
         output=args.output,
@@ -271,6 +316,17 @@ def _watch_command(args: argparse.Namespace, environ: Mapping[str, str]) -> Watc
 
 def _watch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return int(anyio.run(run_watch, _watch_command(args, environ)))
+
+
+def _retry(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    command = RetryCommand(
+        target=args.target,
+        watch=_watch_command(args, environ),
+        codes=tuple(dict.fromkeys(args.code)),
+        dry_run=args.dry_run,
+        then_watch=args.watch,
+    )
+    return int(anyio.run(run_retry, command))
 
 
 def _load(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
@@ -302,6 +358,7 @@ def _demo(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Mapping[str, str]], int]] = {
     "watch": _watch,
+    "retry": _retry,
     "run": _run,
     "check-config": _check_config,
     "demo": _demo,

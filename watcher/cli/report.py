@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..api.models import FileCounts
-from ..core.results import BatchResult
+from ..core.results import BatchResult, FileName
 from ..core.states import State
 
 #: Endings in which the API refused us, whatever the batch did.
@@ -83,20 +83,40 @@ def write_text_summary(results: Sequence[BatchResult], out: TextIO) -> None:
             )
         if r.note:
             console.print(f"  note: {r.note}", markup=False)
+        if r.stuck_files:
+            quiet = _duration(max(f.stalled_seconds for f in r.stuck_files))
+            console.print(
+                f"  {len(r.stuck_files)} files still in progress, no progress for {quiet}:",
+                markup=False,
+            )
+            for s in r.stuck_files:
+                console.print(f"    {s.id} ({file_name_text(s.name)})", markup=False)
     rows = [(r, f) for r in results for f in r.failed_files]
     if not rows:
         return
     table = Table(title="Failed files", show_lines=False)
-    for column in ("vector store", "batch", "file", "code"):
+    for column in ("vector store", "batch", "file", "name", "code"):
         table.add_column(column, no_wrap=True)
     table.add_column("message", overflow="fold")
     for r, f in rows:
         code = f.last_error.code if f.last_error else "unknown"
         message = f.last_error.message if f.last_error else ""
         table.add_row(
-            Text(r.vector_store_id), Text(r.batch_id), Text(f.id), Text(code), Text(message)
+            Text(r.vector_store_id),
+            Text(r.batch_id),
+            Text(f.id),
+            Text(file_name_text(f.name)),
+            Text(code),
+            Text(message),
         )
     console.print(table)
+
+
+def file_name_text(name: FileName) -> str:
+    """A file's name as a person reads it; a name that could not be looked up says so."""
+    if name.filename is not None:
+        return name.filename
+    return "name unknown" if name.error is None else "name unknown: " + name.error[:80]
 
 
 def _duration(seconds: float) -> str:

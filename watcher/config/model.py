@@ -12,6 +12,7 @@ from the ``*_env`` and ``*_file`` keys and the environment the model was validat
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -275,6 +276,40 @@ OVERRIDES: Final = (
 )
 
 
+_ERROR_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+class RetryConfig(Section):
+    """A ``[[watch]]``'s ``retry``: send the batch's failed files of these codes again, as a new
+    batch the daemon watches, at most ``max_attempts`` times along one chain of retries."""
+
+    codes: tuple[str, ...] = Field(
+        ("server_error",),
+        min_length=1,
+        max_length=20,
+        description="the last_error.code values whose failed files are sent again",
+    )
+    max_attempts: int = Field(
+        2, ge=1, le=10, description="retry batches at most, counting from the first batch"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _codes_from_array(cls, data: Any) -> Any:
+        # TOML and JSON give arrays as lists; the model keeps a tuple.
+        if isinstance(data, Mapping) and isinstance(data.get("codes"), list):
+            return {**data, "codes": tuple(data["codes"])}
+        return data
+
+    @model_validator(mode="after")
+    def _plausible_codes(self) -> Self:
+        bad = [code for code in self.codes if not _ERROR_CODE.fullmatch(code)]
+        if bad:
+            text = f"{show(bad[0])} is not an error code (letters, digits, _.:-; 1..64)"
+            raise PydanticCustomError("problems", "{problems}", {"problems": [("codes", text)]})
+        return self
+
+
 class WatchConfig(Section):
     """One ``[[watch]]``: a batch to watch. ``None`` overrides fall back to ``[poll]``.
 
@@ -288,6 +323,8 @@ class WatchConfig(Section):
     cancel_on_timeout: bool | None = None
     interval_seconds: float | None = Field(None, gt=0)
     stall_after_seconds: float | None = Field(None, ge=0)
+    #: Off unless given: send failed files of some codes again, automatically.
+    retry: RetryConfig | None = None
 
     @model_validator(mode="after")
     def _within_poll(self, info: ValidationInfo) -> Self:

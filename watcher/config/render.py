@@ -46,6 +46,10 @@ def _table(model: BaseModel) -> dict[str, object]:
 
 
 def _plain(value: object) -> object:
+    if isinstance(value, BaseModel):
+        return _table(value)
+    if isinstance(value, tuple):
+        return list(value)
     if isinstance(value, Mapping):
         return dict(value)
     if isinstance(value, Path):

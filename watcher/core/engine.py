@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Protocol
@@ -29,15 +30,19 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ..api.budget import RequestBudget
 from ..api.client import APIClient, ClientSettings, Exchange, file_page_limit
-from ..errors import APIError, AuthError, StoreUnavailable, WatcherError
+from ..api.models import IN_PROGRESS
+from ..errors import AlreadyAttached, APIError, AuthError, StoreUnavailable, WatcherError
 from . import lifecycle, store_lifecycle
 from .events import AuthFailed, AuthRecovered, Event, Sink, WatchRemoved, WatchStarted
 from .failed_files import list_failed_files
+from .file_names import FileNames
 from .lifecycle import (
     Cancel,
+    CreateRetry,
     Finish,
     Hold,
     ListFailedFiles,
+    ListStuckFiles,
     Record,
     Retrieve,
     RetrieveStore,
@@ -45,6 +50,16 @@ from .lifecycle import (
     Wait,
 )
 from .refusals import Refusals
+from .results import FileName
+from .retry import (
+    create_retry_batch,
+    failed_files,
+    idempotency_key,
+    kept_failed_files,
+    read_files,
+    split,
+    unsent,
+)
 from .schedule import DueTimes, Entry, Ready
 from .settings import EngineSettings
 from .states import Phase
@@ -73,6 +88,9 @@ class WatchStore(Protocol):
     def delete(self, key: Key) -> None:
         """Forget the watch."""
 
+    async def save_now(self, watch: Watch) -> None:
+        """Write the watch (and everything saved before it) durably; returns once on disk."""
+
 
 class Engine:
     """Watches batches. Run :meth:`run` in a task group; add and remove watches at any time."""
@@ -90,6 +108,8 @@ class Engine:
         rng: Callable[[], float] = random.random,
     ) -> None:
         self.client = client
+        #: Failed and stuck files' names, looked up once per file through the same client.
+        self.names = FileNames(client)
         self.budget = budget
         self.settings = settings
         self._sinks = tuple(sinks)
@@ -148,10 +168,14 @@ class Engine:
         options: WatchOptions | None = None,
         restored: Watch | None = None,
         until_idle: bool = False,
+        retry_of: str | None = None,
+        retry_attempt: int = 0,
     ) -> tuple[Watch, bool]:
         """Watch a batch, or with ``batch_id`` :data:`~.watch.STORE` a whole vector store (until
         no file of it is in progress, with ``until_idle``; else for as long as it lives).
-        Returns the watch and whether it is new (False: already watched)."""
+        ``retry_of``: the batch whose failed files this one sends again, as retry
+        ``retry_attempt`` of its chain. Returns the watch and whether it is new (False: already
+        watched)."""
         key = (vector_store_id, batch_id)
         existing = self._entries.get(key)
         if existing is not None:
@@ -165,14 +189,18 @@ class Engine:
             )
         # A store watched for as long as it lives has no deadline but its own.
         lasting = batch_id == STORE and not until_idle
-        watch = restored or Watch.new(
-            vector_store_id,
-            batch_id,
-            registered_at=self._wall(),
-            labels=labels,
-            options=(options or WatchOptions())
-            if lasting
-            else self._with_default_deadline(options),
+        watch = restored or replace(
+            Watch.new(
+                vector_store_id,
+                batch_id,
+                registered_at=self._wall(),
+                labels=labels,
+                options=(options or WatchOptions())
+                if lasting
+                else self._with_default_deadline(options),
+            ),
+            retry_of=retry_of,
+            retry_attempt=retry_attempt,
         )
         if until_idle and restored is None:
             watch = replace(watch, until_idle=True)
@@ -410,6 +438,10 @@ class Engine:
                 step = await self._retrieve_store(entry)
             elif isinstance(action, ListFailedFiles):
                 step = await self._list(entry.watch, action)
+            elif isinstance(action, ListStuckFiles):
+                step = await self._stuck(entry.watch, action)
+            elif isinstance(action, CreateRetry):
+                step = await self._create_retry(entry.watch, action)
             elif isinstance(action, Cancel):
                 step = await self._cancel(entry.watch)
 
@@ -511,7 +543,87 @@ class Engine:
             )
         # A list read while the key was refused was the probe, and it proved the key.
         self._succeeded(watch)
-        return listed(watch, listing, wall=self._wall())
+        names = await self.names.look_up(f.id for f in listing.kept)
+        kept = tuple(replace(f, name=names[f.id]) for f in listing.kept)
+        return listed(watch, replace(listing, kept=kept), wall=self._wall())
+
+    async def _stuck(self, watch: Watch, action: ListStuckFiles) -> Step:
+        error: APIError | None = None
+        named: list[tuple[str, FileName]] = []
+        try:
+            page = await self.client.batch_files_page(
+                watch.vector_store_id, watch.batch_id, status=IN_PROGRESS, limit=action.limit
+            )
+        except APIError as exc:
+            error = exc
+        else:
+            # Some servers ignore the filter: only a file still in progress is stuck.
+            ids = [f.id for f in page if f.status == IN_PROGRESS][: action.limit]
+            names = await self.names.look_up(ids)
+            named = [(fid, names[fid]) for fid in ids]
+        return lifecycle.stuck_listed(
+            watch,
+            action.then,
+            named,
+            error=error,
+            now=self._clock(),
+            wall=self._wall(),
+            settings=self.settings,
+        )
+
+    async def _create_retry(self, watch: Watch, action: CreateRetry) -> Step:
+        """Send the failed files again. The attempt is on disk before its first request; each
+        request's Idempotency-Key follows from (store, batch, attempt, part), so a request sent
+        again (after an error, or a restart) gets the batch it made, never a second one."""
+        if self._store is not None:
+            await self._store.save_now(watch)
+        vs, batch = watch.key
+        made: list[str] = []
+        try:
+            files = kept_failed_files(action.result, action.codes)
+            if files is None:  # more failed files than the listing kept: read them all
+                files = await failed_files(
+                    self.client,
+                    vs,
+                    batch,
+                    codes=action.codes,
+                    max_pages=self.settings.max_file_pages,
+                )
+            for part, chunk in enumerate(split(files)):
+                sending = [f async for f in read_files(self.client, vs, [f.id for f in chunk])]
+                # Detaching is safe unless a batch of this attempt may exist already.
+                detach = not action.sent_before or unsent(sending)
+                key = idempotency_key(vs, batch, str(action.attempt), part)
+                created = await create_retry_batch(self.client, vs, sending, key=key, detach=detach)
+                made.append(created.id)
+        except APIError as exc:
+            unknown = isinstance(exc, AlreadyAttached) and action.sent_before
+            return lifecycle.retry_failed(
+                watch,
+                action,
+                exc,
+                unknown=unknown,
+                wall=self._wall(),
+                settings=self.settings,
+                random=self._rng,
+            )
+        by_code = Counter(f.last_error.code if f.last_error else "unknown" for f in files)
+        unwatched: list[str] = []
+        for new_id in made:
+            # Saved with the original's end, in the same transaction (Engine._finish).
+            try:
+                self.add(
+                    vs,
+                    new_id,
+                    labels=watch.labels,
+                    options=watch.options,
+                    retry_of=batch,
+                    retry_attempt=action.attempt,
+                )
+            except TooManyWatches:
+                unwatched.append(new_id)
+        note = f"not watched (state.max_watches): {', '.join(unwatched)}" if unwatched else ""
+        return lifecycle.retried(watch, action, made, by_code, wall=self._wall(), note=note)
 
     async def _cancel(self, watch: Watch) -> Step:
         error: APIError | None = None

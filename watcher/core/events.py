@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..api.models import FileCounts
-from .results import BatchResult, FailedFile
+from .results import BatchResult, FailedFile, StuckFile
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,6 +72,18 @@ class BatchStalled(Event):
             "file_counts": self.file_counts.as_dict(),
             "stalled_seconds": round(self.stalled_seconds, 1),
         }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StuckFilesListed(Event):
+    """The files still in progress, read when the batch stalled or its deadline passed."""
+
+    name: ClassVar[str] = "stuck_files_listed"
+    level: ClassVar[str] = "warning"
+    stuck_files: tuple[StuckFile, ...]
+
+    def fields(self) -> dict[str, Any]:
+        return {**Event.fields(self), "stuck_files": [f.as_dict() for f in self.stuck_files]}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -165,6 +177,25 @@ class BatchCancelRequested(Event):
 
     def fields(self) -> dict[str, Any]:
         return {**Event.fields(self), "ok": self.ok, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchRetried(Event):
+    """The daemon sent the batch's failed files again, as ``retried_as``."""
+
+    name: ClassVar[str] = "batch_retried"
+    retried_as: tuple[str, ...]
+    attempt: int
+    #: Files sent again, by the ``last_error.code`` they failed with.
+    files_by_code: Mapping[str, int]
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            **Event.fields(self),
+            "retried_as": list(self.retried_as),
+            "attempt": self.attempt,
+            "files_by_code": dict(self.files_by_code),
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

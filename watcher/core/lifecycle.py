@@ -10,34 +10,47 @@ monotonic clock, ``wall`` Unix time.
 The path of a watch::
 
     Wait ─▶ due() ─▶ Retrieve ─▶ replied() ─▶ Wait … ─▶ (terminal, deadline, not found, rejected)
-                                   failed()           ─▶ [Cancel ─▶ cancelled()]
+                                   failed()           ─▶ [ListStuckFiles ─▶ stuck_listed()]
+                                                      ─▶ [Cancel ─▶ cancelled()]
                                                       ─▶ [ListFailedFiles ─▶ listed()]
+                                                      ─▶ [CreateRetry ─▶ retried()]
                                                       ─▶ Finish
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Any
+from typing import Any, Final
 
 from ..api.models import IN_PROGRESS, KNOWN_STATUSES, FileBatch
-from ..errors import APIError, AuthError, Expired, NotFound, RateLimited, WrongBatch
+from ..errors import (
+    APIError,
+    AuthError,
+    Expired,
+    NotFound,
+    ProtocolError,
+    RateLimited,
+    Transient,
+    WrongBatch,
+)
 from .events import (
     BatchCancelRequested,
     BatchFinished,
     BatchProgressed,
     BatchResumed,
+    BatchRetried,
     BatchStalled,
     Event,
     FileFailedEvent,
     PollFailed,
     StatusUnknown,
+    StuckFilesListed,
 )
 from .failed_files import NOTHING_LISTED, FailedFileListing
 from .policy import Outcome, PollSettings, Progress, Reason, backoff, eta_seconds, next_poll
-from .results import BatchResult
+from .results import BatchResult, FileName, StuckFile
 from .settings import EngineSettings
 from .states import BY_TERMINAL_STATUS, Phase, State
 from .watch import Watch
@@ -85,6 +98,28 @@ class ListFailedFiles:
 
 
 @dataclass(frozen=True, slots=True)
+class ListStuckFiles:
+    """Read one page of the batch's files still in progress, with their names; then
+    :func:`stuck_listed`. ``then``: what to do after (None: the deadline passed, go on ending)."""
+
+    then: Action | None = None
+    limit: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRetry:
+    """Send the batch's failed files of ``codes`` again as new batches: first record the watch
+    (its ``retry_sending``) durably, then send; then :func:`retried` or :func:`retry_failed`.
+    ``result``: how the watch ends once that is done. ``sent_before``: a request of this
+    attempt may have been sent already (before a restart, or before an error)."""
+
+    attempt: int
+    codes: tuple[str, ...]
+    result: BatchResult
+    sent_before: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Finish:
     """Record the ended watch durably, then announce the step's events (never the other way)."""
 
@@ -96,7 +131,17 @@ class Hold:
     error: AuthError
 
 
-Action = Wait | Retrieve | RetrieveStore | Cancel | ListFailedFiles | Finish | Hold
+Action = (
+    Wait
+    | Retrieve
+    | RetrieveStore
+    | Cancel
+    | ListFailedFiles
+    | ListStuckFiles
+    | CreateRetry
+    | Finish
+    | Hold
+)
 
 
 class Record(Enum):
@@ -135,10 +180,37 @@ def due(watch: Watch, *, wall: float, settings: EngineSettings) -> Step:
     if watch.deadline_at is not None and wall >= watch.deadline_at:
         note = "the deadline passed before the batch finished"
         ending = replace(watch, phase=Phase.LISTING, ending=State.TIMED_OUT, note=note)
-        if _cancel_on_timeout(watch, settings):
-            return Step(ending, _CANCEL)
-        return _end_decided(ending, wall=wall, settings=settings)
+        if _may_have_stuck_files(watch):
+            return Step(ending, ListStuckFiles())
+        return _deadline_passed(ending, wall=wall, settings=settings)
     return Step(watch, _RETRIEVE)
+
+
+def stuck_listed(
+    watch: Watch,
+    then: Action | None,
+    files: Sequence[tuple[str, FileName]],
+    *,
+    error: APIError | None = None,
+    now: float,
+    wall: float,
+    settings: EngineSettings,
+) -> Step:
+    """The files still in progress are read (``error``: they could not be): keep them, with how
+    long the batch has made no progress, and go on."""
+    quiet = max(0.0, now - watch.last_change)
+    stuck = tuple(StuckFile(fid, name, quiet) for fid, name in files)
+    note = watch.note
+    if error is not None and watch.phase is Phase.LISTING:
+        note = _join(note, f"the stuck files could not be read: {error}")
+    w = replace(watch, stuck_files=stuck, note=note)
+    events: tuple[Event, ...] = ()
+    if stuck:
+        events = (StuckFilesListed(**_ids(w), stuck_files=stuck),)
+    if then is not None:
+        return Step(w, then, events)
+    step = _deadline_passed(w, wall=wall, settings=settings)
+    return replace(step, events=(*events, *step.events))
 
 
 def replied(
@@ -178,6 +250,7 @@ def replied(
         if stalled:
             events.append(BatchResumed(**_ids(watch), file_counts=counts))
             stalled = False
+            changes["stuck_files"] = ()
         last_change = now
         changes.update(
             progress_first=first_point,
@@ -224,6 +297,8 @@ def replied(
     changes.update(last_change=last_change, stalled=stalled, eta_seconds=eta, window=window)
     w = watch.evolve(changes)
     wait = Wait(decision.delay, decision.reason, remaining=remaining)
+    if any(isinstance(e, BatchStalled) for e in events):
+        return Step(w, ListStuckFiles(then=wait), tuple(events), record)
     return Step(w, wait, tuple(events), record)
 
 
@@ -264,7 +339,8 @@ def cancelled(
 
 
 def listed(watch: Watch, listing: FailedFileListing, *, wall: float) -> Step:
-    """The failed files are read (or there were none to read): the watch ends."""
+    """The failed files are read (or there were none to read): the watch ends, or first sends
+    its failed files again if its retry policy asks."""
     ending = watch.ending or State.FAILED
     first = watch.first_seen_at if watch.first_seen_at is not None else watch.registered_at
     result = BatchResult(
@@ -281,7 +357,80 @@ def listed(watch: Watch, listing: FailedFileListing, *, wall: float) -> Step:
         finished_at=wall,
         labels=watch.labels,
         note=_join(watch.note, listing.note),
+        stuck_files=watch.stuck_files,
+        retry_of=watch.retry_of,
     )
+    policy = watch.options.retry
+    attempt = watch.retry_attempt + 1
+    if (
+        policy is not None
+        and attempt <= policy.max_attempts
+        and ending in _RETRIED_ENDINGS
+        and any(listing.by_code.get(code, 0) for code in policy.codes)
+    ):
+        sent_before = watch.retry_sending == attempt
+        w = replace(watch, retry_sending=attempt, stalled=False, eta_seconds=None)
+        return Step(w, CreateRetry(attempt, policy.codes, result, sent_before=sent_before))
+    return _finished(watch, result, wall=wall)
+
+
+def retried(
+    watch: Watch,
+    action: CreateRetry,
+    batch_ids: Sequence[str],
+    files_by_code: Mapping[str, int],
+    *,
+    wall: float,
+    note: str = "",
+) -> Step:
+    """The failed files went out again as ``batch_ids`` (the engine watches them): the watch
+    ends, linked to them."""
+    result = replace(
+        action.result, retried_as=tuple(batch_ids), note=_join(action.result.note, note)
+    )
+    step = _finished(replace(watch, retry_sending=None), result, wall=wall)
+    if not batch_ids:
+        return step
+    event = BatchRetried(
+        **_ids(watch),
+        retried_as=tuple(batch_ids),
+        attempt=action.attempt,
+        files_by_code=dict(files_by_code),
+    )
+    return replace(step, events=(event, *step.events))
+
+
+def retry_failed(
+    watch: Watch,
+    action: CreateRetry,
+    error: APIError,
+    *,
+    unknown: bool = False,
+    wall: float,
+    settings: EngineSettings,
+    random: Random,
+) -> Step:
+    """Sending the failed files again failed. A passing error is tried again (the same attempt,
+    the same Idempotency-Key) after a backoff; else the watch ends and says so. ``unknown``: a
+    request of this attempt may have made a batch and the API cannot tell: nothing more is
+    sent, and the note says it cannot be known."""
+    if isinstance(error, AuthError):
+        return Step(_noted(watch, error, wall), Hold(error))
+    if unknown:
+        note = (
+            f"whether retry attempt {action.attempt} made a batch cannot be known: a request "
+            f"with its Idempotency-Key may have been sent, and the API now says {error}; no "
+            "other was sent"
+        )
+    elif _passing(error) and watch.failures + 1 < settings.max_list_attempts:
+        return _retry(watch, error, _outcome(error), wall=wall, settings=settings, random=random)
+    else:
+        note = f"sending the failed files again failed: {error}"
+    result = replace(action.result, note=_join(action.result.note, note))
+    return _finished(_noted(watch, error, wall), result, wall=wall)
+
+
+def _finished(watch: Watch, result: BatchResult, *, wall: float) -> Step:
     w = replace(
         watch,
         phase=Phase.FINISHED,
@@ -290,7 +439,7 @@ def listed(watch: Watch, listing: FailedFileListing, *, wall: float) -> Step:
         stalled=False,
         eta_seconds=None,
     )
-    events: list[Event] = [FileFailedEvent(**_ids(w), file=f) for f in listing.kept]
+    events: list[Event] = [FileFailedEvent(**_ids(w), file=f) for f in result.failed_files]
     events.append(BatchFinished(**_ids(w), result=result))
     return Step(w, _FINISH, tuple(events))
 
@@ -336,6 +485,26 @@ def _end(watch: Watch, ending: State, *, note: str, wall: float) -> Step:
     """End without reading failed files: the batch is gone, or was never ours to read."""
     w = replace(watch, phase=Phase.LISTING, ending=ending, note=_join(watch.note, note))
     return listed(w, NOTHING_LISTED, wall=wall)
+
+
+#: Endings after which failed files are sent again (a batch still running is not retried).
+_RETRIED_ENDINGS: Final = frozenset({State.COMPLETED, State.FAILED})
+
+
+def _passing(error: APIError) -> bool:
+    return isinstance(error, Transient | RateLimited) or type(error) is ProtocolError
+
+
+def _may_have_stuck_files(watch: Watch) -> bool:
+    counts = watch.file_counts
+    return counts is not None and counts.in_progress > 0
+
+
+def _deadline_passed(watch: Watch, *, wall: float, settings: EngineSettings) -> Step:
+    """The deadline passed (the stuck files are read): cancel the batch if asked, then end."""
+    if _cancel_on_timeout(watch, settings):
+        return Step(watch, _CANCEL)
+    return _end_decided(watch, wall=wall, settings=settings)
 
 
 def _end_decided(watch: Watch, *, wall: float, settings: EngineSettings) -> Step:

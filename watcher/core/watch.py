@@ -19,7 +19,8 @@ from typing import Any
 from ..api.models import IN_PROGRESS, FileCounts
 from ..api.vector_stores import VectorStore
 from .policy import Progress, ProgressWindow
-from .results import BatchResult
+from .results import BatchResult, StuckFile
+from .retry import RetryPolicy
 from .states import Phase, State
 
 Key = tuple[str, str]
@@ -38,9 +39,21 @@ class WatchOptions:
     deadline_seconds: float | None = None
     cancel_on_timeout: bool | None = None
     stall_after_seconds: float | None = None
+    #: Send failed files of some codes again, automatically (None: never).
+    retry: RetryPolicy | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__ if getattr(self, k) is not None}
+        data = {k: getattr(self, k) for k in self.__slots__ if getattr(self, k) is not None}
+        if self.retry is not None:
+            data["retry"] = self.retry.as_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WatchOptions:
+        """The inverse of :meth:`as_dict` (for the state store)."""
+        retry = data.get("retry")
+        fields = {k: v for k, v in data.items() if k != "retry"}
+        return cls(**fields, retry=RetryPolicy.from_dict(retry) if retry else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +82,8 @@ class Watch:
     #: Recent progress, which the adaptive poll schedule estimates the end from.
     window: ProgressWindow = field(default_factory=ProgressWindow)
     stalled: bool = False
+    #: Files still in progress when the batch was flagged stalled or its deadline passed.
+    stuck_files: tuple[StuckFile, ...] = ()
     #: Consecutive failed requests, and the last error seen (kept after a success, with its time).
     failures: int = 0
     last_error: str | None = None
@@ -86,6 +101,13 @@ class Watch:
     #: A store's watch ends once no file of the store is in progress (``watch vs_...``); else
     #: it watches the store until the store expires or is gone (the daemon).
     until_idle: bool = False
+    #: The batch this one retries (its failed files were sent again as this batch), and which
+    #: retry along the chain it is (0: not a retry).
+    retry_of: str | None = None
+    retry_attempt: int = 0
+    #: The retry attempt whose request may have been sent (recorded before sending it): after a
+    #: restart, the same request is sent again with the same Idempotency-Key, never a new one.
+    retry_sending: int | None = None
 
     @classmethod
     def new(
@@ -149,6 +171,7 @@ class Watch:
             "api_status": self.status,
             "file_counts": self.file_counts.as_dict() if self.file_counts else None,
             "stalled": self.stalled,
+            "stuck_files": [f.as_dict() for f in self.stuck_files],
             "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds, 1),
             "registered_at": self.registered_at,
             "first_seen_at": self.first_seen_at,
@@ -159,6 +182,7 @@ class Watch:
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
         }
+        data["retry_of"] = self.retry_of
         if self.result is not None:
             data["result"] = self.result.as_dict()
         if self.is_store:

@@ -31,7 +31,7 @@ from prometheus_client.registry import Collector
 from .. import __version__
 from ..api.client import Exchange
 from ..core.engine import Engine
-from ..core.events import BatchFinished, Event, WatchRemoved
+from ..core.events import BatchFinished, BatchRetried, Event, WatchRemoved
 from ..core.states import State
 from .batch_metrics import (
     ALWAYS_SHOWN,
@@ -182,6 +182,13 @@ class WatcherMetrics:
         #: counter's series stay: it admits until full, and never releases).
         self.codes = ErrorCodes()
         self._counted_codes: set[str] = set(ALWAYS_SHOWN)
+        self.retries = Counter(
+            "batch_watcher_retries",
+            "Failed files the daemon sent again as a new batch (a watch's retry policy), by "
+            "the last_error.code they failed with.",
+            ["code"],
+            registry=r,
+        )
         build = Gauge("batch_watcher_build_info", "The running version.", ["version"], registry=r)
         build.labels(__version__).set(1)
         # The children on_exchange updates, by (endpoint, status): labels() validates and looks
@@ -212,6 +219,9 @@ class WatcherMetrics:
             self.batches_finished.labels(event.result.status).inc()
             for code, count in event.result.failed_by_code.items():
                 self.files_failed.labels(self._counted(code)).inc(count)
+        elif isinstance(event, BatchRetried):
+            for code, count in event.files_by_code.items():
+                self.retries.labels(self._counted(code)).inc(count)
         elif isinstance(event, WatchRemoved):
             self.codes.release((event.vector_store_id, event.batch_id))
 

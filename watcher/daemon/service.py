@@ -24,6 +24,7 @@ from ..config.values import is_loopback
 from ..core import lifecycle
 from ..core.engine import Engine, TooManyWatches
 from ..core.events import Sink
+from ..core.retry import retry_policy
 from ..core.states import Phase, State
 from ..core.watch import STORE, WatchOptions
 from ..errors import ConfigError
@@ -117,6 +118,7 @@ class Daemon:
                         deadline_seconds=spec.deadline_seconds,
                         cancel_on_timeout=spec.cancel_on_timeout,
                         stall_after_seconds=spec.stall_after_seconds,
+                        retry=retry_policy(spec.retry),
                     ),
                 )
             except TooManyWatches:

@@ -30,6 +30,7 @@ from starlette.routing import Route
 
 from ..config import PollConfig, parse_watch, validate_id
 from ..core.engine import Engine, TooManyWatches
+from ..core.retry import retry_policy
 from ..core.watch import STORE, WatchOptions
 from ..credentials import SecretSource
 from ..errors import ConfigError, StoreUnavailable
@@ -250,7 +251,7 @@ def build_app(state: AppState) -> Starlette:
         body = await read_object(request)
         if isinstance(body, Response):
             return body
-        allowed = {"vector_store_id", "batch_id", "labels", "deadline_seconds"}
+        allowed = {"vector_store_id", "batch_id", "labels", "deadline_seconds", "retry"}
         if unknown := sorted(set(body) - allowed):
             return _error(422, f"unknown fields: {', '.join(unknown)}", allowed=sorted(allowed))
         try:
@@ -259,7 +260,9 @@ def build_app(state: AppState) -> Starlette:
             return _error(422, "invalid watch", problems=exc.problems)
         if (failure := state.store.write_failure) is not None:
             return _store_unavailable(failure)
-        options = WatchOptions(deadline_seconds=spec.deadline_seconds)
+        options = WatchOptions(
+            deadline_seconds=spec.deadline_seconds, retry=retry_policy(spec.retry)
+        )
         try:
             watch, created = state.engine.add(
                 spec.vector_store_id, spec.batch_id, labels=spec.labels, options=options

@@ -103,6 +103,18 @@ def _parser() -> argparse.ArgumentParser:
         help="how long a cancelled batch stays 'cancelling'",
     )
     p.add_argument(
+        "--created-batch-seconds",
+        type=float,
+        default=2.0,
+        help="how long a batch made by POST .../file_batches takes (default 2)",
+    )
+    p.add_argument(
+        "--created-batch-failures",
+        type=float,
+        default=0.0,
+        help="the share of a created batch's files that fail, 0 to 1 (default 0)",
+    )
+    p.add_argument(
         "--fault",
         metavar="JSON",
         action="append",
@@ -143,6 +155,8 @@ def build_simulator(args: argparse.Namespace) -> Simulator:
         rate_limit=rate_limit,
         seed=args.seed,
         clock_from_first_poll=args.clock_from_first_poll,
+        created_batch_seconds=args.created_batch_seconds,
+        created_batch_failures=args.created_batch_failures,
     )
     if args.scenario == "demo":
         sim.add_batches(demo_scenario())

@@ -1,14 +1,21 @@
 """The simulator as an ASGI app: the API under ``/v1``, the control plane under ``/_sim/``.
 
 The API path is plain ASGI with a hand-written router, because it must serve hundreds of
-requests per second on one core. Order of checks on an API request: rate limit, auth, required
-query parameters, then an armed fault, then the endpoint itself.
+requests per second on one core. It serves a batch (retrieve, its files, cancel), ``GET
+/files/{id}`` (a name and size that follow from the id), a store's file (``GET`` and ``DELETE
+/vector_stores/{vs}/files/{id}``) and ``POST /vector_stores/{vs}/file_batches``: ``file_ids`` or
+``files`` (never both), 1 to 2,000 known files, none still attached to the store (detach it
+first), the same ``Idempotency-Key`` giving back the same batch.
+
+Order of checks on an API request: rate limit, auth, required query parameters, then an armed
+fault, then the endpoint itself.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from typing import Final
+from typing import Any, Final
 from urllib.parse import parse_qs
 
 import anyio
@@ -17,9 +24,16 @@ from starlette.types import Receive, Scope, Send
 from ..api.models import FILE_STATUSES, TERMINAL_STATUSES
 from .control import handle_control
 from .faults import Endpoint, Fault, FaultKind
-from .files import DEFAULT_LIMIT, Order, PageQuery, file_id, file_index, file_json, page_indices
+from .files import DEFAULT_LIMIT, Order, PageQuery, file_json, file_object, page_indices
 from .scenario import Progress
-from .simulator import BatchNotCancellable, SimBatch, Simulator, UnknownBatch
+from .simulator import (
+    MAX_BATCH_FILES,
+    BatchNotCancellable,
+    BatchRefused,
+    SimBatch,
+    Simulator,
+    UnknownBatch,
+)
 from .stats import UNKNOWN_ENDPOINT, RequestRecord
 from .store_routes import STORE_ENDPOINTS, answer_store, route_store
 from .wire import (
@@ -30,6 +44,7 @@ from .wire import (
     error_reply,
     json_reply,
     new_request_id,
+    read_body,
     send_cut,
     send_reply,
     truncate,
@@ -48,6 +63,8 @@ _NO_KEY: Final = (
 _BAD_KEY: Final = "Incorrect API key provided."
 _QueryParams = dict[str, list[str]]
 _ORDERS: Final[dict[str, Order]] = {"asc": "asc", "desc": "desc"}
+#: A batch-creation body larger than this is refused (2,000 files with attributes fit).
+_MAX_CREATE_BYTES: Final = 4 << 20
 
 
 class SimulatorApp:
@@ -102,14 +119,15 @@ class SimulatorApp:
         exchange: RequestRecord,
     ) -> None:
         sim = self.sim
-        endpoint, vs_id, batch_id = route
+        endpoint, vs_id, target = route
+        batch_id = self._batch_of(endpoint, target)
         # A store's requests are counted, and draw faults, under the store's id.
-        target = batch_id or vs_id or None
-        found = sim.find(batch_id)
+        counted = batch_id or vs_id or None
+        found = sim.find(batch_id) if batch_id is not None else None
         after_terminal = (
             endpoint == "retrieve" and found is not None and found.seen_terminal_at is not None
         )
-        sim.stats.record_request(endpoint, target, after_terminal=after_terminal)
+        sim.stats.record_request(endpoint, counted, after_terminal=after_terminal)
 
         headers: list[tuple[bytes, bytes]] = []
         limiter = sim.rate_limiter
@@ -133,7 +151,7 @@ class SimulatorApp:
             await self._send(send, early, exchange)
             return
 
-        fault = sim.faults.draw(endpoint, target)
+        fault = sim.faults.draw(endpoint, counted)
         if fault is not None:
             sim.stats.record_fault(fault.kind)
             exchange.fault = fault.kind.value
@@ -146,11 +164,11 @@ class SimulatorApp:
                 if client_gone(scope):
                     # It gave up waiting: no one sees this reply, so no one saw the batch end.
                     return
-            elif kind is FaultKind.VANISH and found is not None:
+            elif kind is FaultKind.VANISH and found is not None and batch_id is not None:
                 sim.vanish(batch_id)
             elif kind is FaultKind.EXPIRE:
                 what = "Vector store file batch" if batch_id else "Vector store"
-                message = f"{what} {target} has expired."
+                message = f"{what} {counted} has expired."
                 await self._send(send, error_reply(400, message, headers=headers), exchange)
                 return
             else:
@@ -161,16 +179,37 @@ class SimulatorApp:
                     await self._send(send, early, exchange, with_request_id=shown_id)
                     return
 
+        shown: SimBatch | None = None
         if endpoint in STORE_ENDPOINTS:
-            reply, shown = answer_store(sim, endpoint, vs_id, _query(scope), fault), None
+            reply = answer_store(sim, endpoint, vs_id, _query(scope), fault)
         elif endpoint == "retrieve":
-            reply, shown = self._retrieve(vs_id, batch_id, fault)
+            reply, shown = self._retrieve(vs_id, target, fault)
         elif endpoint == "list":
-            reply, shown = self._list(vs_id, batch_id, _query(scope), fault), None
+            reply = self._list(vs_id, target, _query(scope), fault)
+        elif endpoint == "cancel":
+            reply, shown = self._cancel(vs_id, target, fault)
+        elif endpoint == "file":
+            reply = self._file(target)
+        elif endpoint == "store_file":
+            reply = self._store_file(vs_id, target)
+        elif endpoint == "detach_file":
+            reply = self._detach(vs_id, target)
         else:
-            reply, shown = self._cancel(vs_id, batch_id, fault)
+            try:
+                body = await read_body(receive, _MAX_CREATE_BYTES)
+            except ConnectionError:
+                return  # the client went away: nobody would see the reply
+            except ValueError as exc:
+                reply = error_reply(413, str(exc))
+            else:
+                key = _header(scope, b"idempotency-key")
+                reply = self._create_batch(vs_id, body, key, fault)
         reply.headers[:0] = headers
 
+        if fault is not None and fault.kind is FaultKind.LATE_REPLY and reply.status < 300:
+            await anyio.sleep(fault.delay_seconds)
+            if client_gone(scope):
+                return
         if fault is not None and fault.kind is FaultKind.TRUNCATED_JSON:
             reply.body = truncate(reply.body)
         elif fault is not None and fault.kind is FaultKind.CUT_BODY:
@@ -183,7 +222,8 @@ class SimulatorApp:
         await self._send(send, reply, exchange)
 
     def _route(self, method: str, path: str) -> tuple[Endpoint, str, str] | None:
-        """``(endpoint, vector_store_id, batch_id)`` for an API path, or None."""
+        """``(endpoint, vector_store_id, id)`` for an API path, or None. The id is the batch's,
+        or the file's for the file endpoints (``""`` where there is none)."""
         prefix = self.prefix
         if not path.startswith(prefix) or path[len(prefix) : len(prefix) + 1] != "/":
             return None
@@ -191,18 +231,26 @@ class SimulatorApp:
         store_route = route_store(method, parts)
         if store_route is not None:
             return store_route
-        if len(parts) < 4 or parts[0] != "vector_stores" or parts[2] != "file_batches":
+        if any(not part for part in parts):
             return None
-        vs_id, batch_id = parts[1], parts[3]
-        if not vs_id or not batch_id:
+        if parts[0] == "files":
+            return ("file", "", parts[1]) if len(parts) == 2 and method == "GET" else None
+        if parts[0] != "vector_stores" or len(parts) < 3:
             return None
-        if len(parts) == 4 and method == "GET":
-            return "retrieve", vs_id, batch_id
-        if len(parts) == 5 and parts[4] == "files" and method == "GET":
-            return "list", vs_id, batch_id
-        if len(parts) == 5 and parts[4] == "cancel" and method == "POST":
-            return "cancel", vs_id, batch_id
+        vs_id, collection, rest = parts[1], parts[2], parts[3:]
+        if collection == "file_batches":
+            return _batch_route(method, vs_id, rest)
+        if collection == "files":
+            return _store_file_route(method, vs_id, rest)
         return None
+
+    def _batch_of(self, endpoint: Endpoint, target: str) -> str | None:
+        """The batch a request concerns, for its statistics and its batch's faults: a file
+        endpoint concerns the batch the file was last sent in."""
+        if endpoint in ("file", "store_file", "detach_file"):
+            located = self.sim.locate_file(target)
+            return None if located is None else located[0].spec.batch_id
+        return target or None
 
     def _check_access(self, scope: Scope, headers: list[tuple[bytes, bytes]]) -> Reply | None:
         """401 without the key, 400 without a required query parameter; None if all is well."""
@@ -320,7 +368,7 @@ class SimulatorApp:
             value = query.get(name, [None])[0]
             if value is None or looping:
                 continue
-            index = file_index(batch_id, spec.total_files, value)
+            index = found.file_index(value)
             if index is None:
                 return error_reply(
                     400, f"Invalid '{name}': no file with id '{value}' in this batch.", param=name
@@ -341,17 +389,66 @@ class SimulatorApp:
             indices, has_more = page_indices(spec, progress, page_query)
             has_more = has_more or looping
         # A filtered page holds only files of the wanted status: no need to work it out again.
-        data = [file_json(spec, progress, i, found.created_at, wanted) for i in indices]
+        data = [
+            file_json(
+                spec,
+                progress,
+                i,
+                found.created_at,
+                wanted,
+                fid=found.file_id(i),
+                meta=sim.file_meta(vs_id, found.file_id(i)),
+            )
+            for i in indices
+        ]
         return json_reply(
             200,
             {
                 "object": "list",
                 "data": data,
-                "first_id": file_id(batch_id, indices[0]) if indices else None,
-                "last_id": file_id(batch_id, indices[-1]) if indices else None,
+                "first_id": found.file_id(indices[0]) if indices else None,
+                "last_id": found.file_id(indices[-1]) if indices else None,
                 "has_more": has_more,
             },
         )
+
+    def _file(self, fid: str) -> Reply:
+        located = self.sim.locate_file(fid)
+        if located is None:
+            return error_reply(404, f"No such File object: {fid}", param="id")
+        return json_reply(200, file_object(fid, located[0].created_at))
+
+    def _store_file(self, vs_id: str, fid: str) -> Reply:
+        sim = self.sim
+        try:
+            found, index = sim.store_file(vs_id, fid)
+        except UnknownBatch:
+            return error_reply(404, f"No file found with id '{fid}' in vector store '{vs_id}'.")
+        progress = found.progress(sim.clock(), sim.cancel_seconds)
+        meta = sim.file_meta(vs_id, fid)
+        return json_reply(
+            200, file_json(found.spec, progress, index, found.created_at, fid=fid, meta=meta)
+        )
+
+    def _detach(self, vs_id: str, fid: str) -> Reply:
+        try:
+            self.sim.detach(vs_id, fid)
+        except UnknownBatch:
+            return error_reply(404, f"No file found with id '{fid}' in vector store '{vs_id}'.")
+        return json_reply(200, {"id": fid, "object": "vector_store.file.deleted", "deleted": True})
+
+    def _create_batch(
+        self, vs_id: str, body: bytes, idempotency_key: str | None, fault: Fault | None
+    ) -> Reply:
+        sim = self.sim
+        try:
+            files = _batch_files(body)
+            found = sim.create_batch(vs_id, files, idempotency_key=idempotency_key)
+        except BatchRefused as exc:
+            code = "file_already_attached" if exc.attached else "invalid_request"
+            return error_reply(400, str(exc), param="files", code=code)
+        progress = found.progress(sim.clock(), sim.cancel_seconds)
+        return self._batch_reply(found, progress, fault)
 
     async def _send(
         self, send: Send, reply: Reply, exchange: RequestRecord, *, with_request_id: bool = True
@@ -359,6 +456,31 @@ class SimulatorApp:
         self.sim.stats.record_status(reply.status)
         exchange.status = reply.status
         await send_reply(send, reply, exchange.request_id if with_request_id else None)
+
+
+def _batch_route(method: str, vs_id: str, rest: list[str]) -> tuple[Endpoint, str, str] | None:
+    """``/vector_stores/{vs}/file_batches[/{batch}[/files|/cancel]]``."""
+    if not rest:
+        return ("create_batch", vs_id, "") if method == "POST" else None
+    batch_id, tail = rest[0], rest[1:]
+    if not tail and method == "GET":
+        return "retrieve", vs_id, batch_id
+    if tail == ["files"] and method == "GET":
+        return "list", vs_id, batch_id
+    if tail == ["cancel"] and method == "POST":
+        return "cancel", vs_id, batch_id
+    return None
+
+
+def _store_file_route(method: str, vs_id: str, rest: list[str]) -> tuple[Endpoint, str, str] | None:
+    """``/vector_stores/{vs}/files/{file}``: read or detach one file of the store."""
+    if len(rest) != 1:
+        return None
+    if method == "GET":
+        return "store_file", vs_id, rest[0]
+    if method == "DELETE":
+        return "detach_file", vs_id, rest[0]
+    return None
 
 
 def _fault_reply(fault: Fault, headers: list[tuple[bytes, bytes]]) -> Reply | None:
@@ -415,6 +537,40 @@ def _presented_keys(headers: list[tuple[bytes, bytes]]) -> list[str]:
         elif name == b"api-key" and value.strip():
             keys.append(value.decode("latin-1").strip())
     return keys
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _batch_files(body: bytes) -> list[tuple[str, Any, Any]]:
+    """The files of a ``POST .../file_batches`` body: ``file_ids`` or ``files``, never both."""
+    try:
+        data = json.loads(body or b"null")
+    except ValueError:
+        raise BatchRefused("The request body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise BatchRefused("The request body must be a JSON object.")
+    has_ids, has_files = "file_ids" in data, "files" in data
+    if has_ids == has_files:
+        raise BatchRefused("Provide exactly one of 'file_ids' or 'files'.")
+    items = data["file_ids"] if has_ids else data["files"]
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH_FILES:
+        raise BatchRefused(f"A file batch holds 1 to {MAX_BATCH_FILES} files.")
+    files: list[tuple[str, Any, Any]] = []
+    for item in items:
+        if has_ids:
+            item = {"file_id": item}
+        if not isinstance(item, dict) or not isinstance(item.get("file_id"), str):
+            raise BatchRefused("Each file needs a 'file_id' string.")
+        attributes, chunking = item.get("attributes"), item.get("chunking_strategy")
+        if not isinstance(attributes, dict | None) or not isinstance(chunking, dict | None):
+            raise BatchRefused("'attributes' and 'chunking_strategy' must be objects.")
+        files.append((item["file_id"], attributes, chunking))
+    return files
 
 
 def _query(scope: Scope) -> _QueryParams:

@@ -19,7 +19,16 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, get_args
 
 Endpoint = Literal[
-    "retrieve", "list", "cancel", "list_stores", "retrieve_store", "list_store_files"
+    "retrieve",
+    "list",
+    "cancel",
+    "list_stores",
+    "retrieve_store",
+    "list_store_files",
+    "file",
+    "store_file",
+    "detach_file",
+    "create_batch",
 ]
 ENDPOINTS: Final[tuple[Endpoint, ...]] = get_args(Endpoint)
 
@@ -55,16 +64,20 @@ class FaultKind(enum.StrEnum):
     """The list ignores ``filter`` and lists every file, whatever its status."""
     EXPIRE = "expire"
     """400 "... has expired", as llama-stack answers for a batch past its seven days."""
+    LATE_REPLY = "late_reply"
+    """The request takes effect at once (a batch is made), but a successful reply comes
+    ``delay_seconds`` late, if the client still waits: what a client cut off then never saw."""
 
 
 #: Kinds that only make sense on some endpoints; they never fire (nor count) elsewhere.
 _ONLY_ON: Final[Mapping[FaultKind, frozenset[Endpoint]]] = {
-    FaultKind.UNKNOWN_STATUS: frozenset({"retrieve", "cancel", "retrieve_store"}),
+    FaultKind.UNKNOWN_STATUS: frozenset({"retrieve", "cancel", "retrieve_store", "create_batch"}),
     FaultKind.PAGINATION_LOOP: frozenset({"list", "list_stores", "list_store_files"}),
     FaultKind.EMPTY_PAGE: frozenset({"list", "list_stores", "list_store_files"}),
-    FaultKind.WRONG_ID: frozenset({"retrieve", "cancel", "retrieve_store"}),
+    FaultKind.WRONG_ID: frozenset({"retrieve", "cancel", "retrieve_store", "create_batch"}),
     FaultKind.IGNORE_FILTER: frozenset({"list", "list_store_files"}),
     FaultKind.VANISH: frozenset({"retrieve", "list", "cancel"}),
+    FaultKind.EXPIRE: frozenset({"retrieve", "list", "cancel"}),
 }
 _DEFAULT_STATUS: Final = {FaultKind.SERVER_ERROR: 500, FaultKind.HTML_ERROR: 502}
 

@@ -8,6 +8,8 @@ index order too.
 
 from __future__ import annotations
 
+import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -17,6 +19,9 @@ from .scenario import BatchSpec, Progress, failed_file_index, file_error, file_s
 
 Order = Literal["asc", "desc"]
 
+#: A file id the simulator made for a batch it was given: ``file-<batch_id>-<index>``.
+GENERATED_FILE: Final = re.compile(r"file-(?P<batch>.+)-(?P<index>\d{6})")
+_EXTENSIONS: Final = (".pdf", ".md", ".docx", ".txt", ".html")
 DEFAULT_LIMIT: Final = 20
 MAX_LIMIT: Final = 100
 _CHUNKING: Final = {
@@ -39,25 +44,47 @@ def file_index(batch_id: str, total: int, candidate: str) -> int | None:
     return index if index < total else None
 
 
+def file_object(fid: str, created_at: int) -> dict[str, Any]:
+    """A ``file`` object of the Files API; its name and size follow from its id alone."""
+    digest = zlib.crc32(fid.encode())
+    return {
+        "id": fid,
+        "object": "file",
+        "bytes": 2048 + digest % 4_000_000,
+        "created_at": created_at,
+        "filename": f"document-{digest % 100_000:05d}{_EXTENSIONS[digest % len(_EXTENSIONS)]}",
+        "purpose": "assistants",
+    }
+
+
 def usage_bytes(index: int) -> int:
     return 1024 + (index * 7919) % 65536
 
 
 def file_json(
-    spec: BatchSpec, progress: Progress, index: int, created_at: int, status: str | None = None
+    spec: BatchSpec,
+    progress: Progress,
+    index: int,
+    created_at: int,
+    status: str | None = None,
+    *,
+    fid: str | None = None,
+    meta: tuple[Any, Any] | None = None,
 ) -> dict[str, Any]:
-    """A ``vector_store.file`` object."""
+    """A ``vector_store.file`` object. ``fid``: the file's id when the batch was made of
+    existing files; ``meta``: the attributes and chunking strategy it was sent with."""
     status = status or file_status(spec, progress, index)
+    attributes, chunking = meta if meta is not None else ({}, _CHUNKING)
     return {
-        "id": file_id(spec.batch_id, index),
+        "id": fid or file_id(spec.batch_id, index),
         "object": "vector_store.file",
         "usage_bytes": usage_bytes(index) if status == COMPLETED else 0,
         "created_at": created_at,
         "vector_store_id": spec.vector_store_id,
         "status": status,
         "last_error": file_error(spec, index).as_dict() if status == FAILED else None,
-        "chunking_strategy": _CHUNKING,
-        "attributes": {},
+        "chunking_strategy": chunking or _CHUNKING,
+        "attributes": attributes or {},
     }
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from ..api.models import TERMINAL_STATUSES
 from ..credentials import Secret
 from .faults import ArmedFault, Fault, FaultBook
-from .files import failed_indices, file_id
+from .files import GENERATED_FILE, failed_indices, file_id, file_index
 from .ratelimit import RateLimit, RateLimiter
 from .scenario import (
     CANCELLING,
@@ -44,6 +44,19 @@ class BatchNotCancellable(ValueError):
     """The batch is already terminal."""
 
 
+class BatchRefused(ValueError):
+    """A new batch the API would refuse (400); ``attached``: because of a file still in the
+    store."""
+
+    def __init__(self, message: str, *, attached: bool = False) -> None:
+        super().__init__(message)
+        self.attached = attached
+
+
+#: The most files one ``POST .../file_batches`` may carry.
+MAX_BATCH_FILES = 2000
+
+
 @dataclass(slots=True)
 class SimBatch:
     """One batch's mutable state; everything else is computed from ``spec`` and the clock."""
@@ -55,6 +68,20 @@ class SimBatch:
     vanished: bool = False
     seen_terminal_at: float | None = None
     started: bool = True  # False: its clock waits for the first request that asks for it
+    #: A batch made by ``POST .../file_batches`` holds files that already exist: their ids.
+    file_ids: tuple[str, ...] = ()
+
+    def file_id(self, index: int) -> str:
+        return self.file_ids[index] if self.file_ids else file_id(self.spec.batch_id, index)
+
+    def file_index(self, candidate: str) -> int | None:
+        """The index a file id stands for in this batch, or None if it is not one of its."""
+        if not self.file_ids:
+            return file_index(self.spec.batch_id, self.spec.total_files, candidate)
+        try:
+            return self.file_ids.index(candidate)
+        except ValueError:
+            return None
 
     def progress(self, now: float, cancel_seconds: float) -> Progress:
         return progress_at(
@@ -95,6 +122,8 @@ class Simulator:
         rate_limit: RateLimit | None = None,
         seed: int = 0,
         clock_from_first_poll: bool = False,
+        created_batch_seconds: float = 2.0,
+        created_batch_failures: float = 0.0,
     ) -> None:
         self.clock = clock
         self.clock_from_first_poll = clock_from_first_poll
@@ -105,12 +134,29 @@ class Simulator:
         self.poll_after_ms = poll_after_ms
         #: How long a cancelled batch stays ``cancelling``.
         self.cancel_seconds = cancel_seconds
+        if not 0 <= created_batch_failures <= 1 or not created_batch_seconds >= 0:
+            raise ValueError(
+                "created_batch_failures must be within 0..1 and created_batch_seconds >= 0"
+            )
+        #: How a batch made by ``POST .../file_batches`` plays: its duration, and the share of its
+        #: files that fail (0 to 1).
+        self.created_batch_seconds = created_batch_seconds
+        self.created_batch_failures = created_batch_failures
         self.stats = SimStats(wall_clock)
         self.faults = FaultBook(random.Random(seed))
         self._lock = threading.Lock()
         self._batches: dict[str, SimBatch] = {}
         #: Stores added with a spec, with their ``created_at``; batches may name others.
         self._stores: dict[str, tuple[StoreSpec, int]] = {}
+        #: Files of created batches: the latest batch each was sent in.
+        self._placed: dict[str, str] = {}
+        #: (vector store, file) pairs detached by ``DELETE``.
+        self._detached: set[tuple[str, str]] = set()
+        #: Attributes and chunking strategy a created batch sent with each file.
+        self._file_meta: dict[tuple[str, str], tuple[Any, Any]] = {}
+        #: (vector store, Idempotency-Key) -> the batch that key created.
+        self._idempotent: dict[tuple[str, str], str] = {}
+        self._created = 0
         self._api_key: Secret | None = None
         self._rate_limiter: RateLimiter | None = None
         self.set_api_key(api_key)
@@ -310,6 +356,108 @@ class Simulator:
             raise UnknownStore(vector_store_id)
         return StoreSpec(vector_store_id), min(b.created_at for b in batches)
 
+    # -- files, and batches made by the API --------------------------------------------------
+
+    def locate_file(self, fid: str) -> tuple[SimBatch, int] | None:
+        """The batch a file was last sent in, and its index there; None for an unknown id."""
+        placed = self._placed.get(fid)
+        if placed is not None:
+            found = self._batches[placed]
+            index = found.file_index(fid)
+            return None if index is None else (found, index)
+        match = GENERATED_FILE.fullmatch(fid)
+        if match is None:
+            return None
+        generated = self._batches.get(match["batch"])
+        if generated is None or generated.file_ids:
+            return None
+        index = generated.file_index(fid)
+        return None if index is None else (generated, index)
+
+    def store_file(self, vector_store_id: str, fid: str) -> tuple[SimBatch, int]:
+        """The file as its store holds it. Raises :class:`UnknownBatch` if it is not attached."""
+        located = self.locate_file(fid)
+        if (
+            located is None
+            or located[0].spec.vector_store_id != vector_store_id
+            or (vector_store_id, fid) in self._detached
+        ):
+            raise UnknownBatch(fid)
+        return located
+
+    def file_meta(self, vector_store_id: str, fid: str) -> tuple[Any, Any] | None:
+        """The attributes and chunking strategy a created batch sent with the file."""
+        return self._file_meta.get((vector_store_id, fid))
+
+    def detach(self, vector_store_id: str, fid: str) -> None:
+        """The file leaves the store (the file itself stays). Raises :class:`UnknownBatch`."""
+        self.store_file(vector_store_id, fid)
+        with self._lock:
+            self._detached.add((vector_store_id, fid))
+
+    def create_batch(
+        self,
+        vector_store_id: str,
+        files: list[tuple[str, Any, Any]],
+        *,
+        idempotency_key: str | None = None,
+    ) -> SimBatch:
+        """A new batch of existing files, ``(file_id, attributes, chunking_strategy)`` each, as
+        ``POST .../file_batches`` makes it. The same ``idempotency_key`` (for the same store)
+        returns the batch it made before, whatever else the request says. A file still attached
+        to the store is refused (:class:`BatchRefused`): detach it first."""
+        with self._lock:
+            if idempotency_key is not None:
+                earlier = self._idempotent.get((vector_store_id, idempotency_key))
+                if earlier is not None:
+                    return self._batches[earlier]
+            if not files or len(files) > MAX_BATCH_FILES:
+                raise BatchRefused(
+                    f"A file batch holds 1 to {MAX_BATCH_FILES} files; got {len(files)}."
+                )
+            ids = [f[0] for f in files]
+            if len(set(ids)) != len(ids):
+                raise BatchRefused("A file batch may not hold the same file twice.")
+            for fid in ids:
+                if self.locate_file(fid) is None:
+                    raise BatchRefused(f"No file found with id '{fid}'.")
+            attached = [fid for fid in ids if self._attached(vector_store_id, fid)]
+            if attached:
+                more = f" (and {len(attached) - 1} more)" if len(attached) > 1 else ""
+                raise BatchRefused(
+                    f"File '{attached[0]}'{more} is already attached to vector store "
+                    f"'{vector_store_id}'; detach it before adding it again.",
+                    attached=True,
+                )
+            self._created += 1
+            batch_id = f"vsfb_created{self._created:06d}"
+            total = len(files)
+            spec = BatchSpec(
+                vector_store_id,
+                batch_id,
+                total_files=total,
+                duration_seconds=self.created_batch_seconds,
+                final_status="completed",
+                failed_files=min(total, round(total * self.created_batch_failures)),
+            )
+            found = SimBatch(spec, self.clock(), int(self.wall_clock()), file_ids=tuple(ids))
+            self._batches[batch_id] = found
+            for fid, attributes, chunking in files:
+                self._placed[fid] = batch_id
+                self._detached.discard((vector_store_id, fid))
+                self._file_meta[(vector_store_id, fid)] = (attributes, chunking)
+            if idempotency_key is not None:
+                self._idempotent[(vector_store_id, idempotency_key)] = batch_id
+            return found
+
+    def _attached(self, vector_store_id: str, fid: str) -> bool:
+        located = self.locate_file(fid)
+        return (
+            located is not None
+            and located[0].spec.vector_store_id == vector_store_id
+            and (vector_store_id, fid) not in self._detached
+        )
+
     # -- the truth, for tests and benchmarks ---------------------------------------------
 
     def truth(self, batch_id: str, *, failed_files: bool = True) -> dict[str, Any]:
@@ -339,7 +487,7 @@ class Simulator:
         }
         if failed_files:
             out["failed_files"] = [
-                {"id": file_id(spec.batch_id, i), **file_error(spec, i).as_dict()}
+                {"id": found.file_id(i), **file_error(spec, i).as_dict()}
                 for i in failed_indices(spec, progress)
             ]
         return out

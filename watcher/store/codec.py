@@ -16,7 +16,8 @@ from typing import Any, NamedTuple, Protocol
 
 from ..api.models import FileCounts, LastError, parse_file_counts
 from ..config.values import validate_id, validate_labels
-from ..core.results import BatchResult, FailedFile
+from ..core.results import BatchResult, FailedFile, FileName, StuckFile
+from ..core.retry import RetryPolicy
 from ..core.states import ENDINGS, Phase
 from ..core.watch import STORE, Watch, WatchOptions
 from ..errors import ProtocolError
@@ -68,6 +69,10 @@ def encode(watch: Watch) -> Row:
         "first_seen_at": watch.first_seen_at,
         "last_poll_at": watch.last_poll_at,
     }
+    if watch.retry_of is not None or watch.retry_sending is not None:
+        progress["retry_of"] = watch.retry_of
+        progress["retry_attempt"] = watch.retry_attempt
+        progress["retry_sending"] = watch.retry_sending
     options = watch.options.as_dict()
     # Most watches have no labels and no options: "{}" without a trip through the encoder (a row
     # is made of every watch whose counts moved, at each progress checkpoint).
@@ -132,6 +137,11 @@ def _decode(get: Any, key: tuple[object, object]) -> Watch:
         created_at=created_at,
         first_seen_at=_real(progress.get("first_seen_at"), "progress.first_seen_at", damaged),
         last_poll_at=_real(progress.get("last_poll_at"), "progress.last_poll_at", damaged),
+        retry_of=_id_or_none(progress.get("retry_of"), "progress.retry_of", damaged),
+        retry_attempt=_count(progress.get("retry_attempt", 0), "progress.retry_attempt", damaged),
+        retry_sending=_count_or_none(
+            progress.get("retry_sending"), "progress.retry_sending", damaged
+        ),
     )
 
     result = get("result")
@@ -184,6 +194,19 @@ def _token_or_none(value: object, what: str, damaged: Any) -> str | None:
     return None if value is None else _token(value, what, damaged)
 
 
+def _id_or_none(value: object, what: str, damaged: Any) -> str | None:
+    if value is None:
+        return None
+    if problems := validate_id(value, what):
+        raise damaged("; ".join(problems))
+    assert isinstance(value, str)
+    return value
+
+
+def _count_or_none(value: object, what: str, damaged: Any) -> int | None:
+    return None if value is None else _count(value, what, damaged)
+
+
 def _counts(value: object, what: str, damaged: Any) -> FileCounts | None:
     if value is None:
         return None
@@ -208,7 +231,21 @@ _OPTION_KINDS: dict[str, type] = {
 }
 
 
+def _retry(value: object, damaged: Any) -> RetryPolicy:
+    if not isinstance(value, dict) or set(value) != {"codes", "max_attempts"}:
+        raise damaged(f"options.retry is {_show(value)}, not codes and max_attempts")
+    codes = value["codes"]
+    if not isinstance(codes, list) or not codes:
+        raise damaged(f"options.retry.codes is {_show(codes)}, not a list of codes")
+    for code in codes:
+        _token(code, "a code of options.retry.codes", damaged)
+    attempts = _count(value["max_attempts"], "options.retry.max_attempts", damaged)
+    return RetryPolicy(tuple(codes), attempts)
+
+
 def _options(data: dict[str, Any], damaged: Any) -> WatchOptions:
+    retry = data.pop("retry", None)
+    policy = None if retry is None else _retry(retry, damaged)
     for name, value in data.items():
         kind = _OPTION_KINDS.get(name)
         if kind is None:
@@ -225,7 +262,7 @@ def _options(data: dict[str, Any], damaged: Any) -> WatchOptions:
             or value < 0
         ):
             raise damaged(f"options.{name} is {_show(value)}, not a number of seconds")
-    return WatchOptions(**data)
+    return WatchOptions(**data, retry=policy)
 
 
 def _result(data: dict[str, Any], key: tuple[object, object], damaged: Any) -> BatchResult:
@@ -249,8 +286,32 @@ def _result(data: dict[str, Any], key: tuple[object, object], damaged: Any) -> B
                     _token(error.get("code"), f"{where}.last_error.code", damaged),
                     error["message"],
                 ),
+                _file_name(item, where, damaged),
             )
         )
+    stuck = data.get("stuck_files", [])
+    if not isinstance(stuck, list):
+        raise damaged("result.stuck_files is not a list")
+    stuck_files = []
+    for n, item in enumerate(stuck):
+        where = f"result.stuck_files[{n}]"
+        if not isinstance(item, dict):
+            raise damaged(f"{where} is {_show(item)}, not an object")
+        quiet = _real(item.get("stalled_seconds"), f"{where}.stalled_seconds", damaged)
+        stuck_files.append(
+            StuckFile(
+                _token(item.get("id"), f"{where}.id", damaged),
+                _file_name(item, where, damaged),
+                quiet or 0.0,
+            )
+        )
+    _id_or_none(data.get("retry_of"), "result.retry_of", damaged)
+    retried_as = data.get("retried_as", [])
+    if not isinstance(retried_as, list):
+        raise damaged("result.retried_as is not a list")
+    for n, batch_id in enumerate(retried_as):
+        if problems := validate_id(batch_id, f"result.retried_as[{n}]"):
+            raise damaged("; ".join(problems))
     by_code = data.get("failed_files_by_code", {})
     if not isinstance(by_code, dict):
         raise damaged("result.failed_files_by_code is not an object")
@@ -272,8 +333,19 @@ def _result(data: dict[str, Any], key: tuple[object, object], damaged: Any) -> B
     _real(data.get("elapsed_seconds", 0.0), "result.elapsed_seconds", damaged)
     _real(data.get("finished_at", 0.0), "result.finished_at", damaged)
     # Every field checked: the one reader of a result's JSON builds it.
-    result = BatchResult.from_dict({**data, "failed_files": []})
-    return dataclasses.replace(result, failed_files=tuple(kept))
+    result = BatchResult.from_dict({**data, "failed_files": [], "stuck_files": []})
+    return dataclasses.replace(result, failed_files=tuple(kept), stuck_files=tuple(stuck_files))
+
+
+def _file_name(item: dict[str, Any], where: str, damaged: Any) -> FileName:
+    """A stored file's name, size and lookup error, each of its type or null."""
+    name, size, error = item.get("filename"), item.get("bytes"), item.get("filename_error")
+    if name is not None and not isinstance(name, str):
+        raise damaged(f"{where}.filename is {_show(name)}, not a string")
+    if error is not None and not isinstance(error, str):
+        raise damaged(f"{where}.filename_error is {_show(error)}, not a string")
+    size = _count_or_none(size, f"{where}.bytes", damaged)
+    return FileName(name, size, error)
 
 
 _ENDINGS = frozenset(state.value for state in ENDINGS)

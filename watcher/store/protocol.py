@@ -14,6 +14,8 @@ against each backend; a new backend is one more entry in ``tests/store_backends.
 3. **Finished is durable.** :meth:`~StateStore.save_finished` returns once the watch, its result
    and (with an outbox) its webhook delivery are written, in one transaction: a restart never
    finds the result without its delivery, nor announces a batch twice.
+   :meth:`~StateStore.save_now` likewise returns once the watch (and everything saved before it)
+   is written: the engine records a retry attempt so before it sends the attempt's request.
 4. **Outbox, at least once.** :meth:`~StateStore.pending_deliveries` returns deliveries in the
    order the batches finished, until :meth:`~StateStore.delivered` removes them; they survive
    restarts, and the deletion of their watch. A finished watch deleted before it could be

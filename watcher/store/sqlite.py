@@ -222,6 +222,11 @@ class SQLiteStore:
             self._pending.deliver(watch.key, json.dumps(watch.result.as_dict()))
         await self._commit()
 
+    async def save_now(self, watch: Watch) -> None:
+        """Save the watch and write it, with everything saved before, durably."""
+        self.save(watch)
+        await self._commit()
+
     async def flush(self, *, progress: bool = False) -> None:
         """Write everything saved so far, durably; noted progress only with ``progress`` (a
         checkpoint). The control API flushes without it: a registration needs its own saved row
