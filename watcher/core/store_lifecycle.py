@@ -20,16 +20,9 @@ from ..errors import APIError
 from . import lifecycle
 from .events import BatchFinished, Event, StoreFinished, StoreProgressed
 from .failed_files import FailedFileListing
-from .lifecycle import (
-    Random,
-    Record,
-    RetrieveStore,
-    Step,
-    Wait,
-    _end,
-    _end_decided,
-    poll_settings,
-)
+from .lifecycle.actions import Random, Record, RetrieveStore, Step, Wait
+from .lifecycle.common import poll_settings
+from .lifecycle.ending import _end, _end_decided
 from .policy import Outcome, Progress, eta_seconds, next_poll
 from .settings import EngineSettings
 from .states import Phase, State
