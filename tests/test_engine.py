@@ -16,7 +16,7 @@ import pytest
 from factories import virtual_time, virtual_wall
 
 from watcher.api.client import ClientSettings
-from watcher.core.engine import Engine, TooManyWatches
+from watcher.core.engine import Engine
 from watcher.core.events import (
     AuthFailed,
     AuthRecovered,
@@ -40,6 +40,7 @@ from watcher.core.settings import EngineSettings
 from watcher.core.states import Phase
 from watcher.core.watch import Watch, WatchOptions
 from watcher.credentials import Secret
+from watcher.errors import TooManyWatches
 from watcher.logs import log_event
 from watcher.simulator import BatchSpec, Fault, FaultKind, Simulator, SimulatorApp
 

@@ -5,6 +5,7 @@ translated once, where the call is made (:mod:`watcher.api.client`).
 
     WatcherError
     ├── ConfigError
+    ├── TooManyWatches
     ├── StoreUnavailable          the state store cannot write now (locked, full, read-only)
     └── APIError                  status, request_id
         ├── AuthError             401 / 403
@@ -40,6 +41,10 @@ class StoreUnavailable(WatcherError):
     """The state store could not write what was noted (a lock held too long, a full disk, a
     read-only file, a lost connection). Nothing noted is dropped: it is written by a later
     flush, once the store can write again."""
+
+
+class TooManyWatches(WatcherError):
+    """The engine already holds its maximum number of unfinished watches."""
 
 
 class APIError(WatcherError):

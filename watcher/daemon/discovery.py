@@ -12,9 +12,9 @@ from __future__ import annotations
 import anyio
 import structlog
 
-from ..core.engine import Engine, TooManyWatches
+from ..core.engine import Engine
 from ..core.watch import STORE
-from ..errors import APIError
+from ..errors import APIError, TooManyWatches
 
 log = structlog.get_logger("watcher.daemon.discovery")
 

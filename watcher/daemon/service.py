@@ -22,12 +22,12 @@ from ..config import Config, parse_listen, require_api_key
 from ..config.settings import client_settings, engine_settings
 from ..config.values import is_loopback
 from ..core import lifecycle
-from ..core.engine import Engine, TooManyWatches
+from ..core.engine import Engine
 from ..core.events import Sink
 from ..core.retry import retry_policy
 from ..core.states import Phase, State
 from ..core.watch import STORE, WatchOptions
-from ..errors import ConfigError
+from ..errors import ConfigError, TooManyWatches
 from ..logs import log_event, register_secret
 from ..serving import EmbeddedServer, ServerLimits, address, bind, server_config
 from ..store import StateStore

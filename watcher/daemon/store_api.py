@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..config import parse_store, validate_id
-from ..core.engine import Engine, TooManyWatches
+from ..core.engine import Engine
 from ..core.watch import STORE
-from ..errors import ConfigError
+from ..errors import ConfigError, TooManyWatches
 from ..store import StateStore
 
 Handler = Callable[[Request], Awaitable[Response]]

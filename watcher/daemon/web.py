@@ -29,11 +29,11 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from ..config import PollConfig, parse_watch, validate_id
-from ..core.engine import Engine, TooManyWatches
+from ..core.engine import Engine
 from ..core.retry import retry_policy
 from ..core.watch import STORE, WatchOptions
 from ..credentials import SecretSource
-from ..errors import ConfigError, StoreUnavailable
+from ..errors import ConfigError, StoreUnavailable, TooManyWatches
 from ..serving import BODY_TIMEOUT_SECONDS
 from ..store import StateStore, WriteFailure
 from .history import BatchHistory
