@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gzip
 import socket
 import sqlite3
 import time
@@ -483,6 +484,26 @@ async def test_metrics_are_served_in_either_format(
         assert om.headers["content-type"].startswith("application/openmetrics-text")
         assert om.text.endswith("# EOF\n")
         assert 'batch_id="vsfb_slow"' in om.text
+
+
+async def test_metrics_are_gzipped_when_the_scraper_asks(
+    tmp_path: Path, sim: tuple[Simulator, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``/metrics`` is gzip-compressed for a scraper that accepts it (as Prometheus does), with
+    the same exposition inside, and plain for one that does not."""
+    _, url = sim
+    config = _config(tmp_path, url, {"watch": [{"vector_store_id": VS, "batch_id": "vsfb_slow"}]})
+    async with running_daemon(monkeypatch, Daemon(config)) as client:
+        plain = await client.get("/metrics", headers={"Accept-Encoding": "identity"})
+        assert "content-encoding" not in plain.headers
+        async with client.stream("GET", "/metrics", headers={"Accept-Encoding": "gzip"}) as packed:
+            raw = b"".join([chunk async for chunk in packed.aiter_raw()])
+        assert packed.headers["content-encoding"] == "gzip"
+        assert len(raw) < len(plain.content)
+        inflated = gzip.decompress(raw).decode()
+        assert 'batch_id="vsfb_slow"' in inflated
+        names = {f.name for f in text_string_to_metric_families(inflated)}
+        assert names == {f.name for f in text_string_to_metric_families(plain.text)}
 
 
 async def test_a_damaged_state_store_stops_the_start_and_frees_the_port(
