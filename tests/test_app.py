@@ -20,7 +20,7 @@ import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
 import watcher.daemon.service
-from watcher.api.client import ClientSettings
+from watcher.api.settings import ClientSettings
 from watcher.config import Config, config_from_mapping
 from watcher.core.engine import Engine
 from watcher.core.policy import PollSettings

@@ -19,16 +19,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from watcher import __version__
-from watcher.api.client import (
-    DEFAULT_BASE_URL,
-    APIClient,
-    ClientSettings,
-    Exchange,
-    file_page_limit,
-    validate_base_url,
-)
+from watcher.api.client import APIClient, Exchange
 from watcher.api.headers import RateLimit as HeaderRateLimit
 from watcher.api.models import BatchFile, FileBatch, LastError
+from watcher.api.paging import file_page_limit
+from watcher.api.settings import DEFAULT_BASE_URL, ClientSettings
+from watcher.config.values import validate_base_url
 from watcher.credentials import Secret, SecretSource
 from watcher.errors import (
     APIError,

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic.fields import FieldInfo
 
-from watcher.api.client import ClientSettings
+from watcher.api.settings import ClientSettings
 from watcher.config import (
     DEFAULTS,
     SECTIONS,

@@ -9,7 +9,7 @@ import anyio
 import httpx
 from factories import virtual_time, virtual_wall
 
-from watcher.api.client import ClientSettings
+from watcher.api.settings import ClientSettings
 from watcher.core.engine import Engine
 from watcher.core.policy import PollSettings
 from watcher.core.settings import EngineSettings

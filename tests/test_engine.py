@@ -15,7 +15,7 @@ import httpx
 import pytest
 from factories import virtual_time, virtual_wall
 
-from watcher.api.client import ClientSettings
+from watcher.api.settings import ClientSettings
 from watcher.core.engine import Engine
 from watcher.core.events import (
     AuthFailed,

@@ -10,8 +10,8 @@ import anyio
 import httpx
 from factories import virtual_time, virtual_wall
 
-from watcher.api.client import ClientSettings
 from watcher.api.models import FileBatch, FileCounts
+from watcher.api.settings import ClientSettings
 from watcher.core import lifecycle
 from watcher.core.engine import Engine
 from watcher.core.lifecycle import Step, Wait

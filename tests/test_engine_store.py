@@ -14,7 +14,7 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from watcher.api.client import ClientSettings
+from watcher.api.settings import ClientSettings
 from watcher.core.engine import Engine
 from watcher.core.events import BatchFinished, Event
 from watcher.core.failed_files import MAX_ERROR_CODES, bounded_codes

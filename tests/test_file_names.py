@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from watcher.api.client import APIClient, ClientSettings
+from watcher.api.client import APIClient
+from watcher.api.settings import ClientSettings
 from watcher.core.file_names import FileNames
 from watcher.simulator import BatchSpec, Fault, FaultKind, Simulator, SimulatorApp, file_id
 

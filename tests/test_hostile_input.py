@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from watcher import logs
-from watcher.api.client import APIClient, ClientSettings
+from watcher.api.client import APIClient
+from watcher.api.settings import ClientSettings
 from watcher.config import SECTIONS, WatchConfig, config_from_mapping, env_name, load_config
 from watcher.credentials import Secret, SecretSource
 from watcher.daemon.service import Daemon

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from watcher.api.client import ClientSettings
+from watcher.api.settings import ClientSettings
 from watcher.cli.main import _watch_command, build_parser, main
 from watcher.config import DEFAULTS, validate_id
 from watcher.core.engine import EngineSettings

@@ -14,9 +14,10 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from watcher import __version__
-from watcher.api.client import ClientSettings, Exchange
+from watcher.api.client import Exchange
 from watcher.api.headers import RateLimit, ResponseMeta
 from watcher.api.models import FileCounts, LastError
+from watcher.api.settings import ClientSettings
 from watcher.api.vector_stores import VectorStore
 from watcher.core import lifecycle, store_lifecycle
 from watcher.core.engine import Engine

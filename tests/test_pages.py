@@ -13,8 +13,8 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 import watcher.daemon.pages
-from watcher.api.client import ClientSettings
 from watcher.api.models import FileCounts
+from watcher.api.settings import ClientSettings
 from watcher.config import PollConfig
 from watcher.core.engine import Engine
 from watcher.core.events import BatchProgressed

@@ -6,8 +6,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from watcher.api.client import APIClient, ClientSettings
+from watcher.api.client import APIClient
 from watcher.api.models import BatchFile, LastError
+from watcher.api.settings import ClientSettings
 from watcher.core.retry import (
     MAX_FILES_PER_BATCH,
     RetryFile,

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from watcher.api.client import ClientSettings
+from watcher.api.settings import ClientSettings
 from watcher.config import PollConfig
 from watcher.core.engine import Engine
 from watcher.core.settings import EngineSettings

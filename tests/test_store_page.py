@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from watcher.api.client import ClientSettings
 from watcher.api.models import FileCounts, LastError
+from watcher.api.settings import ClientSettings
 from watcher.api.vector_stores import VectorStore
 from watcher.config import PollConfig
 from watcher.core import store_lifecycle

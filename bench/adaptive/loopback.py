@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import anyio
 
-from watcher.api.client import ClientSettings
+from watcher.api.settings import ClientSettings
 from watcher.core.engine import Engine
 from watcher.core.policy import PollSettings
 from watcher.core.settings import EngineSettings

@@ -17,7 +17,7 @@ from typing import Literal, TextIO
 
 import anyio
 
-from ..api.client import ClientSettings
+from ..api.settings import ClientSettings
 from ..core.engine import Engine
 from ..core.events import AuthFailed, BatchFinished, Event, StoreFinished
 from ..core.results import BatchResult

@@ -4,7 +4,7 @@ both end here, so each setting has one way in."""
 
 from __future__ import annotations
 
-from ..api.client import ClientSettings
+from ..api.settings import ClientSettings
 from ..core.policy import PollSettings
 from ..core.settings import EngineSettings
 from .model import Config
