@@ -8,13 +8,14 @@ clients did. Used by the tests, by ``batch-watcher demo`` and by the benchmarks
 """
 
 from .app import SimulatorApp
+from .batch import BatchNotCancellable, SimBatch, UnknownBatch, UnknownStore
 from .demo import DEMO_ERRORS, DEMO_VECTOR_STORE, demo_scenario
 from .faults import Endpoint, Fault, FaultKind
 from .files import file_id
 from .ratelimit import RateLimit, format_duration
 from .scenario import REAL_ERRORS, BatchSpec, Progress
 from .server import serve_simulator, serve_simulator_in_thread
-from .simulator import BatchNotCancellable, SimBatch, Simulator, UnknownBatch, UnknownStore
+from .simulator import Simulator
 from .stats import SimStats
 from .stores import StoreSpec
 

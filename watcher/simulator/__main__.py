@@ -20,12 +20,13 @@ from typing import Final
 
 import anyio
 
+from .batch import UnknownBatch
 from .demo import demo_scenario
 from .faults import Fault
 from .ratelimit import RateLimit
 from .scenario import BatchSpec
 from .server import serve_simulator
-from .simulator import Simulator, UnknownBatch
+from .simulator import Simulator
 
 #: The scenarios, with what each serves: ``--list-scenarios`` and ``--help`` print these.
 SCENARIOS: Final = {

@@ -16,11 +16,12 @@ import anyio
 from starlette.types import Receive, Scope, Send
 
 from .access import check_access, fault_reply, header, query_params, rate_limited
+from .batch import SimBatch
 from .batch_routes import answer_batch, route_batch
 from .control import handle_control
 from .faults import Endpoint, FaultKind
 from .file_routes import MAX_CREATE_BYTES, answer_file, create_batch, route_store_file
-from .simulator import SimBatch, Simulator
+from .simulator import Simulator
 from .stats import UNKNOWN_ENDPOINT, RequestRecord
 from .store_routes import STORE_ENDPOINTS, answer_store, route_store
 from .wire import (

@@ -13,10 +13,11 @@ from __future__ import annotations
 from typing import Final
 
 from ..api.models import FILE_STATUSES, TERMINAL_STATUSES
+from .batch import BatchNotCancellable, SimBatch, UnknownBatch
 from .faults import Endpoint, Fault, FaultKind
 from .files import DEFAULT_LIMIT, Order, PageQuery, file_json, page_indices
 from .scenario import Progress
-from .simulator import BatchNotCancellable, SimBatch, Simulator, UnknownBatch
+from .simulator import Simulator
 from .wire import Reply, error_reply, json_reply
 
 _QueryParams = dict[str, list[str]]

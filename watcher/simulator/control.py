@@ -29,10 +29,11 @@ from urllib.parse import parse_qs
 
 from starlette.types import Receive, Scope, Send
 
+from .batch import UnknownBatch, UnknownStore
 from .faults import Fault
 from .ratelimit import RateLimit
 from .scenario import spec_from_json
-from .simulator import Simulator, UnknownBatch, UnknownStore
+from .simulator import Simulator
 from .stores import StoreSpec
 from .wire import Reply, json_reply, new_request_id, read_body, send_reply
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
+from .batch import MAX_BATCH_FILES, BatchRefused, UnknownBatch
 from .batch_routes import batch_reply
 from .faults import Endpoint, Fault
 from .files import file_json, file_object
-from .simulator import MAX_BATCH_FILES, BatchRefused, Simulator, UnknownBatch
+from .simulator import Simulator
 from .wire import Reply, error_reply, json_reply
 
 #: A batch-creation body larger than this is refused (2,000 files with attributes fit).

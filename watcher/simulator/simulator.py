@@ -1,8 +1,8 @@
 """The simulated world: its batches, its clock, its key, its faults and what clients did.
 
-Each batch stores only its spec and a few moments (when it was added, when a client asked to
-cancel it, when a reply first showed it terminal); its progress and files are computed from the
-clock when asked, so 10,000 batches of any size cost a few megabytes.
+Each batch (:mod:`.batch`) stores only its spec and a few moments; its progress and files are
+computed from the clock when asked, so 10,000 batches of any size cost a few megabytes. What
+really is, for tests and benchmarks, is :mod:`.truth`.
 """
 
 from __future__ import annotations
@@ -11,93 +11,25 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ..api.models import TERMINAL_STATUSES
 from ..credentials import Secret
-from .faults import ArmedFault, Fault, FaultBook
-from .files import GENERATED_FILE, failed_indices, file_id, file_index
-from .ratelimit import RateLimit, RateLimiter
-from .scenario import (
-    CANCELLING,
-    BatchSpec,
-    Progress,
-    expand_template,
-    file_error,
-    progress_at,
-    terminal_after,
+from .batch import (
+    MAX_BATCH_FILES,
+    BatchNotCancellable,
+    BatchRefused,
+    SimBatch,
+    UnknownBatch,
+    UnknownStore,
 )
+from .faults import ArmedFault, Fault, FaultBook
+from .files import GENERATED_FILE
+from .ratelimit import RateLimit, RateLimiter
+from .scenario import CANCELLING, BatchSpec, Progress, expand_template
 from .stats import SimStats
 from .stores import StoreBatch, StoreSpec, store_json
-
-
-class UnknownBatch(LookupError):
-    """No such batch (or it vanished, or it belongs to another vector store)."""
-
-
-class UnknownStore(LookupError):
-    """No such vector store: no spec names it and no visible batch belongs to it."""
-
-
-class BatchNotCancellable(ValueError):
-    """The batch is already terminal."""
-
-
-class BatchRefused(ValueError):
-    """A new batch the API would refuse (400); ``attached``: because of a file still in the
-    store."""
-
-    def __init__(self, message: str, *, attached: bool = False) -> None:
-        super().__init__(message)
-        self.attached = attached
-
-
-#: The most files one ``POST .../file_batches`` may carry.
-MAX_BATCH_FILES = 2000
-
-
-@dataclass(slots=True)
-class SimBatch:
-    """One batch's mutable state; everything else is computed from ``spec`` and the clock."""
-
-    spec: BatchSpec
-    added_at: float  # when its clock started: when it was added, or first asked for
-    created_at: int
-    cancel_requested: float | None = None
-    vanished: bool = False
-    seen_terminal_at: float | None = None
-    started: bool = True  # False: its clock waits for the first request that asks for it
-    #: A batch made by ``POST .../file_batches`` holds files that already exist: their ids.
-    file_ids: tuple[str, ...] = ()
-
-    def file_id(self, index: int) -> str:
-        return self.file_ids[index] if self.file_ids else file_id(self.spec.batch_id, index)
-
-    def file_index(self, candidate: str) -> int | None:
-        """The index a file id stands for in this batch, or None if it is not one of its."""
-        if not self.file_ids:
-            return file_index(self.spec.batch_id, self.spec.total_files, candidate)
-        try:
-            return self.file_ids.index(candidate)
-        except ValueError:
-            return None
-
-    def progress(self, now: float, cancel_seconds: float) -> Progress:
-        return progress_at(
-            self.spec,
-            now - self.added_at if self.started else 0.0,
-            cancel_requested=self.cancel_requested,
-            cancel_seconds=cancel_seconds,
-        )
-
-    def terminal_at(self, cancel_seconds: float, now: float) -> float:
-        """When it becomes terminal; for a batch whose clock has not started, as if it started
-        ``now``."""
-        after = terminal_after(
-            self.spec, cancel_requested=self.cancel_requested, cancel_seconds=cancel_seconds
-        )
-        return (self.added_at if self.started else now) + after
+from .truth import batch_truth
 
 
 class Simulator:
@@ -462,35 +394,10 @@ class Simulator:
 
     def truth(self, batch_id: str, *, failed_files: bool = True) -> dict[str, Any]:
         """What really is, whatever the API has been told to say."""
-        found = self.batch(batch_id)
-        spec = found.spec
-        now = self.clock()
-        progress = found.progress(now, self.cancel_seconds)
-        terminal_at = found.terminal_at(self.cancel_seconds, now) if found.started else None
-        out: dict[str, Any] = {
-            "id": spec.batch_id,
-            "vector_store_id": spec.vector_store_id,
-            "status": progress.status,
-            "file_counts": progress.file_counts.as_dict(),
-            "created_at": found.created_at,
-            "started": found.started,
-            "terminal_at": terminal_at,
-            "terminal_at_unix": None if terminal_at is None else self._unix(terminal_at, now),
-            "seen_terminal_at": found.seen_terminal_at,
-            "seen_terminal_at_unix": (
-                self._unix(found.seen_terminal_at, now)
-                if found.seen_terminal_at is not None
-                else None
-            ),
-            "cancel_requested": found.cancel_requested is not None,
-            "vanished": found.vanished,
-        }
-        if failed_files:
-            out["failed_files"] = [
-                {"id": found.file_id(i), **file_error(spec, i).as_dict()}
-                for i in failed_indices(spec, progress)
-            ]
-        return out
-
-    def _unix(self, moment: float, now: float) -> float:
-        return self.wall_clock() - (now - moment)
+        return batch_truth(
+            self.batch(batch_id),
+            clock=self.clock,
+            wall_clock=self.wall_clock,
+            cancel_seconds=self.cancel_seconds,
+            failed_files=failed_files,
+        )

@@ -13,9 +13,10 @@ from __future__ import annotations
 from typing import Any, Final
 
 from ..api.models import FILE_STATUSES
+from .batch import UnknownStore
 from .faults import Endpoint, Fault, FaultKind
 from .files import DEFAULT_LIMIT, MAX_LIMIT, Order
-from .simulator import Simulator, UnknownStore
+from .simulator import Simulator
 from .stores import page_after, store_files
 from .wire import Reply, error_reply, json_reply
 
