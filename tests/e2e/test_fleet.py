@@ -117,12 +117,13 @@ def test_three_replicas_share_fail_over_and_deliver_once(
 
         wait_for(shared, timeout=60, what="every watch owned, a fair share by each")
 
-        def once_each() -> Counter[str] | None:
+        def once_each() -> bool:
+            # A hand-over (a share given back, claimed by another at its next tick) may show a
+            # batch on none for a moment: at steady state each is on exactly one.
             exported = _exported(replicas)
-            return exported if set(exported.values()) == {1} else None
+            return set(exported) == set(batches) and set(exported.values()) == {1}
 
-        exported = wait_for(once_each, timeout=20, what="each batch exported by one replica")
-        assert set(exported) == set(batches)
+        wait_for(once_each, timeout=30, what="each batch exported by exactly one replica")
 
         replicas[0].kill9()
         killed = time.monotonic()
