@@ -9,7 +9,8 @@ from contextlib import asynccontextmanager
 
 import anyio
 import pytest
-from postgres_fixtures import PG_URL, pg_connect
+from postgres_fixtures import PG_URL, pg_connect, target, via
+from tcp_proxy import TcpProxy
 from test_store import _finish, _moved, _watch
 
 from watcher.core.watch import Key
@@ -66,9 +67,13 @@ class _Replica:
 
 @asynccontextmanager
 async def _replica(
-    schema: str, name: str, clock: Callable[[], float], lease_seconds: float = 15.0
+    schema: str,
+    name: str,
+    clock: Callable[[], float],
+    lease_seconds: float = 15.0,
+    url: str = PG_URL,
 ) -> AsyncIterator[_Replica]:
-    store = PostgresStore(PG_URL, schema=schema, replica=name, outbox=True)
+    store = PostgresStore(url, schema=schema, replica=name, outbox=True, connect_timeout=1)
     await store.open(load=False)
     holder = _Holder()
     leases = Leases(name, lease_seconds, schema=schema)
@@ -318,3 +323,43 @@ async def test_strays_are_given_back(pg_schema: str) -> None:
         with pg_connect(pg_schema) as conn:
             row = conn.execute("SELECT owner FROM watches WHERE batch_id = 'vsfb_a0001'").fetchone()
         assert row == (None,)
+
+
+async def test_a_database_away_past_the_lease_stops_spending_then_resumes(
+    pg_schema: str,
+) -> None:
+    """While the database does not answer, a replica keeps its watches and its grants for the
+    rest of its lease, says it is not ready, then stops spending; once the database is back
+    and no one took its watches, it spends and watches them again."""
+    await _seed(pg_schema, active=4)
+    clock = _Clock()
+    proxy = TcpProxy(*target())
+    try:
+        async with _replica(
+            pg_schema, "r1", clock, lease_seconds=5, url=via("127.0.0.1", proxy.port)
+        ) as a:
+            await a.tick()
+            assert (len(a.holder.watching), a.keeper.ready) == (4, True)
+            granted = a.holder.grants
+            proxy.cut()
+            clock.now += 1
+            await a.tick()
+            assert not a.keeper.ready
+            assert a.holder.grants == granted, "stopped spending within its lease"
+            clock.now += 5
+            await a.tick()
+            assert a.holder.grants == (0.0, 0)
+            assert len(a.holder.watching) == 4  # not known lost: kept, not polled
+            proxy.restore()
+            for _ in range(50):
+                clock.now += 1.1
+                await a.tick()
+                if a.keeper.ready and a.holder.grants == granted:
+                    break
+                await anyio.sleep(0.1)
+            assert a.keeper.ready
+            assert a.holder.grants == granted
+            assert len(a.holder.watching) == 4
+            assert _owners(pg_schema) == {"r1": 4}
+    finally:
+        proxy.close()

@@ -114,11 +114,13 @@ class LeaseKeeper:
     async def tick(self) -> None:
         """One heartbeat; never raises for a database that is away."""
         sent = self._now()
-        if sent > self.valid_until and (self.rate.local or self.concurrency.local):
-            log.warning("lease_lapsed", replica=self.leases.name)
-            self.rate, self.concurrency = self.rate.lapse(sent), self.concurrency.lapse(sent)
-            self.holder.set_grants(0.0, 0)
-            self._next_reconcile = -math.inf
+        if sent > self.valid_until:
+            rate, concurrency = self.rate.lapse(sent), self.concurrency.lapse(sent)
+            if (rate, concurrency) != (self.rate, self.concurrency):
+                log.warning("lease_lapsed", replica=self.leases.name)
+                self.holder.set_grants(0.0, 0)
+                self._next_reconcile = -math.inf
+            self.rate, self.concurrency = rate, concurrency
         try:
             claimed, surplus = await self._heartbeat(sent)
         except UNAVAILABLE as exc:

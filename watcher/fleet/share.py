@@ -19,7 +19,9 @@ than it has recorded, because:
   ``SHARE_WINDOW_SECONDS``, must leave the window in which a server counts it); for
   concurrency, once no more requests are in flight than the new grant;
 - a replica stops using its grant when its own lease, timed from before its last heartbeat was
-  sent, runs out, a settling time before the database sees its row expire and stops counting it.
+  sent, runs out, a settling time before the database sees its row expire and stops counting it;
+  and since the others may then take its part, it takes none of it back: its grant starts again
+  from zero and grows like a newcomer's.
 
 So even while a replica joins (it starts at zero and grows as the others shrink), leaves (its
 grant goes to zero, then its row), or dies (its row expires), the fleet's sum stays within the
@@ -95,11 +97,14 @@ class Grant:
 
     ``local`` is what it may use now; ``recorded`` what the database holds for it (never less
     than ``local``); ``shrunk_at`` when ``local`` last went below ``recorded``, if it still is.
+    ``lapsed``: our lease ran out, so the others may have taken what is recorded: none of it is
+    taken back, it is recorded as zero once settled, and the grant grows again from there.
     """
 
     local: float = 0.0
     recorded: float = 0.0
     shrunk_at: float | None = None
+    lapsed: bool = False
 
     def step(
         self,
@@ -119,6 +124,11 @@ class Grant:
         waits before it is recorded.
         """
         grant = self
+        if grant.lapsed:
+            assert grant.shrunk_at is not None
+            if now - grant.shrunk_at < settle or in_use > 0:
+                return grant
+            grant = Grant()  # recorded as zero now; it grows below, into what the others leave
         if target < grant.local:
             grant = replace(grant, local=target, shrunk_at=now)
         elif target > grant.local and grant.recorded > grant.local:
@@ -136,7 +146,7 @@ class Grant:
         return grant
 
     def lapse(self, now: float) -> Grant:
-        """Our lease ran out: use nothing, and record it once it is spent."""
-        if self.local == 0.0:
+        """Our lease ran out: use nothing, and take nothing back of what is recorded."""
+        if self.lapsed or (self.local == 0.0 and self.recorded == 0.0):
             return self
-        return replace(self, local=0.0, shrunk_at=now)
+        return Grant(local=0.0, recorded=self.recorded, shrunk_at=now, lapsed=True)
