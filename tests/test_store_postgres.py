@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Iterator
+from contextlib import contextmanager
 
 import anyio
 import psycopg
@@ -379,3 +380,61 @@ async def test_a_server_away_for_a_while_loses_nothing(pg_schema: str) -> None:
         await store.aclose()
         proxy.close()
     assert _batch_ids(pg_schema) == ["vsfb_before", "vsfb_during"]
+
+
+@contextmanager
+def _locked(schema: str, *tables: str) -> Iterator[None]:
+    """Writes to ``tables`` wait for a lock another session holds (reads go on)."""
+    with pg_connect(schema) as conn:
+        conn.autocommit = False
+        conn.execute(f"LOCK TABLE {', '.join(tables)} IN EXCLUSIVE MODE")
+        try:
+            yield
+        finally:
+            conn.rollback()
+
+
+async def test_the_outbox_row_and_the_finished_state_commit_together(pg_schema: str) -> None:
+    """When the outbox row cannot be written (its table locked past the lock timeout), the
+    finished state is not written either, nor what was saved with it; once the lock is gone,
+    the next flush writes them all, the delivery with its finished watch."""
+    store = PostgresStore(PG_URL, schema=pg_schema, outbox=True, lock_timeout=0.2)
+    await store.open()
+    try:
+        store.save(_watch("vsfb_bystander"))
+        with _locked(pg_schema, "outbox"), pytest.raises(psycopg.errors.LockNotAvailable):
+            await store.save_finished(_finish(_watch("vsfb_done")))
+        assert _rows(pg_schema) == []
+        assert store.write_failure is not None
+        await store.flush()
+        assert _batch_ids(pg_schema) == ["vsfb_bystander", "vsfb_done"]
+        assert _batch_ids(pg_schema, "outbox") == ["vsfb_done"]
+        assert store.write_failure is None
+    finally:
+        await store.aclose()
+
+
+async def test_a_failed_checkpoint_gives_noted_progress_back(pg_schema: str) -> None:
+    """Progress whose checkpoint fails is noted again and written by the next checkpoint, as
+    last noted; a watch deleted meanwhile stays deleted."""
+    store = PostgresStore(PG_URL, schema=pg_schema, lock_timeout=0.2)
+    await store.open()
+    try:
+        moving, gone = _watch("vsfb_moving"), _watch("vsfb_gone")
+        store.save(moving)
+        store.save(gone)
+        await store.flush()
+        store.note_progress(_moved(moving, 6))
+        store.note_progress(_moved(gone, 6))
+        store.note_progress(_watch("vsfb_new"))
+        with _locked(pg_schema, "watches"), pytest.raises(psycopg.errors.LockNotAvailable):
+            await store.flush(progress=True)
+        assert _completed(pg_schema) == {"vsfb_moving": 5, "vsfb_gone": 5}
+        store.delete(gone.key)
+        store.note_progress(_moved(moving, 7))
+        await store.flush()  # the deletion; the notes came back as notes, not as saved rows
+        assert _completed(pg_schema) == {"vsfb_moving": 5}
+        await store.flush(progress=True)
+        assert _completed(pg_schema) == {"vsfb_moving": 7, "vsfb_new": 5}
+    finally:
+        await store.aclose()

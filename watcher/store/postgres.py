@@ -86,6 +86,7 @@ class PostgresStore:
         fencing: Fencing | None = None,
         pool_size: int = 4,
         connect_timeout: float = 10.0,
+        lock_timeout: float = 10.0,
         wall: Callable[[], float] = time.time,
     ) -> None:
         """``url``: a libpq URL (its password stays here, never shown); ``schema``: tables in
@@ -97,6 +98,9 @@ class PostgresStore:
         self.flush_seconds = flush_seconds
         self.progress_seconds = progress_seconds
         self.connect_timeout = connect_timeout
+        # A write that waits this long for a lock (a migration, an operator's LOCK TABLE) fails
+        # and is tried again later, rather than hold up the flush and everything noted after.
+        self.lock_timeout = lock_timeout
         self.fencing = fencing
         self._outbox = outbox
         self._pool_size = pool_size
@@ -170,6 +174,7 @@ class PostgresStore:
             kwargs=self.connect_kwargs(),
             open=False,
             check=AsyncConnectionPool.check_connection,
+            configure=self._configure,
             timeout=self.connect_timeout,
             name=f"batch-watcher-{self.replica}",
         )
@@ -298,6 +303,11 @@ class PostgresStore:
             raise StoreUnavailable(self._cannot("write", exc)) from exc
 
     # -- plumbing ------------------------------------------------------------------------------
+
+    async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Every new connection: how long a statement may wait for a lock."""
+        wait = f"{round(self.lock_timeout * 1000)}ms"
+        await conn.execute("SELECT set_config('lock_timeout', %s, false)", (wait,))
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
