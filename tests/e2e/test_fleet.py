@@ -26,7 +26,8 @@ from harness import (
     announced,
     wait_for,
 )
-from postgres_fixtures import PG_URL, drop_schema
+from postgres_fixtures import PG_URL, drop_schema, target
+from tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.e2e
 
@@ -166,3 +167,70 @@ def test_three_replicas_share_fail_over_and_deliver_once(
         f"fleet: {WATCHES} watches, takeover after kill -9 {takeover:.2f}s (lease {LEASE}s), "
         f"handover after SIGTERM {handover:.2f}s, busiest second {busiest} requests"
     )
+
+
+def test_the_database_away_for_a_while_kills_no_replica(
+    fleet_url: str,
+    simulator_factory: Callable[..., SimulatorProcess],
+    daemon_factory: Callable[..., DaemonProcess],
+) -> None:
+    """The database cut off (through a proxy) for less than a lease: the replicas keep polling
+    and say they are not ready; for longer than a lease: they stop polling; once it is back
+    they carry on, and every batch ends, delivered once, none lost."""
+    lease = 4.0
+    proxy = TcpProxy(*target())
+    database = fleet_url.replace(f"{target()[0]}:{target()[1]}", f"127.0.0.1:{proxy.port}", 1)
+    assert database != fleet_url
+    sim = simulator_factory("--scenario", "empty")
+    batches = [f"vsfb_{n:03d}" for n in range(60)]
+    for n, batch_id in enumerate(batches):
+        spec = {"total_files": 10, "duration_seconds": 20 + n % 10}
+        sim.control("POST", "batches", {"vector_store_id": VS, "batch_id": batch_id, **spec})
+    try:
+        with WebhookReceiver() as hook:
+            config: dict[str, Any] = {
+                "api": {"base_url": sim.url, "max_requests_per_minute": 1200},
+                "poll": {"interval_seconds": 1.0, "min_interval_seconds": 0.5},
+                "state": {"url": database, "lease_seconds": lease},
+                "notify": {"webhook_url": hook.url},
+                "watch": [{"vector_store_id": VS, "batch_id": b} for b in batches],
+            }
+            replicas = [
+                daemon_factory(config, env={"BATCH_WATCHER_REPLICA_ID": f"r{i}"}, name=f"r{i}")
+                for i in (1, 2)
+            ]
+            wait_for(lambda: _owners(fleet_url).total() == len(batches), timeout=30)
+            wait_for(lambda: _owners(fleet_url)[None] == 0, timeout=30)
+
+            def requests() -> int:
+                return int(sim.stats()["requests"])
+
+            proxy.cut()
+            before = requests()
+            for r in replicas:
+                r.wait_until(lambda r=r: r.request("GET", "/readyz").status_code == 503, 10)
+            assert requests() > before, "polling stopped within the lease"
+            wait_for(lambda: requests() > before + 20, timeout=lease, what="polls go on")
+
+            time.sleep(lease + 1.5)  # past the lease: nothing may be spent now
+            stopped = requests()
+            time.sleep(1.5)
+            assert requests() == stopped, "polled past its lease"
+            proxy.restore()
+            for r in replicas:
+                r.wait_until(lambda r=r: r.request("GET", "/readyz").status_code == 200, 30)
+
+            def all_delivered() -> bool:
+                return {d.json["batch_id"] for d in hook.received()} == set(batches)
+
+            replicas[0].wait_until(all_delivered, timeout=120, what="every end delivered")
+            assert all(r.proc.poll() is None for r in replicas)
+        ids: dict[str, set[str]] = defaultdict(set)
+        for delivery in hook.received():
+            ids[delivery.json["batch_id"]].add(delivery.headers["X-Batch-Watcher-Delivery"])
+        assert all(len(i) == 1 for i in ids.values())
+        ends = Counter(b for r in replicas for b in announced(r.logs()))
+        assert set(ends) == set(batches)
+        assert max(ends.values()) == 1
+    finally:
+        proxy.close()

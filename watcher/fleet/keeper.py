@@ -103,30 +103,47 @@ class LeaseKeeper:
     ) -> None:
         try:
             await self.tick()
-            task_status.started()
-            while True:
-                await anyio.sleep(self.settings.tick_seconds)
-                await self.tick()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watchdog)
+                task_status.started()
+                while True:
+                    await anyio.sleep(self.settings.tick_seconds)
+                    await self.tick()
         finally:
             with anyio.CancelScope(shield=True):
                 await self.leave()
 
+    async def _watchdog(self) -> None:
+        """Stop spending the moment the lease runs out, whatever a heartbeat is waiting for."""
+        while True:
+            left = self.valid_until - self._now()
+            await anyio.sleep(min(1.0, max(0.02, left + 0.001)))
+            self._check_lease(self._now())
+
+    def _check_lease(self, now: float) -> None:
+        if now <= self.valid_until:
+            return
+        rate, concurrency = self.rate.lapse(now), self.concurrency.lapse(now)
+        if (rate, concurrency) != (self.rate, self.concurrency):
+            log.warning("lease_lapsed", replica=self.leases.name)
+            self.holder.set_grants(0.0, 0)
+            self._next_reconcile = -math.inf
+        self.rate, self.concurrency = rate, concurrency
+
     async def tick(self) -> None:
-        """One heartbeat; never raises for a database that is away."""
+        """One heartbeat; never raises for a database that is away. It waits for the database
+        no longer than the lease has left (a tick's worth at least)."""
         sent = self._now()
-        if sent > self.valid_until:
-            rate, concurrency = self.rate.lapse(sent), self.concurrency.lapse(sent)
-            if (rate, concurrency) != (self.rate, self.concurrency):
-                log.warning("lease_lapsed", replica=self.leases.name)
-                self.holder.set_grants(0.0, 0)
-                self._next_reconcile = -math.inf
-            self.rate, self.concurrency = rate, concurrency
-        try:
-            claimed, surplus = await self._heartbeat(sent)
-        except UNAVAILABLE as exc:
-            if self.ready:
-                log.warning("fleet_unavailable", error=self.store.scrub(exc))
-            self.ready = False
+        self._check_lease(sent)
+        wait = self.valid_until - sent if self.valid_until > sent else self.settings.tick_seconds
+        with anyio.move_on_after(max(wait, self.settings.tick_seconds)) as waited:
+            try:
+                claimed, surplus = await self._heartbeat(sent)
+            except UNAVAILABLE as exc:
+                self._unavailable(self.store.scrub(exc))
+                return
+        if waited.cancelled_caught:
+            self._unavailable("the database did not answer in time")
             return
         self.holder.set_grants(self.rate.local, int(self.concurrency.local))
         if claimed:
@@ -137,12 +154,18 @@ class LeaseKeeper:
             if self._lost or sent >= self._next_reconcile:
                 await self._reconcile(sent)
         except UNAVAILABLE as exc:
-            log.warning("fleet_unavailable", error=self.store.scrub(exc))
-            self.ready = False
+            self._unavailable(self.store.scrub(exc))
             return
         self.ready = True
 
+    def _unavailable(self, error: str) -> None:
+        if self.ready:
+            log.warning("fleet_unavailable", error=error)
+        self.ready = False
+
     async def _heartbeat(self, sent: float) -> tuple[list[Claimed], list[Key]]:
+        """One transaction; what it decides (grants, claims, the lease) takes effect here only
+        once it is committed."""
         s = self.settings
         leases = self.leases
         async with self.store.connection() as conn, conn.transaction():
@@ -151,23 +174,22 @@ class LeaseKeeper:
                 # A new process under this name holds none of the tokens of the last one.
                 await leases.disown_all(conn)
                 fleet = _disowned(fleet)
-            self.valid_until = sent + leases.lease_seconds - s.settle_seconds
             live, me = fleet.live, leases.name
-            self.rate = self.rate.step(
+            rate = self.rate.step(
                 target=rate_share(s.max_requests_per_minute, live, me),
                 capacity=s.max_requests_per_minute,
                 others=fleet.others_requests_per_minute,
                 now=sent,
                 settle=s.settle_seconds,
             )
-            self.concurrency = self.concurrency.step(
+            concurrency = self.concurrency.step(
                 target=split_whole(s.max_concurrency, live, me),
                 capacity=s.max_concurrency,
                 others=fleet.others_concurrency,
                 now=sent,
                 in_use=self.holder.in_flight(),
             )
-            await leases.record_grants(conn, self.rate.recorded, self.concurrency.recorded)
+            await leases.record_grants(conn, rate.recorded, concurrency.recorded)
             claimed: list[Claimed] = []
             surplus: list[Key] = []
             for active, total, owned, fewest in (
@@ -180,6 +202,10 @@ class LeaseKeeper:
                 if extra:
                     limit = min(extra, s.max_moves_per_tick)
                     surplus += await leases.pick(conn, active=active, limit=limit)
+        # Committed: the lease runs from before the heartbeat was sent.
+        self.valid_until = sent + leases.lease_seconds - s.settle_seconds
+        self.rate, self.concurrency = rate, concurrency
+        leases.hold(claimed)
         self.fleet = fleet
         self._first = False
         return claimed, surplus
@@ -198,6 +224,7 @@ class LeaseKeeper:
         now ours (the caller drops the rest)."""
         async with self.store.connection() as conn, conn.transaction():
             claimed = await self.leases.claim_keys(conn, keys)
+        self.leases.hold(claimed)
         return {c.watch.key for c in claimed}
 
     async def _reconcile(self, now: float) -> None:

@@ -229,7 +229,7 @@ class Leases:
         self, conn: psycopg.AsyncConnection[Any], *, active: bool, limit: int
     ) -> list[Claimed]:
         """Claim up to ``limit`` unowned or expired watches (still watched with ``active``,
-        else finished)."""
+        else finished); :meth:`hold` them once the transaction is committed."""
         if limit <= 0:
             return []
         params = {"me": self.name, "active": active, "limit": limit}
@@ -251,16 +251,14 @@ class Leases:
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(query, params)
             rows = await cur.fetchall()
-        claimed = []
-        for row in rows:
-            watch = decode(row)
-            fence = int(row["fence"])
-            self.tokens[watch.key] = fence
-            previous = row["previous"]
-            if previous is not None and previous != self.name:
+        return [Claimed(decode(row), int(row["fence"]), row["previous"]) for row in rows]
+
+    def hold(self, claimed: Iterable[Claimed]) -> None:
+        """Take the tokens of what was claimed, once the claim is committed."""
+        for c in claimed:
+            self.tokens[c.watch.key] = c.fence
+            if c.previous is not None and c.previous != self.name:
                 self.takeovers += 1
-            claimed.append(Claimed(watch, fence, previous))
-        return claimed
 
     async def pick(
         self, conn: psycopg.AsyncConnection[Any], *, active: bool, limit: int
