@@ -9,9 +9,11 @@ from contextlib import asynccontextmanager
 
 import anyio
 import pytest
+from factories import finished as _finish
+from factories import moved as _moved
+from factories import stored_watch as _watch
 from postgres_fixtures import PG_URL, pg_connect, target, via
 from tcp_proxy import TcpProxy
-from test_store import _finish, _moved, _watch
 
 from watcher.core.watch import Key
 from watcher.fleet.keeper import KeeperSettings, LeaseKeeper

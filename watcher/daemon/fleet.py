@@ -26,7 +26,7 @@ from ..core.states import State
 from ..core.watch import Key, Watch, WatchOptions
 from ..fleet.keeper import KeeperSettings, LeaseKeeper
 from ..fleet.leases import Claimed, Leases
-from ..store.postgres import UNAVAILABLE, PostgresStore
+from ..store.postgres import AWAY, PostgresStore
 
 log = structlog.get_logger("watcher.daemon.fleet")
 
@@ -150,7 +150,7 @@ class FleetReplica:
             try:
                 await self.store.flush()  # their rows exist before they are claimed
                 mine = await self.keeper.claim_now(keys)
-            except UNAVAILABLE:
+            except AWAY:
                 self._registered |= keys
                 await anyio.sleep(1.0)
                 self._wake.set()

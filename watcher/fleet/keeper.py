@@ -26,7 +26,7 @@ import structlog
 
 from ..api.budget import SHARE_WINDOW_SECONDS
 from ..core.watch import Key
-from ..store.postgres import UNAVAILABLE, PostgresStore
+from ..store.postgres import AWAY, PostgresStore
 from .leases import Claimed, Fleet, Leases
 from .share import Grant, rate_share, split_whole, to_claim, to_release
 
@@ -139,7 +139,7 @@ class LeaseKeeper:
         with anyio.move_on_after(max(wait, self.settings.tick_seconds)) as waited:
             try:
                 claimed, surplus = await self._heartbeat(sent)
-            except UNAVAILABLE as exc:
+            except AWAY as exc:
                 self._unavailable(self.store.scrub(exc))
                 return
         if waited.cancelled_caught:
@@ -153,7 +153,7 @@ class LeaseKeeper:
                 await self.hand_over(surplus)
             if self._lost or sent >= self._next_reconcile:
                 await self._reconcile(sent)
-        except UNAVAILABLE as exc:
+        except AWAY as exc:
             self._unavailable(self.store.scrub(exc))
             return
         self.ready = True
@@ -246,7 +246,7 @@ class LeaseKeeper:
             await self.store.flush(progress=True)
             async with self.store.connection() as conn:
                 released = await self.leases.leave(conn, self.settings.settle_seconds)
-        except UNAVAILABLE as exc:
+        except AWAY as exc:
             # The others take our watches when our lease runs out instead.
             log.warning("fleet_leave_failed", error=self.store.scrub(exc))
             return

@@ -15,6 +15,7 @@ not write, and writes it, with backoff, once the server is back.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -221,6 +222,8 @@ class PostgresStore:
     def delete(self, key: Key) -> None:
         self._dirty.pop(key, None)
         self._progress.pop(key, None)
+        # A delivery still noted is of an ending never written, so never announced: it goes too.
+        self._deliveries = [d for d in self._deliveries if d[0] != key]
         if not self._detaching:
             self._deleted.add(key)
 
@@ -251,23 +254,28 @@ class PostgresStore:
 
     async def run(self) -> None:
         """Flush saved watches every ``flush_seconds`` and noted progress every
-        ``progress_seconds`` until cancelled (:meth:`aclose` writes what is left). While the
-        server is away, try again with backoff; what was noted waits for it."""
+        ``progress_seconds`` until cancelled, then both once more. While the server is away,
+        try again with backoff; what was noted waits for it."""
         last_checkpoint = anyio.current_time()
-        while True:
-            until_checkpoint = last_checkpoint + self.progress_seconds - anyio.current_time()
-            delay = min(self.flush_seconds, until_checkpoint)
-            if self.write_failure is not None:
-                delay = min(MAX_RETRY_SECONDS, self.flush_seconds * 2**self.write_failure.attempts)
-            await anyio.sleep(max(0.0, delay))
-            now = anyio.current_time()
-            checkpoint = now >= last_checkpoint + self.progress_seconds
-            try:
-                await self.flush(progress=checkpoint)
-            except StoreUnavailable:
-                continue  # the checkpoint comes again with the next try
-            if checkpoint:
-                last_checkpoint = now
+        try:
+            while True:
+                until_checkpoint = last_checkpoint + self.progress_seconds - anyio.current_time()
+                delay = min(self.flush_seconds, until_checkpoint)
+                if self.write_failure is not None:
+                    backoff = self.flush_seconds * 2**self.write_failure.attempts
+                    delay = min(MAX_RETRY_SECONDS, backoff)
+                await anyio.sleep(max(0.0, delay))
+                now = anyio.current_time()
+                checkpoint = now >= last_checkpoint + self.progress_seconds
+                try:
+                    await self.flush(progress=checkpoint)
+                except StoreUnavailable:
+                    continue  # the checkpoint comes again with the next try
+                if checkpoint:
+                    last_checkpoint = now
+        finally:
+            with anyio.CancelScope(shield=True), contextlib.suppress(StoreUnavailable):
+                await self.flush(progress=True)
 
     # -- the notifier's side -------------------------------------------------------------------
 
