@@ -1,4 +1,4 @@
-"""The daemon's state in PostgreSQL: the SQLite store's interface, shared by a fleet of replicas.
+"""The daemon's state in PostgreSQL: the store protocol, shared by a fleet of replicas.
 
 Writes keep the SQLite store's cadences: a saved or deleted watch within ``flush_seconds``, noted
 progress every ``progress_seconds``, a finished batch at once together with its outbox row.
