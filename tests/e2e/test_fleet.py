@@ -153,7 +153,7 @@ def test_three_replicas_share_fail_over_and_deliver_once(
 
     ids_by_batch: dict[str, set[str]] = defaultdict(set)
     for delivery in hook.received():
-        ids_by_batch[delivery.json["batch_id"]].add(delivery.headers["X-Batch-Watcher-Delivery"])
+        ids_by_batch[delivery.json["batch_id"]].add(delivery.headers["webhook-id"])
     assert all(len(ids) == 1 for ids in ids_by_batch.values()), "a repeat under a new id"
     ends = Counter(b for r in replicas for b in announced(r.logs()))
     assert set(ends) == set(batches)
@@ -229,7 +229,7 @@ def test_the_database_away_for_a_while_kills_no_replica(
             assert all(r.proc.poll() is None for r in replicas)
         ids: dict[str, set[str]] = defaultdict(set)
         for delivery in hook.received():
-            ids[delivery.json["batch_id"]].add(delivery.headers["X-Batch-Watcher-Delivery"])
+            ids[delivery.json["batch_id"]].add(delivery.headers["webhook-id"])
         assert all(len(i) == 1 for i in ids.values())
         ends = Counter(b for r in replicas for b in announced(r.logs()))
         assert set(ends) == set(batches)
