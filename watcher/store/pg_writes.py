@@ -1,22 +1,24 @@
 """What the PostgreSQL store writes in one transaction, as a plan of statements.
 
-The plan is a pure function of what was noted (see :class:`Pending`) and of the fencing tokens;
-:func:`run` sends it on one connection, in one transaction. Fenced
-writes (fleet mode) update a watch only where its ``fence`` is still the token this replica
-claimed it with: a replica that was paused past its lease finds the row claimed again, writes
-nothing, and learns that the watch is no longer its own.
+The plan is a pure function of what was taken to be written (a
+:class:`~watcher.store.pending.Taken`) and of the fencing tokens; :func:`run` sends it on one
+connection, in one transaction. Fenced writes (fleet mode) update a watch only where its
+``fence`` is still the token this replica claimed it with: a replica that was paused past its
+lease finds the row claimed again, writes nothing, and learns that the watch is no longer its
+own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Final, LiteralString
 
 import psycopg
 
-from ..core.watch import Key, Watch
-from .codec import Row, encode
+from ..core.watch import Key
+from .codec import Row
+from .pending import Taken
 
 _COLUMNS: Final = (
     "vector_store_id, batch_id, labels, options, registered_at, progress, result, finished_at"
@@ -61,29 +63,6 @@ SELECT * FROM unnest(%s::text[], %s::text[], %s::text[])
 """
 
 
-@dataclass(slots=True)
-class Pending:
-    """What was noted, taken to be written in one transaction."""
-
-    dirty: dict[Key, Row]
-    deleted: set[Key]
-    deliveries: list[tuple[Key, str]]
-    # Noted progress (at a checkpoint), and the rows made of it: newer than ``dirty``'s.
-    progress: dict[Key, Watch] = field(default_factory=dict)
-    progress_rows: list[Row] = field(default_factory=list)
-
-    def rows(self) -> dict[Key, Row]:
-        """One row per watch, the newest: a watch noted after it was saved has its progress
-        row last."""
-        merged = dict(self.dirty)
-        merged.update((row[:2], row) for row in self.progress_rows)
-        return merged
-
-    @staticmethod
-    def progress_rows_of(watches: Iterable[Watch]) -> list[Row]:
-        return [encode(watch) for watch in watches]
-
-
 @dataclass(frozen=True, slots=True)
 class Step:
     """One statement; ``returns_keys``: its rows are the keys it wrote."""
@@ -106,14 +85,22 @@ def _columns(rows: Sequence[Row]) -> list[list[object]]:
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 8
 
 
-def plan(pending: Pending, token: Callable[[Key], int | None] | None) -> Plan:
+def _rows(taken: Taken) -> dict[Key, Row]:
+    """One row per watch, the newest: a watch noted after it was saved has its progress row
+    last."""
+    rows = dict(taken.dirty)
+    rows.update(((row.vector_store_id, row.batch_id), row) for row in taken.progress_rows)
+    return rows
+
+
+def plan(pending: Taken, token: Callable[[Key], int | None] | None) -> Plan:
     """The statements that write ``pending``; ``token`` gives each watch's fencing token (fleet
     mode; ``None``: the watch is not ours, so it is only written if new)."""
     steps: list[Step] = []
     if pending.deleted:
         keys = sorted(pending.deleted)
         steps.append(Step(DELETE, [[k[0] for k in keys], [k[1] for k in keys]]))
-    rows = pending.rows()
+    rows = _rows(pending)
     checked: set[Key] = set()
     if rows and token is None:
         steps.append(Step(UPSERT, _columns(list(rows.values()))))

@@ -32,9 +32,10 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from ..config.values import mask_url, password_of
 from ..core.watch import Key, Watch
 from ..errors import ConfigError, StoreUnavailable
-from .codec import COLUMNS, DamagedRow, Row, decode, encode
+from .codec import COLUMNS, DamagedRow, decode
+from .pending import PendingWrites
 from .pg_schema import NewerSchema, check_schema_name, migrate
-from .pg_writes import Pending, plan, run
+from .pg_writes import plan, run
 from .protocol import OutboxItem, WriteFailure
 
 log = structlog.get_logger("watcher.store.postgres")
@@ -108,10 +109,7 @@ class PostgresStore:
         self._wall = wall
         self._pool: Pool | None = None
         self._lock = anyio.Lock()
-        self._dirty: dict[Key, Row] = {}
-        self._deleted: set[Key] = set()
-        self._progress: dict[Key, Watch] = {}
-        self._deliveries: list[tuple[Key, str]] = []
+        self._pending = PendingWrites()
         self._detaching = False
         self.writes = 0
         self.write_failure: WriteFailure | None = None
@@ -190,12 +188,7 @@ class PostgresStore:
         if pool is None:
             return
         with anyio.CancelScope(shield=True):
-            noted = {
-                "saved": len(self._dirty),
-                "deleted": len(self._deleted),
-                "progress": len(self._progress),
-                "deliveries": len(self._deliveries),
-            }
+            noted = self._pending.counts()
             try:
                 await self.flush(progress=True)
             except StoreUnavailable as exc:
@@ -211,21 +204,16 @@ class PostgresStore:
     # -- the engine's side (WatchStore) --------------------------------------------------------
 
     def save(self, watch: Watch) -> None:
-        self._deleted.discard(watch.key)
-        self._progress.pop(watch.key, None)  # the row made now is newer
-        self._dirty[watch.key] = encode(watch)
+        self._pending.save(watch)
 
     def note_progress(self, watch: Watch) -> None:
         """Note that the watch's progress moved; written at the next checkpoint."""
-        self._progress[watch.key] = watch
+        self._pending.note_progress(watch)
 
     def delete(self, key: Key) -> None:
-        self._dirty.pop(key, None)
-        self._progress.pop(key, None)
-        # A delivery still noted is of an ending never written, so never announced: it goes too.
-        self._deliveries = [d for d in self._deliveries if d[0] != key]
-        if not self._detaching:
-            self._deleted.add(key)
+        self._pending.delete(key)
+        if self._detaching:
+            self._pending.deleted.discard(key)  # not ours to delete: forgotten here only
 
     @contextmanager
     def detaching(self) -> Iterator[None]:
@@ -242,14 +230,14 @@ class PostgresStore:
         the watch is no longer this replica's: then nothing of it was written."""
         self.save(watch)
         if self._outbox and watch.result is not None:
-            self._deliveries.append((watch.key, json.dumps(watch.result.as_dict())))
+            self._pending.deliver(watch.key, json.dumps(watch.result.as_dict()))
         lost = await self._commit()
         if watch.key in lost:
             raise LeaseLost(f"{watch.vector_store_id}/{watch.batch_id} is not ours any more")
 
     async def flush(self, *, progress: bool = False) -> None:
         """Write everything saved so far; noted progress only with ``progress``."""
-        if self._dirty or self._deleted or self._deliveries or (progress and self._progress):
+        if self._pending.any(progress=progress):
             await self._commit(progress=progress)
 
     async def run(self) -> None:
@@ -334,7 +322,7 @@ class PostgresStore:
         """Write what is noted, in one transaction; return the watches found lost. What could
         not be written is noted again (unless newer was noted meanwhile)."""
         async with self._lock:
-            pending = self._take(progress=progress)
+            pending = self._pending.take(progress=progress)
             if not (pending.dirty or pending.deleted or pending.deliveries or pending.progress):
                 return set()
             fencing = self.fencing
@@ -342,11 +330,11 @@ class PostgresStore:
                 async with self.connection() as conn:
                     lost = await run(conn, plan(pending, fencing.token if fencing else None))
             except UNAVAILABLE as exc:
-                self._give_back(pending)
+                self._pending.give_back(pending)
                 self._failed(exc)
                 raise StoreUnavailable(self._cannot("write", exc)) from exc
             except BaseException:
-                self._give_back(pending)
+                self._pending.give_back(pending)
                 raise
             self.writes += 1
             self.write_failure = None
@@ -364,24 +352,6 @@ class PostgresStore:
         )
         if before is None:
             log.warning("state_store_unavailable", error=self.write_failure.error)
-
-    def _take(self, *, progress: bool) -> Pending:
-        pending = Pending(self._dirty, self._deleted, self._deliveries)
-        self._dirty, self._deleted, self._deliveries = {}, set(), []
-        if progress and self._progress:
-            pending.progress, self._progress = self._progress, {}
-            pending.progress_rows = Pending.progress_rows_of(pending.progress.values())
-        return pending
-
-    def _give_back(self, pending: Pending) -> None:
-        # As the SQLite store: nothing noted is dropped, unless something newer was noted.
-        for k, watch in pending.progress.items():
-            if k not in self._dirty and k not in self._deleted:
-                self._progress.setdefault(k, watch)
-        for k, row in pending.dirty.items():
-            self._dirty.setdefault(k, row)
-        self._deleted |= pending.deleted - self._dirty.keys()
-        self._deliveries[:0] = pending.deliveries
 
     def _cannot(self, what: str, exc: BaseException) -> str:
         return f"the state store {self.location} cannot {what}: {self.scrub(exc)}"
