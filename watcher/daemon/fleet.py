@@ -20,10 +20,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from ..config import Config
 from ..core import lifecycle
-from ..core.engine import Engine, TooManyWatches
+from ..core.engine import Engine
 from ..core.events import Event, WatchStarted
 from ..core.states import State
 from ..core.watch import Key, Watch, WatchOptions
+from ..errors import TooManyWatches
 from ..fleet.keeper import KeeperSettings, LeaseKeeper
 from ..fleet.leases import Claimed, Leases
 from ..store.postgres import AWAY, PostgresStore

@@ -235,6 +235,13 @@ class PostgresStore:
         if watch.key in lost:
             raise LeaseLost(f"{watch.vector_store_id}/{watch.batch_id} is not ours any more")
 
+    async def save_now(self, watch: Watch) -> None:
+        """Save the watch and write it, with everything saved before, durably. Raises
+        :class:`LeaseLost` when the watch is no longer this replica's."""
+        self.save(watch)
+        if watch.key in await self._commit():
+            raise LeaseLost(f"{watch.vector_store_id}/{watch.batch_id} is not ours any more")
+
     async def flush(self, *, progress: bool = False) -> None:
         """Write everything saved so far; noted progress only with ``progress``."""
         if self._pending.any(progress=progress):
