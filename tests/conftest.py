@@ -33,3 +33,6 @@ def logs() -> Iterator[list[dict[str, Any]]]:
         structlog.configure(**saved)
     bugs = [e for e in captured if e["event"] in ("internal_error", "sink_failed")]
     assert bugs == []
+
+
+pytest_plugins = ("postgres_fixtures",)  # PostgreSQL, a schema per test

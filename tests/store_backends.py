@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+import psycopg
+import pytest
+from postgres_fixtures import PG_URL, drop_schema, pg_connect
 
 from watcher.core.watch import Watch
 from watcher.store import OutboxItem, StateStore
+from watcher.store.postgres import PostgresStore
 from watcher.store.sqlite import SQLiteStore
 
 
@@ -89,9 +95,64 @@ class SQLiteBackend:
             holder.close()
 
 
+class PostgresBackend:
+    """A schema of its own on the test server (``BATCH_WATCHER_TEST_PG_URL``). Writes are
+    refused by another session holding EXCLUSIVE locks on the store's tables, as a migration or
+    an operator's ``LOCK TABLE`` would (reads go on); the stores give up waiting for a lock after
+    ``LOCK_SECONDS``."""
+
+    LOCK_SECONDS = 0.05
+
+    def __init__(self, directory: Path) -> None:
+        try:
+            with psycopg.connect(PG_URL, connect_timeout=5) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.OperationalError as exc:
+            pytest.skip(f"no PostgreSQL at {PG_URL}: {exc}")
+        self.schema = f"c_{uuid.uuid4().hex[:16]}"
+        self._holders: list[psycopg.Connection[Any]] = []
+
+    def store(
+        self, *, outbox: bool = False, flush_seconds: float = 1.0, progress_seconds: float = 30.0
+    ) -> PostgresStore:
+        return PostgresStore(
+            PG_URL,
+            schema=self.schema,
+            outbox=outbox,
+            flush_seconds=flush_seconds,
+            progress_seconds=progress_seconds,
+            lock_timeout=self.LOCK_SECONDS,
+        )
+
+    @contextlib.contextmanager
+    def refuse_writes(self) -> Iterator[None]:
+        holder = self._hold()
+        try:
+            yield
+        finally:
+            self._holders.remove(holder)
+            holder.close()  # ends its transaction, and the locks with it
+
+    def break_for_good(self) -> None:
+        self._hold()
+
+    def _hold(self) -> psycopg.Connection[Any]:
+        holder = pg_connect(self.schema)
+        holder.autocommit = False
+        holder.execute("LOCK TABLE watches, outbox IN EXCLUSIVE MODE")
+        self._holders.append(holder)
+        return holder
+
+    def close(self) -> None:
+        for holder in self._holders:
+            holder.close()
+        drop_schema(self.schema)
+
+
 #: Each backend's name and its factory, given the test's own directory.
 BACKENDS: dict[str, Callable[[Path], Backend]] = {
     "sqlite": SQLiteBackend,
+    "postgres": PostgresBackend,
 }
 
 

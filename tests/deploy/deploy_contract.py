@@ -123,7 +123,7 @@ CONFIG_KEYS: dict[str, frozenset[str]] = {
         }
     ),
     "server": frozenset({"listen", "control_token_env", "control_token_file"}),
-    "state": frozenset({"path", "retention_seconds"}),
+    "state": frozenset({"path", "retention_seconds", "lease_seconds"}),
     "log": frozenset({"format", "level"}),
     "notify": frozenset({"webhook_url", "webhook_secret_file"}),
     "watch": frozenset({"vector_store_id", "batch_id", "labels", "deadline_seconds"}),

@@ -24,7 +24,7 @@ from deploy_tools import run
 
 KUBERNETES = DEPLOY / "kubernetes"
 KUSTOMIZATIONS = sorted(p.parent for p in KUBERNETES.glob("*/kustomization.yaml"))
-DEPLOYABLE = [KUBERNETES / "standalone", KUBERNETES / "sidecar"]
+DEPLOYABLE = [KUBERNETES / "standalone", KUBERNETES / "sidecar", KUBERNETES / "fleet"]
 # The oldest Kubernetes the manifests promise to work on, and the newest schemas installed.
 KUBERNETES_VERSIONS = ("1.29", kubernetes_validate.latest_version())
 CRD_GROUP = "monitoring.coreos.com/v1"
@@ -126,7 +126,7 @@ def test_kustomization_lists_existing_files_and_every_manifest(directory: Path) 
 
 def test_every_kustomization_is_covered() -> None:
     """The deployable examples and the shared rules are kustomizations the tests see."""
-    assert {d.name for d in KUSTOMIZATIONS} == {"rules", "standalone", "sidecar"}
+    assert {d.name for d in KUSTOMIZATIONS} == {"rules", "standalone", "sidecar", "fleet"}
 
 
 @pytest.mark.parametrize("directory", DEPLOYABLE, ids=lambda d: d.name)
@@ -259,7 +259,8 @@ def test_containers_are_locked_down(directory: Path) -> None:
 
 @pytest.mark.parametrize("directory", DEPLOYABLE, ids=lambda d: d.name)
 def test_watcher_probes_use_healthz_and_readyz(directory: Path) -> None:
-    """Liveness asks /healthz on the watcher's port; readiness (standalone) asks /readyz."""
+    """Liveness asks /healthz on the watcher's port; readiness (standalone, fleet) asks
+    /readyz."""
     container = watcher_container(deployment(directory)["spec"]["template"]["spec"])
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert list(ports.values()) == [HTTP_PORT]
@@ -267,7 +268,7 @@ def test_watcher_probes_use_healthz_and_readyz(directory: Path) -> None:
     assert liveness["path"] == LIVENESS_PATH
     assert liveness["port"] in ports
     assert container["startupProbe"]["httpGet"]["path"] == LIVENESS_PATH
-    if directory.name == "standalone":
+    if directory.name in ("standalone", "fleet"):
         readiness = container["readinessProbe"]["httpGet"]
         assert readiness["path"] == READINESS_PATH
         assert readiness["port"] in ports

@@ -56,6 +56,51 @@ class RequestBudget:
         self._sent: deque[float] = deque(maxlen=math.ceil(per_minute / 60))
         self.granted = 0
         self.remaining: int | None = None  # the server's last word on remaining requests
+        # Fleet mode (set_limits): slots taken out of use, and slots to take as they come back.
+        self._held = 0
+        self._debt = 0
+        self._rate_open = anyio.Event()
+        self._rate_open.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests holding a slot now."""
+        return self._max_concurrency - self._slots.value - self._held
+
+    def set_limits(self, per_minute: float, max_concurrency: int) -> None:
+        """Spend at most this from now on (a fleet replica's grant): zero of either stops new
+        requests until raised. Concurrency goes no higher than it was built with; a lower one
+        takes effect as requests in flight finish."""
+        if per_minute > 0:
+            self.spacing = 60.0 / per_minute
+            size = math.ceil(per_minute / 60)
+            if size != self._sent.maxlen:
+                self._sent = deque(list(self._sent)[-size:], maxlen=size)
+            self._rate_open.set()
+        elif self._rate_open.is_set():
+            self._rate_open = anyio.Event()
+        hold = self._max_concurrency - max(0, min(max_concurrency, self._max_concurrency))
+        change = hold - (self._held + self._debt)
+        while change > 0 and self._slots.value > 0:
+            self._slots.acquire_nowait()
+            self._held += 1
+            change -= 1
+        if change > 0:
+            self._debt += change
+        while change < 0 and self._debt > 0:
+            self._debt -= 1
+            change += 1
+        while change < 0:
+            self._held -= 1
+            self._slots.release()
+            change += 1
+
+    def _release_slot(self) -> None:
+        if self._debt > 0:
+            self._debt -= 1
+            self._held += 1
+        else:
+            self._slots.release()
 
     def slot(self) -> _Slot:
         """``async with budget.slot():`` holds a concurrency slot and waits for the request's
@@ -63,26 +108,34 @@ class RequestBudget:
         return self._slot
 
     async def _enter(self) -> None:
-        # The slot first, the turn second: a turn taken while waiting for a slot would let
-        # requests bunch up when slots free, breaking the spacing.
-        await self._slots.acquire()
-        try:
-            async with self._lock:
-                wait = self.reserve(self._clock())
-                if wait > 0:
-                    await self._sleep(wait)
-                # A turn's sleep may end late and the next one's on time, and requests reach the
-                # server a little sooner or later than sent: so a second's share goes out over
-                # a little more than a second, and the server never sees more in one second.
-                sent = self._sent
-                if len(sent) == sent.maxlen:
-                    wait = sent[0] + SHARE_WINDOW_SECONDS - self._clock()
+        while True:
+            if not self._rate_open.is_set():
+                await self._rate_open.wait()  # a fleet replica granted no rate (yet)
+            # The slot first, the turn second: a turn taken while waiting for a slot would let
+            # requests bunch up when slots free, breaking the spacing.
+            await self._slots.acquire()
+            try:
+                async with self._lock:
+                    wait = self.reserve(self._clock())
                     if wait > 0:
                         await self._sleep(wait)
-                sent.append(self._clock())
-        except BaseException:
-            self._slots.release()
-            raise
+                    # A turn's sleep may end late and the next one's on time, and requests
+                    # reach the server a little sooner or later than sent: so a second's share
+                    # goes out over a little more than a second, and the server never sees more
+                    # in one second.
+                    sent = self._sent
+                    if len(sent) == sent.maxlen:
+                        wait = sent[0] + SHARE_WINDOW_SECONDS - self._clock()
+                        if wait > 0:
+                            await self._sleep(wait)
+                    if self._rate_open.is_set():
+                        self._sent.append(self._clock())
+                        return
+            except BaseException:
+                self._release_slot()
+                raise
+            # The rate was taken away (set_limits) while this request waited for its turn.
+            self._release_slot()
 
     def reserve(self, now: float) -> float:
         """Take the next turn; return how long to wait for it."""
@@ -108,7 +161,7 @@ class RequestBudget:
             return
         # Requests that hold a slot beside the one just answered were sent (or given their
         # turn) before this count was made: what is left is theirs first.
-        committed = max(0, self._max_concurrency - self._slots.value - 1)
+        committed = max(0, self.in_flight - 1)
         remaining = max(0, rate_limit.remaining - committed)
         if remaining <= max(1.0, limit * self.reserve_fraction):
             # Spread what is left over what is left of the window.
@@ -133,4 +186,4 @@ class _Slot:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._budget._slots.release()
+        self._budget._release_slot()

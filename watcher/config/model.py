@@ -30,9 +30,11 @@ from .values import (
     Integer,
     Labels,
     Listen,
+    PgUrl,
     Query,
     Url,
     choice,
+    mask_url,
     parse_listen,
     show,
 )
@@ -199,7 +201,8 @@ class ServerConfig(Section):
 
 
 class StateConfig(Section):
-    """``[state]``: the SQLite file and how much it keeps."""
+    """``[state]``: the SQLite file, or a PostgreSQL ``url`` (fleet mode), and how much it
+    keeps."""
 
     path: FilePath = Field(
         Path("batch-watcher.sqlite3"), description="the SQLite file that keeps the watches"
@@ -209,6 +212,23 @@ class StateConfig(Section):
     max_failed_files: Integer = Field(
         1000, ge=0, description="the most failed files remembered per batch"
     )
+    url: PgUrl | None = Field(
+        None,
+        repr=False,
+        description="fleet mode: a PostgreSQL URL (postgresql://user@host:5432/db) instead of"
+        " the SQLite file; its password only from BATCH_WATCHER_STATE_URL, PGPASSWORD or a"
+        " passfile",
+    )
+    lease_seconds: float = Field(
+        15.0,
+        ge=1,
+        description="fleet mode: seconds a replica's watches stay its own after its last heartbeat",
+    )
+
+    @property
+    def shown_url(self) -> str | None:
+        """``url`` with its password masked, for anything that shows it."""
+        return mask_url(self.url) if self.url is not None else None
 
 
 class LogConfig(Section):

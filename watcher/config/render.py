@@ -9,7 +9,7 @@ import tomli_w
 from pydantic import BaseModel
 
 from ..credentials import MASK, SecretSource
-from .model import SECTIONS, Config
+from .model import SECTIONS, Config, StateConfig
 
 
 def render_effective(config: Config) -> str:
@@ -38,11 +38,14 @@ def _secret_line(what: str, source: SecretSource | None) -> str:
 
 
 def _table(model: BaseModel) -> dict[str, object]:
-    return {
+    table = {
         name: _plain(value)
         for name in type(model).model_fields
         if (value := getattr(model, name)) is not None
     }
+    if isinstance(model, StateConfig) and model.url is not None:
+        table["url"] = model.shown_url  # the password only ever from the environment, masked
+    return table
 
 
 def _plain(value: object) -> object:

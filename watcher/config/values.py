@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Final, Literal, get_args
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, ValidationInfo
 from pydantic_core import PydanticCustomError
+
+from ..credentials import MASK
 
 MAX_LABELS: Final = 16
 MAX_LABEL_VALUE: Final = 256
@@ -200,6 +203,60 @@ def check_url(value: object) -> str:
     return url
 
 
+#: Where ``[state] url`` may carry a password: the one variable that sets it (never the file).
+STATE_URL_ENV: Final = "BATCH_WATCHER_STATE_URL"
+PG_SCHEMES: Final = ("postgresql", "postgres")
+
+
+def password_of(url: str) -> str | None:
+    """The password a URL carries, if any."""
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by the mask."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return MASK  # unparsable: show nothing of it
+    if not password:
+        return url
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{hosts}"))
+
+
+def check_pg_url(value: object, info: ValidationInfo) -> str:
+    """A PostgreSQL URL. A password only when the URL came from :data:`STATE_URL_ENV`; every
+    problem shows the URL with its password masked."""
+    text = _string(value)
+    context = info.context if isinstance(info.context, Mapping) else {}
+    environ = context.get("environ")
+    from_env = (os.environ if environ is None else environ).get(STATE_URL_ENV) == text
+    try:
+        parts = urlsplit(text)
+        password = parts.password
+    except ValueError as exc:
+        reason = f"is not a URL ({exc})"
+    else:
+        reason = ""
+        if parts.scheme not in PG_SCHEMES:
+            reason = 'is not a "postgresql://user@host:port/dbname" URL'
+        elif not text.isprintable():
+            reason = "contains control characters"
+        elif password is not None and not from_env:
+            reason = f"holds a password; give it by {STATE_URL_ENV}, PGPASSWORD or a passfile"
+    if reason:
+        source = f" (from {STATE_URL_ENV})" if from_env else ""
+        found = [("", f"{show(mask_url(text))} {reason}{source}")]
+        raise PydanticCustomError("problems", "{problems}", {"problems": found})
+    return text
+
+
 def check_listen(value: object) -> str:
     text = _string(value, 'a string "host:port"')
     parse_listen(text)
@@ -276,6 +333,7 @@ TABLE: Final = Text("table")
 
 Id = Annotated[str, BeforeValidator(check_id)]
 Url = Annotated[str, BeforeValidator(check_url)]
+PgUrl = Annotated[str, BeforeValidator(check_pg_url)]
 Listen = Annotated[str, BeforeValidator(check_listen)]
 FilePath = Annotated[Path, BeforeValidator(check_path)]
 EnvName = Annotated[str, BeforeValidator(check_env_name)]

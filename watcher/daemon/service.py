@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -20,19 +20,23 @@ import structlog
 from .. import __version__
 from ..config import Config, parse_listen, require_api_key
 from ..config.settings import client_settings, engine_settings
-from ..config.values import is_loopback
+from ..config.values import is_loopback, password_of
 from ..core import lifecycle
 from ..core.engine import Engine
 from ..core.events import Sink
 from ..core.retry import retry_policy
 from ..core.states import Phase, State
 from ..core.watch import STORE, WatchOptions
+from ..credentials import Secret
 from ..errors import ConfigError, TooManyWatches
+from ..fleet.replica import replica_name
 from ..logs import log_event, register_secret
 from ..serving import EmbeddedServer, ServerLimits, address, bind, server_config
 from ..store import StateStore
+from ..store.postgres import PostgresStore
 from ..store.sqlite import SQLiteStore
 from .discovery import discover_stores
+from .fleet import FleetReplica
 from .history import BatchHistory
 from .metrics import WatcherMetrics
 from .notify import Notifier
@@ -52,18 +56,30 @@ class Daemon:
     grace_seconds: float = GRACE_SECONDS
     on_listening: Callable[[str], object] | None = None  # called with the bound host:port
     limits: ServerLimits = field(default_factory=ServerLimits)
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
     store: StateStore = field(init=False)
     engine: Engine = field(init=False)
     metrics: WatcherMetrics = field(init=False)
     history: BatchHistory = field(init=False)
     notifier: Notifier | None = field(init=False, default=None)
+    fleet: FleetReplica | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         config = self.config
         secrets = (config.api.api_key, config.server.control_token, config.notify.webhook_secret)
         for source in secrets:
             register_secret(source)
-        self.store = SQLiteStore(config.state.path, outbox=bool(config.notify.webhook_url))
+        outbox = bool(config.notify.webhook_url)
+        if config.state.url is not None:
+            # Fleet mode. The database's password shows nowhere: not in logs, not in errors.
+            for password in (password_of(config.state.url), self.environ.get("PGPASSWORD")):
+                if password:
+                    register_secret(Secret(password))
+            self.store = PostgresStore(
+                config.state.url, replica=replica_name(self.environ), outbox=outbox
+            )
+        else:
+            self.store = SQLiteStore(config.state.path, outbox=outbox)
         self.metrics = WatcherMetrics()
         self.history = BatchHistory()
         sinks: list[Sink] = [
@@ -81,6 +97,9 @@ class Daemon:
                 max_attempts=config.notify.max_attempts,
             )
             sinks.append(self.notifier.on_event)
+        if isinstance(self.store, PostgresStore):
+            self.fleet = FleetReplica(config, self.store, self.store.replica)
+            sinks.append(self.fleet.on_event)
         self.engine = Engine.create(
             client_settings(config),
             engine_settings(config),
@@ -88,9 +107,13 @@ class Daemon:
             sinks=sinks,
             store=self.store,
         )
+        if self.fleet is not None:
+            self.fleet.attach(self.engine)
+            self.metrics.own.register(self.fleet)
 
     async def restore(self) -> None:
         """Open the store, resume every watch in it, then add the configured ones."""
+        assert self.fleet is None, "a fleet replica starts with FleetReplica.start"
         # Rejected requests are usually a configuration problem (a missing api-version):
         # after a restart, presumably with a fixed configuration, they are tried again.
         restored = [
@@ -145,6 +168,14 @@ class Daemon:
             finished=len(self.engine) - self.engine.unfinished,
         )
 
+    def _fleet_problems(self) -> list[str]:
+        problems = []
+        if self.fleet is not None and not self.fleet.ready:
+            problems.append("the fleet's database does not answer (leases not renewed)")
+        if isinstance(self.store, PostgresStore) and self.store.write_failure is not None:
+            problems.append(f"the state store cannot write: {self.store.write_failure.error}")
+        return problems
+
     async def _retention(self) -> None:
         keep = self.config.state.retention_seconds
         while True:
@@ -168,7 +199,10 @@ class Daemon:
         except OSError as exc:
             raise ConfigError(f"server.listen: cannot listen on {host}:{port}: {exc}") from None
         try:
-            await self.restore()
+            if self.fleet is not None:
+                await self.fleet.start(self.config)
+            else:
+                await self.restore()
         except BaseException:
             sock.close()  # a refused state store must not leave the port held
             raise
@@ -192,6 +226,7 @@ class Daemon:
             body_timeout_seconds=self.limits.body_timeout_seconds,
             api_key_missing=self._api_key_missing,
             history=self.history,
+            more_problems=self._fleet_problems if self.fleet is not None else None,
         )
         server = EmbeddedServer(
             server_config(build_app(state), self.limits, timeout_graceful_shutdown=1)
@@ -203,6 +238,8 @@ class Daemon:
                 async with anyio.create_task_group() as inner:
                     await inner.start(self.engine.run)
                     inner.start_soon(self.store.run)
+                    if self.fleet is not None:
+                        await inner.start(self.fleet.run)
                     inner.start_soon(self._retention)
                     if self.notifier is not None:
                         inner.start_soon(self.notifier.run)

@@ -78,6 +78,8 @@ class AppState:
     #: Why there is no API key where the API needs one (``check-config``'s rule), or None.
     api_key_missing: Callable[[], str | None] = lambda: None
     history: BatchHistory = field(default_factory=BatchHistory)
+    #: More reasons not to be ready (fleet mode: the database does not answer).
+    more_problems: Callable[[], list[str]] | None = None
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -178,6 +180,8 @@ def build_app(state: AppState) -> Starlette:
             problems.append("engine not running")
         if state.engine.auth_error is not None:
             problems.append(f"the API refuses the credentials: {state.engine.auth_error.message}")
+        if state.more_problems is not None:
+            problems += state.more_problems()
         body = {"status": "ready" if not problems else "not ready", "problems": problems}
         return JSONResponse(body, status_code=200 if not problems else 503)
 

@@ -1,0 +1,238 @@
+"""Fleet mode with real processes: three replicas over one PostgreSQL schema and one simulator.
+
+Watches registered through all three are shared out; each batch is exported by one replica; a
+replica killed with SIGKILL has its watches taken over within two leases, one sent SIGTERM hands
+over within two seconds; every batch's end is delivered, a repeat only under the same delivery
+id; and the fleet's requests stay within the one budget.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from harness import (
+    DaemonProcess,
+    SimulatorProcess,
+    WebhookReceiver,
+    announced,
+    wait_for,
+)
+from postgres_fixtures import PG_URL, drop_schema, target
+from tcp_proxy import TcpProxy
+
+pytestmark = pytest.mark.e2e
+
+VS = "vs_fleet"
+TOKEN = "fleet-control-token-1234"
+#: 3,000 in a full run (BATCH_WATCHER_FLEET_WATCHES=3000); fewer by default, to keep CI short.
+WATCHES = int(os.environ.get("BATCH_WATCHER_FLEET_WATCHES", "300"))
+LEASE = 2.0
+RATE = 3000  # a minute, for the whole fleet: 50 a second
+BATCH = "openai_vector_store_file_batch"
+
+
+@pytest.fixture
+def fleet_url(pg_url: str) -> Iterator[str]:
+    """A URL whose connections use a schema of their own (created here, dropped after)."""
+    schema = f"e2e_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{separator}options=-csearch_path%3D{schema}"
+    drop_schema(schema)
+
+
+def _owners(url: str) -> Counter[str | None]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute("SELECT owner, count(*) FROM watches GROUP BY owner").fetchall()
+    return Counter({r[0]: int(r[1]) for r in rows})
+
+
+def _exported(replicas: list[DaemonProcess]) -> Counter[str]:
+    """How many replicas export each batch."""
+    seen: Counter[str] = Counter()
+    for r in replicas:
+        for name, labels, _ in r.samples():
+            if name == f"{BATCH}_info":
+                seen[labels["batch_id"]] += 1
+    return seen
+
+
+def test_three_replicas_share_fail_over_and_deliver_once(
+    fleet_url: str,
+    simulator_factory: Callable[..., SimulatorProcess],
+    daemon_factory: Callable[..., DaemonProcess],
+) -> None:
+    """Three replicas share the watches registered through all of them, each batch exported by
+    exactly one; kill -9 of one moves its watches within two leases, SIGTERM of another within
+    two seconds; no watch is lost, each end is announced once and delivered under one id, and
+    no second sees more requests than the fleet's budget."""
+    sim = simulator_factory("--scenario", "empty")
+    batches = [f"vsfb_{n:04d}" for n in range(WATCHES)]
+    # Registering takes a while: the first batches end once all are shared out, the last
+    # after the kill and the SIGTERM.
+    base = 15 + WATCHES // 40
+    for n, batch_id in enumerate(batches):
+        spec = {"total_files": 10, "duration_seconds": base + (n % 30), "failed_files": n % 2}
+        sim.control("POST", "batches", {"vector_store_id": VS, "batch_id": batch_id, **spec})
+    with WebhookReceiver() as hook:
+        config: dict[str, Any] = {
+            "api": {"base_url": sim.url, "max_requests_per_minute": RATE, "max_concurrency": 6},
+            "poll": {"interval_seconds": 2.0, "min_interval_seconds": 0.5},
+            "state": {"url": fleet_url, "lease_seconds": LEASE},
+            "notify": {"webhook_url": hook.url},
+        }
+        replicas = [
+            daemon_factory(
+                config,
+                env={"BATCH_WATCHER_REPLICA_ID": f"r{i}", "BATCH_WATCHER_CONTROL_TOKEN": TOKEN},
+                name=f"r{i}",
+            )
+            for i in (1, 2, 3)
+        ]
+        for n, batch_id in enumerate(batches):
+            response = replicas[n % 3].request(
+                "POST",
+                "/v1/watches",
+                token=TOKEN,
+                json={"vector_store_id": VS, "batch_id": batch_id},
+            )
+            assert response.status_code in (200, 201), response.text
+
+        share = math.ceil(WATCHES / 3)
+
+        def shared() -> bool:
+            owners = _owners(fleet_url)
+            # Watched and finished batches are shared apart: a share of each, one over at most.
+            fair = all(owners[r] <= share + 1 for r in ("r1", "r2", "r3"))
+            return fair and owners[None] == 0 and owners.total() == WATCHES
+
+        wait_for(shared, timeout=60, what="every watch owned, a fair share by each")
+
+        def once_each() -> bool:
+            # A hand-over (a share given back, claimed by another at its next tick) may show a
+            # batch on none for a moment: at steady state each is on exactly one.
+            exported = _exported(replicas)
+            return set(exported) == set(batches) and set(exported.values()) == {1}
+
+        wait_for(once_each, timeout=30, what="each batch exported by exactly one replica")
+
+        replicas[0].kill9()
+        killed = time.monotonic()
+        wait_for(
+            lambda: _owners(fleet_url)["r1"] == 0, timeout=4 * LEASE, what="r1's watches moved"
+        )
+        takeover = time.monotonic() - killed
+        assert takeover <= 2 * LEASE, f"took {takeover:.1f}s"
+        assert sum(_owners(fleet_url).values()) == WATCHES
+
+        replicas[1].signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        wait_for(lambda: _owners(fleet_url) == Counter({"r3": WATCHES}), timeout=10)
+        handover = time.monotonic() - stopped
+        assert handover <= 2.0, f"took {handover:.1f}s"
+        assert replicas[1].proc.wait(15) == 0
+
+        last = replicas[2]
+        last.wait_until(lambda: last.metric("batch_watcher_owned_watches") == WATCHES, timeout=10)
+
+        def all_delivered() -> bool:
+            return {d.json["batch_id"] for d in hook.received()} == set(batches)
+
+        # One replica left, at the fleet's 50 requests a second, sees every end in time.
+        last.wait_until(all_delivered, timeout=120 + WATCHES / 10, what="every end delivered")
+
+    ids_by_batch: dict[str, set[str]] = defaultdict(set)
+    for delivery in hook.received():
+        ids_by_batch[delivery.json["batch_id"]].add(delivery.headers["webhook-id"])
+    assert all(len(ids) == 1 for ids in ids_by_batch.values()), "a repeat under a new id"
+    ends = Counter(b for r in replicas for b in announced(r.logs()))
+    assert set(ends) == set(batches)
+    assert max(ends.values()) == 1, [b for b, n in ends.items() if n > 1]
+    with psycopg.connect(fleet_url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*), count(result) FROM watches").fetchone()
+    assert row == (WATCHES, WATCHES)
+    busiest = sim.stats()["max_requests_per_second"]
+    assert busiest <= RATE / 60
+    print(  # the figures docs/scaling.md quotes, with -s
+        f"fleet: {WATCHES} watches, takeover after kill -9 {takeover:.2f}s (lease {LEASE}s), "
+        f"handover after SIGTERM {handover:.2f}s, busiest second {busiest} requests"
+    )
+
+
+def test_the_database_away_for_a_while_kills_no_replica(
+    fleet_url: str,
+    simulator_factory: Callable[..., SimulatorProcess],
+    daemon_factory: Callable[..., DaemonProcess],
+) -> None:
+    """The database cut off (through a proxy) for less than a lease: the replicas keep polling
+    and say they are not ready; for longer than a lease: they stop polling; once it is back
+    they carry on, and every batch ends, delivered once, none lost."""
+    lease = 6.0
+    proxy = TcpProxy(*target())
+    database = fleet_url.replace(f"{target()[0]}:{target()[1]}", f"127.0.0.1:{proxy.port}", 1)
+    assert database != fleet_url
+    sim = simulator_factory("--scenario", "empty")
+    batches = [f"vsfb_{n:03d}" for n in range(60)]
+    for n, batch_id in enumerate(batches):
+        spec = {"total_files": 10, "duration_seconds": 20 + n % 10}
+        sim.control("POST", "batches", {"vector_store_id": VS, "batch_id": batch_id, **spec})
+    try:
+        with WebhookReceiver() as hook:
+            config: dict[str, Any] = {
+                "api": {"base_url": sim.url, "max_requests_per_minute": 1200},
+                # Every watch every second: the budget (20 a second) is always spent.
+                "poll": {"interval_seconds": 1.0, "min_interval_seconds": 0.5, "adaptive": False},
+                "state": {"url": database, "lease_seconds": lease},
+                "notify": {"webhook_url": hook.url},
+                "watch": [{"vector_store_id": VS, "batch_id": b} for b in batches],
+            }
+            replicas = [
+                daemon_factory(config, env={"BATCH_WATCHER_REPLICA_ID": f"r{i}"}, name=f"r{i}")
+                for i in (1, 2)
+            ]
+            wait_for(lambda: _owners(fleet_url).total() == len(batches), timeout=30)
+            wait_for(lambda: _owners(fleet_url)[None] == 0, timeout=30)
+
+            def requests() -> int:
+                return int(sim.stats()["requests"])
+
+            proxy.cut()
+            cut = time.monotonic()
+            before = requests()
+            time.sleep(2.0)  # well within the lease (less the second it keeps in hand)
+            assert requests() >= before + 20, "polling stopped within the lease"
+            for r in replicas:
+                r.wait_until(lambda r=r: r.request("GET", "/readyz").status_code == 503, 10)
+
+            time.sleep(max(0.0, cut + lease + 1.5 - time.monotonic()))  # past the lease
+            stopped = requests()
+            time.sleep(1.5)
+            assert requests() == stopped, "polled past its lease"
+            proxy.restore()
+            for r in replicas:
+                r.wait_until(lambda r=r: r.request("GET", "/readyz").status_code == 200, 30)
+
+            def all_delivered() -> bool:
+                return {d.json["batch_id"] for d in hook.received()} == set(batches)
+
+            replicas[0].wait_until(all_delivered, timeout=120, what="every end delivered")
+            assert all(r.proc.poll() is None for r in replicas)
+        ids: dict[str, set[str]] = defaultdict(set)
+        for delivery in hook.received():
+            ids[delivery.json["batch_id"]].add(delivery.headers["webhook-id"])
+        assert all(len(i) == 1 for i in ids.values())
+        ends = Counter(b for r in replicas for b in announced(r.logs()))
+        assert set(ends) == set(batches)
+        assert max(ends.values()) == 1
+    finally:
+        proxy.close()

@@ -1,0 +1,367 @@
+"""Leases against a real PostgreSQL: replicas share the watches and the budget, hand over on
+leaving, take over from the dead, and a replica paused past its lease writes nothing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from contextlib import asynccontextmanager
+
+import anyio
+import pytest
+from factories import finished as _finish
+from factories import moved as _moved
+from factories import stored_watch as _watch
+from postgres_fixtures import PG_URL, pg_connect, target, via
+from tcp_proxy import TcpProxy
+
+from watcher.core.watch import Key
+from watcher.fleet.keeper import KeeperSettings, LeaseKeeper
+from watcher.fleet.leases import Claimed, Leases, NameTaken
+from watcher.store.postgres import PostgresStore
+
+CAPACITY_RPM = 600.0
+CAPACITY_CONCURRENCY = 8
+
+
+class _Holder:
+    """A replica without an engine: what it watches and what it may spend."""
+
+    def __init__(self) -> None:
+        self.watching: dict[Key, int] = {}
+        self.grants: tuple[float, int] = (0.0, 0)
+        self.grant_history: list[tuple[float, int]] = []
+        self.flight = 0
+
+    def set_grants(self, requests_per_minute: float, concurrency: int) -> None:
+        self.grants = (requests_per_minute, concurrency)
+        self.grant_history.append(self.grants)
+
+    def in_flight(self) -> int:
+        return self.flight
+
+    async def adopt(self, claimed: Sequence[Claimed]) -> None:
+        for c in claimed:
+            self.watching[c.watch.key] = c.fence
+
+    async def drop(self, keys: Collection[Key]) -> None:
+        for key in keys:
+            self.watching.pop(key, None)
+
+
+class _Clock:
+    """The keepers' monotonic clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _Replica:
+    def __init__(self, keeper: LeaseKeeper, holder: _Holder, store: PostgresStore) -> None:
+        self.keeper, self.holder, self.store = keeper, holder, store
+
+    async def tick(self) -> None:
+        await self.keeper.tick()
+
+
+@asynccontextmanager
+async def _replica(
+    schema: str,
+    name: str,
+    clock: Callable[[], float],
+    lease_seconds: float = 15.0,
+    url: str = PG_URL,
+) -> AsyncIterator[_Replica]:
+    store = PostgresStore(url, schema=schema, replica=name, outbox=True, connect_timeout=1)
+    await store.open(load=False)
+    holder = _Holder()
+    leases = Leases(name, lease_seconds, schema=schema)
+    settings = KeeperSettings(
+        max_requests_per_minute=CAPACITY_RPM,
+        max_concurrency=CAPACITY_CONCURRENCY,
+        lease_seconds=lease_seconds,
+        reconcile_seconds=lease_seconds,
+    )
+    keeper = LeaseKeeper(store, leases, holder, settings, clock=clock)
+    try:
+        yield _Replica(keeper, holder, store)
+    finally:
+        await store.aclose()
+
+
+async def _seed(schema: str, active: int, finished: int = 0) -> None:
+    store = PostgresStore(PG_URL, schema=schema)
+    await store.open()
+    for n in range(active):
+        store.save(_watch(f"vsfb_a{n:04d}"))
+    for n in range(finished):
+        store.save(_finish(_watch(f"vsfb_f{n:04d}")))
+    await store.aclose()
+
+
+def _owners(schema: str) -> dict[str | None, int]:
+    with pg_connect(schema) as conn:
+        rows = conn.execute("SELECT owner, count(*) FROM watches GROUP BY owner").fetchall()
+    return {str(r[0]) if r[0] is not None else None: int(r[1]) for r in rows}
+
+
+def _check_budget(schema: str, replicas: Sequence[_Replica]) -> None:
+    """The live replicas' recorded grants, and what the replicas may spend, are within the
+    fleet's budget."""
+    with pg_connect(schema) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(requests_per_minute), 0), coalesce(sum(concurrency), 0) "
+            "FROM replicas WHERE expires_at > now()"
+        ).fetchone()
+    assert row is not None
+    assert float(str(row[0])) <= CAPACITY_RPM + 1e-6
+    assert int(str(row[1])) <= CAPACITY_CONCURRENCY
+    assert sum(r.holder.grants[0] for r in replicas) <= CAPACITY_RPM + 1e-6
+    assert sum(r.holder.grants[1] for r in replicas) <= CAPACITY_CONCURRENCY
+
+
+async def _rounds(schema: str, clock: _Clock, replicas: Sequence[_Replica], n: int) -> None:
+    for _ in range(n):
+        for r in replicas:
+            await r.tick()
+            _check_budget(schema, replicas)
+        clock.now += 1.1  # past the settling time of a shrunk grant
+
+
+async def test_three_replicas_share_the_watches_and_the_budget(pg_schema: str) -> None:
+    """Three replicas starting one after the other end with a third each of the watched and of
+    the finished batches, and a third of the budget each, never more than all of it."""
+    await _seed(pg_schema, active=30, finished=6)
+    clock = _Clock()
+    async with (
+        _replica(pg_schema, "r1", clock) as a,
+        _replica(pg_schema, "r2", clock) as b,
+        _replica(pg_schema, "r3", clock) as c,
+    ):
+        await _rounds(pg_schema, clock, [a], 2)
+        assert len(a.holder.watching) == 36
+        assert a.holder.grants == (CAPACITY_RPM, CAPACITY_CONCURRENCY)
+        await _rounds(pg_schema, clock, [a, b], 3)
+        await _rounds(pg_schema, clock, [a, b, c], 4)
+        assert _owners(pg_schema) == {"r1": 12, "r2": 12, "r3": 12}
+        for r in (a, b, c):
+            finished = [k for k in r.holder.watching if k[1].startswith("vsfb_f")]
+            assert len(finished) == 2
+        # 600 a minute is 10 a second: 4, 3 and 3 a second, whole, so no second sees more.
+        assert sorted(r.holder.grants[0] for r in (a, b, c)) == [180, 180, 240]
+        assert sorted(r.holder.grants[1] for r in (a, b, c)) == [2, 3, 3]
+        held = [set(r.holder.watching) for r in (a, b, c)]
+        assert len(held[0] | held[1] | held[2]) == 36
+
+
+async def test_a_replica_that_leaves_hands_over_at_once(pg_schema: str) -> None:
+    """A replica leaving (SIGTERM) releases its watches at once, so the next tick of another
+    claims them; its budget goes to the others once its grant has settled."""
+    await _seed(pg_schema, active=20)
+    clock = _Clock()
+    async with _replica(pg_schema, "r1", clock) as a, _replica(pg_schema, "r2", clock) as b:
+        await _rounds(pg_schema, clock, [a, b], 4)
+        assert _owners(pg_schema) == {"r1": 10, "r2": 10}
+        await a.keeper.leave()
+        assert a.holder.grants == (0.0, 0)
+        assert _owners(pg_schema) == {"r2": 10, None: 10}
+        started = time.monotonic()
+        await b.tick()
+        assert _owners(pg_schema) == {"r2": 20}
+        assert len(b.holder.watching) == 20
+        assert time.monotonic() - started < 2.0
+
+        async def grown() -> bool:
+            clock.now += 1.1
+            await b.tick()
+            return b.holder.grants == (CAPACITY_RPM, CAPACITY_CONCURRENCY)
+
+        for _ in range(50):
+            if await grown():
+                break
+            await anyio.sleep(0.1)
+        assert b.holder.grants == (CAPACITY_RPM, CAPACITY_CONCURRENCY)
+
+
+async def test_a_dead_replicas_watches_move_when_its_lease_runs_out(pg_schema: str) -> None:
+    """A replica that stops heartbeating (killed) keeps its watches until its lease runs out,
+    then the others claim them all, counting takeovers."""
+    await _seed(pg_schema, active=12)
+    clock = _Clock()
+    lease = 1.0
+    async with (
+        _replica(pg_schema, "r1", clock, lease) as a,
+        _replica(pg_schema, "r2", clock, lease) as b,
+    ):
+        await _rounds(pg_schema, clock, [a, b], 4)
+        assert _owners(pg_schema) == {"r1": 6, "r2": 6}
+        died = time.monotonic()
+        await b.tick()
+        assert _owners(pg_schema) == {"r1": 6, "r2": 6}, "taken before the lease ran out"
+
+        async def all_moved() -> bool:
+            await b.tick()
+            return _owners(pg_schema) == {"r2": 12}
+
+        while not await all_moved():
+            assert time.monotonic() - died < 2 * lease + 1, "not taken over within two leases"
+            await anyio.sleep(0.05)
+        assert b.keeper.leases.takeovers == 6
+        assert len(b.holder.watching) == 12
+
+
+async def test_a_replica_paused_past_its_lease_cannot_overwrite_the_new_owner(
+    pg_schema: str,
+) -> None:
+    """A replica paused past its lease loses its watches to another; when it wakes, its writes
+    do not land (the new owner's state stays), it stops spending before anything else, and it
+    drops the watches it lost."""
+    await _seed(pg_schema, active=2)
+    clock = _Clock()
+    lease = 1.0
+    async with (
+        _replica(pg_schema, "r1", clock, lease) as a,
+        _replica(pg_schema, "r2", clock, lease) as b,
+    ):
+        await a.tick()
+        assert len(a.holder.watching) == 2
+        key = ("vs_1", "vsfb_a0000")
+        # r1 is paused: no heartbeat. r2 starts, and claims the watches once r1's lease is out.
+        await eventually_claimed(b, pg_schema, {"r2": 2})
+        new = _moved(_watch("vsfb_a0000"), 9)
+        b.store.save(new)
+        await b.store.flush()
+
+        # r1 wakes up, with what it noted before the pause.
+        clock.now += 2 * lease
+        stale = _moved(_watch("vsfb_a0000"), 1)
+        a.store.save(stale)
+        await a.store.flush()
+        with pg_connect(pg_schema) as conn:
+            progress = conn.execute(
+                "SELECT progress FROM watches WHERE batch_id = 'vsfb_a0000'"
+            ).fetchone()
+        assert progress is not None
+        assert '"completed": 9' in str(progress[0])
+        a.holder.grant_history.clear()
+        await a.tick()
+        assert a.holder.grant_history[0] == (0.0, 0), "spent before it knew it was still owner"
+        assert key not in a.holder.watching
+        assert a.holder.watching == {}
+        assert _owners(pg_schema) == {"r2": 2}
+
+
+async def eventually_claimed(r: _Replica, schema: str, owners: dict[str | None, int]) -> None:
+    async def claimed() -> bool:
+        await r.tick()
+        return _owners(schema) == owners
+
+    deadline = time.monotonic() + 10
+    while not await claimed():
+        assert time.monotonic() < deadline
+        await anyio.sleep(0.05)
+
+
+async def test_a_second_process_under_a_live_name_is_refused(pg_schema: str) -> None:
+    """A replica whose name a live replica of another process holds is refused, naming the
+    variable that sets it."""
+    clock = _Clock()
+    async with _replica(pg_schema, "same", clock) as a, _replica(pg_schema, "same", clock) as b:
+        await a.tick()
+        with pytest.raises(NameTaken, match="BATCH_WATCHER_REPLICA_ID"):
+            await b.tick()
+
+
+async def test_a_restarted_replica_claims_its_old_watches_under_new_tokens(
+    pg_schema: str,
+) -> None:
+    """A new process under the name of an expired one gives back what that one owned and claims
+    it again with new tokens, so the old process's writes could not land."""
+    await _seed(pg_schema, active=3)
+    clock = _Clock()
+    async with _replica(pg_schema, "r1", clock, lease_seconds=0.5) as old:
+        await old.tick()
+        tokens = dict(old.keeper.leases.tokens)
+    await anyio.sleep(0.6)
+    async with _replica(pg_schema, "r1", clock) as new:
+        await new.tick()
+        await new.tick()
+        assert set(new.keeper.leases.tokens) == set(tokens)
+        assert all(new.keeper.leases.tokens[k] > tokens[k] for k in tokens)
+
+
+async def test_a_watch_registered_here_is_claimed_here_unless_owned(pg_schema: str) -> None:
+    """``claim_now`` takes a newly registered watch that no live replica owns, and leaves one
+    that another live replica owns."""
+    await _seed(pg_schema, active=1)
+    clock = _Clock()
+    async with _replica(pg_schema, "r1", clock) as a, _replica(pg_schema, "r2", clock) as b:
+        await a.tick()
+        b.store.save(_watch("vsfb_new"))
+        await b.store.flush()
+        await b.keeper.tick()  # seen, but r2 asks for it by name below
+        claimed = await b.keeper.claim_now({("vs_1", "vsfb_new"), ("vs_1", "vsfb_a0000")})
+        assert claimed <= {("vs_1", "vsfb_new")}
+        with pg_connect(pg_schema) as conn:
+            row = conn.execute("SELECT owner FROM watches WHERE batch_id = 'vsfb_a0000'").fetchone()
+        assert row == ("r1",)
+
+
+async def test_strays_are_given_back(pg_schema: str) -> None:
+    """A row that names this replica without its holding the token (a claim whose answer was
+    lost) is given back by the next reconciliation."""
+    await _seed(pg_schema, active=2)
+    clock = _Clock()
+    async with _replica(pg_schema, "r1", clock) as a:
+        await a.tick()
+        key = ("vs_1", "vsfb_a0001")
+        a.keeper.leases.tokens.pop(key)
+        async with a.store.connection() as conn:
+            lost, strays = await a.keeper.leases.reconcile(conn)
+        assert (lost, strays) == (set(), {key})
+        with pg_connect(pg_schema) as conn:
+            row = conn.execute("SELECT owner FROM watches WHERE batch_id = 'vsfb_a0001'").fetchone()
+        assert row == (None,)
+
+
+async def test_a_database_away_past_the_lease_stops_spending_then_resumes(
+    pg_schema: str,
+) -> None:
+    """While the database does not answer, a replica keeps its watches and its grants for the
+    rest of its lease, says it is not ready, then stops spending; once the database is back
+    and no one took its watches, it spends and watches them again."""
+    await _seed(pg_schema, active=4)
+    clock = _Clock()
+    proxy = TcpProxy(*target())
+    try:
+        async with _replica(
+            pg_schema, "r1", clock, lease_seconds=5, url=via("127.0.0.1", proxy.port)
+        ) as a:
+            await a.tick()
+            assert (len(a.holder.watching), a.keeper.ready) == (4, True)
+            granted = a.holder.grants
+            proxy.cut()
+            clock.now += 1
+            await a.tick()
+            assert not a.keeper.ready
+            assert a.holder.grants == granted, "stopped spending within its lease"
+            clock.now += 5
+            await a.tick()
+            assert a.holder.grants == (0.0, 0)
+            assert len(a.holder.watching) == 4  # not known lost: kept, not polled
+            proxy.restore()
+            for _ in range(50):
+                clock.now += 1.1
+                await a.tick()
+                if a.keeper.ready and a.holder.grants == granted:
+                    break
+                await anyio.sleep(0.1)
+            assert a.keeper.ready
+            assert a.holder.grants == granted
+            assert len(a.holder.watching) == 4
+            assert _owners(pg_schema) == {"r1": 4}
+    finally:
+        proxy.close()
