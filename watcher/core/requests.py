@@ -8,11 +8,11 @@ the scheduling, the watch list and the refusals are the other half.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
-from ..api.client import APIClient, file_page_limit
+from ..api.client import APIClient, Reply, file_page_limit
 from ..api.models import IN_PROGRESS
 from ..errors import AlreadyAttached, APIError, TooManyWatches
 from . import lifecycle, store_lifecycle
@@ -38,6 +38,8 @@ from .retry import (
 from .schedule import Entry
 from .settings import EngineSettings
 from .watch import Watch, WatchOptions
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from .engine import WatchStore
@@ -75,37 +77,28 @@ class Requests:
 
     async def _retrieve(self, entry: Entry) -> Step:
         watch = entry.watch
-        self.polls += 1
-        try:
-            reply = await self.client.retrieve_batch_reply(watch.vector_store_id, watch.batch_id)
-        except APIError as exc:
-            return lifecycle.failed(
-                watch,
-                exc,
-                now=self._clock(),
-                wall=self._wall(),
-                settings=self.settings,
-                random=self._rng,
-            )
-        self._succeeded(watch)
-        entry.polled_at = self._clock()
-        return lifecycle.replied(
-            watch,
-            reply.value,
-            poll_after=reply.meta.poll_after,
-            now=self._clock(),
-            wall=self._wall(),
-            settings=self.settings,
-            random=self._rng,
-        )
+        reply = self.client.retrieve_batch_reply(watch.vector_store_id, watch.batch_id)
+        return await self._poll(entry, reply, lifecycle.failed, lifecycle.replied)
 
     async def _retrieve_store(self, entry: Entry) -> Step:
+        reply = self.client.retrieve_store_reply(entry.watch.vector_store_id)
+        return await self._poll(entry, reply, store_lifecycle.failed, store_lifecycle.replied)
+
+    async def _poll(
+        self,
+        entry: Entry,
+        request: Awaitable[Reply[T]],
+        failed: Callable[..., Step],
+        replied: Callable[..., Step],
+    ) -> Step:
+        """One poll: ``request`` sent, its outcome fed to the watch's rules (a batch's or a
+        store's ``failed`` and ``replied``)."""
         watch = entry.watch
         self.polls += 1
         try:
-            reply = await self.client.retrieve_store_reply(watch.vector_store_id)
+            reply = await request
         except APIError as exc:
-            return store_lifecycle.failed(
+            return failed(
                 watch,
                 exc,
                 now=self._clock(),
@@ -115,7 +108,7 @@ class Requests:
             )
         self._succeeded(watch)
         entry.polled_at = self._clock()
-        return store_lifecycle.replied(
+        return replied(
             watch,
             reply.value,
             poll_after=reply.meta.poll_after,
