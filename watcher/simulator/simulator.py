@@ -11,6 +11,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from ..api.models import TERMINAL_STATUSES
@@ -236,13 +237,7 @@ class Simulator:
         spec, created_at = self._store_spec(vector_store_id)
         with self._lock:
             self._stores[vector_store_id] = (
-                StoreSpec(
-                    spec.vector_store_id,
-                    name=spec.name,
-                    created_at=created_at,
-                    expires_after_days=spec.expires_after_days,
-                    expired=True,
-                ),
+                replace(spec, created_at=created_at, expired=True),
                 created_at,
             )
 
