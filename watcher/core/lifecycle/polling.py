@@ -96,8 +96,8 @@ def replied(
     if first_reply:
         changes["first_seen_at"] = wall
     record = Record.NOTHING
+    point = Progress(now, counts.finished)
     if counts != watch.file_counts or batch.status != watch.status:
-        point = Progress(now, counts.finished)
         old = watch.file_counts
         restarted = old is not None and counts.finished < old.finished
         first_point = point if watch.progress_first is None or restarted else watch.progress_first
@@ -114,7 +114,13 @@ def replied(
             status=batch.status,
         )
         events.append(
-            BatchProgressed(**_ids(watch), status=batch.status, file_counts=counts, eta_seconds=eta)
+            BatchProgressed(
+                vector_store_id=watch.vector_store_id,
+                batch_id=watch.batch_id,
+                status=batch.status,
+                file_counts=counts,
+                eta_seconds=eta,
+            )
         )
         record = Record.SAVE if first_reply else Record.PROGRESS
     if batch.status not in KNOWN_STATUSES and watch.unknown_status_seen != batch.status:
@@ -138,7 +144,7 @@ def replied(
     if stall_after and not stalled and batch.status == IN_PROGRESS and quiet >= stall_after:
         stalled, eta = True, None
         events.append(BatchStalled(**_ids(watch), file_counts=counts, stalled_seconds=quiet))
-    window = watch.window.add(Progress(now, counts.finished))
+    window = watch.window.add(point)
     remaining = window.remaining_seconds(counts.expected, now)
     decision = next_poll(
         poll_settings(watch, settings),
@@ -152,7 +158,7 @@ def replied(
     changes.update(last_change=last_change, stalled=stalled, eta_seconds=eta, window=window)
     w = watch.evolve(changes)
     wait = Wait(decision.delay, decision.reason, remaining=remaining)
-    if any(isinstance(e, BatchStalled) for e in events):
+    if stalled and not watch.stalled:  # flagged stalled by this reply: name the stuck files
         return Step(w, ListStuckFiles(then=wait), tuple(events), record)
     return Step(w, wait, tuple(events), record)
 
