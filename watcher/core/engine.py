@@ -5,7 +5,8 @@ due times for all watches — a watch costs a heap entry and a record, not a tas
 watches to the workers. A worker asks the lifecycle (:mod:`watcher.core.lifecycle`) what to do,
 does it (a request through the shared client and budget, a write to the store), and feeds the
 outcome back, until the lifecycle says to wait. Every rule about one watch is the lifecycle's;
-the engine only schedules, sends, records and announces.
+the engine only schedules, sends, records and announces. Its bases hold the rest: the watch list
+and the store it writes to (:mod:`.watch_list`), and one method per request (:mod:`.requests`).
 
 One clock gives both due times and waits: the engine's (and its budget's) ``clock`` must be the
 clock the event loop waits on. The default, ``time.monotonic``, is asyncio's (and cheaper to ask
@@ -17,9 +18,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 import anyio.abc
@@ -29,9 +28,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ..api.budget import RequestBudget
 from ..api.client import APIClient, ClientSettings, Exchange
-from ..errors import AuthError, StoreUnavailable, TooManyWatches
+from ..errors import AuthError, StoreUnavailable
 from . import lifecycle, store_lifecycle
-from .events import AuthFailed, AuthRecovered, Event, Sink, WatchRemoved, WatchStarted
+from .events import AuthFailed, AuthRecovered, Sink
 from .file_names import FileNames
 from .lifecycle import (
     Cancel,
@@ -51,29 +50,10 @@ from .requests import Requests
 from .schedule import DueTimes, Entry, Ready
 from .settings import EngineSettings
 from .states import Phase
-from .watch import STORE, Key, Watch, WatchOptions
+from .watch import Key, Watch
+from .watch_list import WatchStore
 
 log = structlog.get_logger("watcher.core.engine")
-
-
-class WatchStore(Protocol):
-    """Where watches outlive the process; see :mod:`watcher.store`."""
-
-    def save(self, watch: Watch) -> None:
-        """Note the watch's latest state; written within a second or so."""
-
-    def note_progress(self, watch: Watch) -> None:
-        """The watch's counts or status moved; written at the next progress checkpoint, may be
-        lost in a crash."""
-
-    async def save_finished(self, watch: Watch) -> None:
-        """Write the ended watch durably; returns once it is on disk."""
-
-    def delete(self, key: Key) -> None:
-        """Forget the watch."""
-
-    async def save_now(self, watch: Watch) -> None:
-        """Write the watch (and everything saved before it) durably; returns once on disk."""
 
 
 class Engine(Requests):
@@ -140,127 +120,6 @@ class Engine(Requests):
         return cls(
             client, budget, settings, sinks=sinks, store=store, clock=clock, wall=wall, rng=rng
         )
-
-    # -- the watch list --------------------------------------------------------------------
-
-    def add(
-        self,
-        vector_store_id: str,
-        batch_id: str,
-        *,
-        labels: Mapping[str, str] | None = None,
-        options: WatchOptions | None = None,
-        restored: Watch | None = None,
-        until_idle: bool = False,
-        retry_of: str | None = None,
-        retry_attempt: int = 0,
-    ) -> tuple[Watch, bool]:
-        """Watch a batch, or with ``batch_id`` :data:`~.watch.STORE` a whole vector store (until
-        no file of it is in progress, with ``until_idle``; else for as long as it lives).
-        ``retry_of``: the batch whose failed files this one sends again, as retry
-        ``retry_attempt`` of its chain. Returns the watch and whether it is new (False: already
-        watched)."""
-        key = (vector_store_id, batch_id)
-        existing = self._entries.get(key)
-        if existing is not None:
-            return existing.watch, False
-        finished = restored is not None and restored.phase is Phase.FINISHED
-        if not finished and self._active >= self.settings.max_watches:
-            # Finished watches wait for retention and cost no polling: they do not count.
-            raise TooManyWatches(
-                f"already watching {self._active} unfinished batches, the most allowed "
-                f"(state.max_watches = {self.settings.max_watches})"
-            )
-        # A store watched for as long as it lives has no deadline but its own.
-        lasting = batch_id == STORE and not until_idle
-        watch = restored or replace(
-            Watch.new(
-                vector_store_id,
-                batch_id,
-                registered_at=self._wall(),
-                labels=labels,
-                options=(options or WatchOptions())
-                if lasting
-                else self._with_default_deadline(options),
-            ),
-            retry_of=retry_of,
-            retry_attempt=retry_attempt,
-        )
-        if until_idle and restored is None:
-            watch = replace(watch, until_idle=True)
-        entry = Entry(watch)
-        self._entries[key] = entry
-        if not finished:
-            self._set_active(+1)
-            step = lifecycle.start(watch, now=self._clock())
-            entry.watch = step.watch
-            self._schedule(entry, 0.0)
-        if restored is None and self._store is not None:
-            self._store.save(entry.watch)
-        self._emit(
-            WatchStarted(
-                vector_store_id=vector_store_id,
-                batch_id=batch_id,
-                labels=watch.labels,
-                resumed=restored is not None,
-            )
-        )
-        return entry.watch, True
-
-    def _with_default_deadline(self, options: WatchOptions | None) -> WatchOptions:
-        options = options or WatchOptions()
-        if options.deadline_seconds is None and self.settings.deadline_seconds:
-            return replace(options, deadline_seconds=self.settings.deadline_seconds)
-        return options
-
-    def remove(self, vector_store_id: str, batch_id: str) -> bool:
-        entry = self._entries.pop((vector_store_id, batch_id), None)
-        if entry is None:
-            return False
-        entry.removed = True
-        if entry.watch.phase is not Phase.FINISHED:
-            self._set_active(-1)
-        if self._store is not None:
-            self._store.delete(entry.watch.key)
-        self._emit(WatchRemoved(vector_store_id=vector_store_id, batch_id=batch_id))
-        return True
-
-    def get(self, vector_store_id: str, batch_id: str) -> Watch | None:
-        entry = self._entries.get((vector_store_id, batch_id))
-        return None if entry is None else entry.watch
-
-    def watches(self) -> Iterable[Watch]:
-        return (entry.watch for entry in self._entries.values())
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    @property
-    def unfinished(self) -> int:
-        """Watches not yet ended: what ``state.max_watches`` bounds."""
-        return self._active
-
-    def prune_finished(self, finished_before: float) -> list[Watch]:
-        """Forget watches that ended before ``finished_before`` (wall clock)."""
-        old = [
-            e.watch
-            for e in self._entries.values()
-            if e.watch.finished_at is not None and e.watch.finished_at < finished_before
-        ]
-        for watch in old:
-            self.remove(watch.vector_store_id, watch.batch_id)
-        return old
-
-    async def wait_idle(self) -> None:
-        """Return once no watch is left unfinished."""
-        await self._idle.wait()
-
-    def _set_active(self, delta: int) -> None:
-        self._active += delta
-        if self._active == 0:
-            self._idle.set()
-        elif self._idle.is_set():
-            self._idle = anyio.Event()
 
     # -- refused credentials -----------------------------------------------------------------
 
@@ -450,10 +309,3 @@ class Engine(Requests):
         self._set_active(-1)
         for event in step.events:
             self._emit(event)
-
-    def _emit(self, event: Event) -> None:
-        for sink in self._sinks:
-            try:
-                sink(event)
-            except Exception:
-                log.exception("sink_failed", sink_event=type(event).__name__)

@@ -1,22 +1,22 @@
 """The requests a watch's turn makes, one method per action, each feeding its outcome back to
 the lifecycle as the next :class:`~watcher.core.lifecycle.Step`.
 
-:class:`Requests` is the I/O half of :class:`~watcher.core.engine.Engine`, which inherits it;
-the scheduling, the watch list and the refusals are the other half.
+:class:`Requests` is the I/O part of :class:`~watcher.core.engine.Engine`, which inherits it;
+it stands on the watch list (:mod:`.watch_list`), and the engine adds the scheduling, the workers
+and the refusals.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from ..api.client import APIClient, Reply, file_page_limit
 from ..api.models import IN_PROGRESS
 from ..errors import AlreadyAttached, APIError, TooManyWatches
 from . import lifecycle, store_lifecycle
-from .events import Sink
 from .failed_files import list_failed_files
 from .file_names import FileNames
 from .lifecycle import (
@@ -36,43 +36,22 @@ from .retry import (
     unsent,
 )
 from .schedule import Entry
-from .settings import EngineSettings
-from .watch import Watch, WatchOptions
+from .watch import Watch
+from .watch_list import WatchList
 
 T = TypeVar("T")
 
-if TYPE_CHECKING:
-    from .engine import WatchStore
 
-
-class Requests:
-    """What the methods below need of the engine."""
+class Requests(WatchList):
+    """What the methods below need of the engine, besides its watch list."""
 
     client: APIClient
-    settings: EngineSettings
     names: FileNames
     polls: int
-    _store: WatchStore | None
-    _sinks: tuple[Sink, ...]
-    _clock: Callable[[], float]
-    _wall: Callable[[], float]
     _rng: Callable[[], float]
 
     def _succeeded(self, probe: Watch) -> None:
-        raise NotImplementedError
-
-    def add(
-        self,
-        vector_store_id: str,
-        batch_id: str,
-        *,
-        labels: Mapping[str, str] | None = None,
-        options: WatchOptions | None = None,
-        restored: Watch | None = None,
-        until_idle: bool = False,
-        retry_of: str | None = None,
-        retry_attempt: int = 0,
-    ) -> tuple[Watch, bool]:
+        """A request for ``probe`` got a good reply (the engine's refusals)."""
         raise NotImplementedError
 
     async def _retrieve(self, entry: Entry) -> Step:

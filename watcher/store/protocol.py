@@ -36,8 +36,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..core.engine import WatchStore
 from ..core.watch import Watch
+from ..core.watch_list import WatchStore
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,188 @@
+"""The engine's watch list: which watches it holds, adding and removing them, and the store
+they are written to. :class:`WatchList` is the base of :class:`~watcher.core.engine.Engine`,
+which schedules and polls what the list holds (through :class:`~watcher.core.requests.Requests`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from typing import Protocol
+
+import anyio
+import structlog
+
+from ..errors import TooManyWatches
+from . import lifecycle
+from .events import Event, WatchRemoved, WatchStarted
+from .schedule import Entry
+from .settings import EngineSettings
+from .states import Phase
+from .watch import STORE, Key, Watch, WatchOptions
+
+log = structlog.get_logger("watcher.core.engine")
+
+
+class WatchStore(Protocol):
+    """Where watches outlive the process; see :mod:`watcher.store`."""
+
+    def save(self, watch: Watch) -> None:
+        """Note the watch's latest state; written within a second or so."""
+
+    def note_progress(self, watch: Watch) -> None:
+        """The watch's counts or status moved; written at the next progress checkpoint, may be
+        lost in a crash."""
+
+    async def save_finished(self, watch: Watch) -> None:
+        """Write the ended watch durably; returns once it is on disk."""
+
+    def delete(self, key: Key) -> None:
+        """Forget the watch."""
+
+    async def save_now(self, watch: Watch) -> None:
+        """Write the watch (and everything saved before it) durably; returns once on disk."""
+
+
+class WatchList:
+    """The watches the engine holds, each as an :class:`~.schedule.Entry`."""
+
+    settings: EngineSettings
+    _store: WatchStore | None
+    _sinks: tuple[Callable[[Event], None], ...]
+    _clock: Callable[[], float]
+    _wall: Callable[[], float]
+    _entries: dict[Key, Entry]
+    _active: int
+    _idle: anyio.Event
+
+    def _schedule(self, entry: Entry, delay: float) -> None:
+        """Make the entry due in ``delay`` seconds (the engine's scheduler)."""
+        raise NotImplementedError
+
+    # -- the list --------------------------------------------------------------------
+
+    def add(
+        self,
+        vector_store_id: str,
+        batch_id: str,
+        *,
+        labels: Mapping[str, str] | None = None,
+        options: WatchOptions | None = None,
+        restored: Watch | None = None,
+        until_idle: bool = False,
+        retry_of: str | None = None,
+        retry_attempt: int = 0,
+    ) -> tuple[Watch, bool]:
+        """Watch a batch, or with ``batch_id`` :data:`~.watch.STORE` a whole vector store (until
+        no file of it is in progress, with ``until_idle``; else for as long as it lives).
+        ``retry_of``: the batch whose failed files this one sends again, as retry
+        ``retry_attempt`` of its chain. Returns the watch and whether it is new (False: already
+        watched)."""
+        key = (vector_store_id, batch_id)
+        existing = self._entries.get(key)
+        if existing is not None:
+            return existing.watch, False
+        finished = restored is not None and restored.phase is Phase.FINISHED
+        if not finished and self._active >= self.settings.max_watches:
+            # Finished watches wait for retention and cost no polling: they do not count.
+            raise TooManyWatches(
+                f"already watching {self._active} unfinished batches, the most allowed "
+                f"(state.max_watches = {self.settings.max_watches})"
+            )
+        # A store watched for as long as it lives has no deadline but its own.
+        lasting = batch_id == STORE and not until_idle
+        watch = restored or replace(
+            Watch.new(
+                vector_store_id,
+                batch_id,
+                registered_at=self._wall(),
+                labels=labels,
+                options=(options or WatchOptions())
+                if lasting
+                else self._with_default_deadline(options),
+            ),
+            retry_of=retry_of,
+            retry_attempt=retry_attempt,
+        )
+        if until_idle and restored is None:
+            watch = replace(watch, until_idle=True)
+        entry = Entry(watch)
+        self._entries[key] = entry
+        if not finished:
+            self._set_active(+1)
+            step = lifecycle.start(watch, now=self._clock())
+            entry.watch = step.watch
+            self._schedule(entry, 0.0)
+        if restored is None and self._store is not None:
+            self._store.save(entry.watch)
+        self._emit(
+            WatchStarted(
+                vector_store_id=vector_store_id,
+                batch_id=batch_id,
+                labels=watch.labels,
+                resumed=restored is not None,
+            )
+        )
+        return entry.watch, True
+
+    def _with_default_deadline(self, options: WatchOptions | None) -> WatchOptions:
+        options = options or WatchOptions()
+        if options.deadline_seconds is None and self.settings.deadline_seconds:
+            return replace(options, deadline_seconds=self.settings.deadline_seconds)
+        return options
+
+    def remove(self, vector_store_id: str, batch_id: str) -> bool:
+        entry = self._entries.pop((vector_store_id, batch_id), None)
+        if entry is None:
+            return False
+        entry.removed = True
+        if entry.watch.phase is not Phase.FINISHED:
+            self._set_active(-1)
+        if self._store is not None:
+            self._store.delete(entry.watch.key)
+        self._emit(WatchRemoved(vector_store_id=vector_store_id, batch_id=batch_id))
+        return True
+
+    def get(self, vector_store_id: str, batch_id: str) -> Watch | None:
+        entry = self._entries.get((vector_store_id, batch_id))
+        return None if entry is None else entry.watch
+
+    def watches(self) -> Iterable[Watch]:
+        return (entry.watch for entry in self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def unfinished(self) -> int:
+        """Watches not yet ended: what ``state.max_watches`` bounds."""
+        return self._active
+
+    def prune_finished(self, finished_before: float) -> list[Watch]:
+        """Forget watches that ended before ``finished_before`` (wall clock)."""
+        old = [
+            e.watch
+            for e in self._entries.values()
+            if e.watch.finished_at is not None and e.watch.finished_at < finished_before
+        ]
+        for watch in old:
+            self.remove(watch.vector_store_id, watch.batch_id)
+        return old
+
+    async def wait_idle(self) -> None:
+        """Return once no watch is left unfinished."""
+        await self._idle.wait()
+
+    def _set_active(self, delta: int) -> None:
+        self._active += delta
+        if self._active == 0:
+            self._idle.set()
+        elif self._idle.is_set():
+            self._idle = anyio.Event()
+
+    def _emit(self, event: Event) -> None:
+        for sink in self._sinks:
+            try:
+                sink(event)
+            except Exception:
+                log.exception("sink_failed", sink_event=type(event).__name__)
