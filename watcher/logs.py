@@ -15,9 +15,9 @@ from typing import Any, TextIO, get_args
 import structlog
 
 from .api.models import parse_file_counts
-from .cli.report import eta_text, files_text
 from .config.model import LogFormat, LogLevel
 from .core.events import BatchFinished, Event, FileFailedEvent, event_name
+from .core.wording import eta_text, files_text
 from .credentials import MASK, Secret, SecretSource
 from .errors import ProtocolError
 

@@ -34,7 +34,7 @@ from ..core.events import (
 )
 from ..core.results import BatchResult
 from ..core.states import State
-from .report import eta_text, files_text
+from ..core.wording import eta_text, files_text
 
 #: How a finished bar is drawn, by how the batch ended.
 CLEAN, WITH_FAILURES, CANCELLED_STYLE = "green", "red", "yellow"

@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..api.models import FileCounts
 from ..core.results import BatchResult, FileName
 from ..core.states import State
+from ..core.wording import duration_text
 
 #: Endings in which the API refused us, whatever the batch did.
 _REFUSED = frozenset({State.NOT_FOUND, State.REJECTED, State.AUTH_FAILED})
@@ -70,7 +70,7 @@ def write_text_summary(results: Sequence[BatchResult], out: TextIO) -> None:
                 f"of {counts.total}"
             )
         # The watch's time, from its first answer to the end: not how long the batch took.
-        line += f" (watched for {_duration(r.elapsed_seconds)})"
+        line += f" (watched for {duration_text(r.elapsed_seconds)})"
         console.print(line, markup=False)
         if r.failed_by_code:
             codes = ", ".join(f"{code}: {n}" for code, n in sorted(r.failed_by_code.items()))
@@ -84,7 +84,7 @@ def write_text_summary(results: Sequence[BatchResult], out: TextIO) -> None:
         if r.note:
             console.print(f"  note: {r.note}", markup=False)
         if r.stuck_files:
-            quiet = _duration(max(f.stalled_seconds for f in r.stuck_files))
+            quiet = duration_text(max(f.stalled_seconds for f in r.stuck_files))
             console.print(
                 f"  {len(r.stuck_files)} files still in progress, no progress for {quiet}:",
                 markup=False,
@@ -117,29 +117,3 @@ def file_name_text(name: FileName) -> str:
     if name.filename is not None:
         return name.filename
     return "name unknown" if name.error is None else "name unknown: " + name.error[:80]
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m{secs:02d}s"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
-
-
-def files_text(c: FileCounts) -> str:
-    """The batch's files by kind: completed and failed always, cancelled and in progress when
-    there are any (``80/80`` alone hides 50 cancelled files)."""
-    parts = [f"{c.completed} completed", f"{c.failed} failed"]
-    if c.cancelled:
-        parts.append(f"{c.cancelled} cancelled")
-    if c.in_progress:
-        parts.append(f"{c.in_progress} in progress")
-    return ", ".join(parts)
-
-
-def eta_text(seconds: float | None) -> str:
-    return "?" if seconds is None else _duration(seconds)

@@ -16,8 +16,8 @@ import jinja2
 from starlette.templating import Jinja2Templates
 
 from .. import __version__
-from ..cli.report import eta_text
 from ..core.watch import Watch
+from ..core.wording import eta_text
 from ..credentials import MASK
 from .chart import progress_chart
 from .status_query import Query, listing

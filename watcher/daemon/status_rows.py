@@ -9,9 +9,9 @@ from typing import Final
 from urllib.parse import quote
 
 from ..api.models import FileCounts
-from ..cli.report import eta_text, files_text
 from ..core.states import Phase
 from ..core.watch import Watch
+from ..core.wording import eta_text, files_text
 from .status_state import has_trouble
 
 _ERROR_CHARS: Final = 200  # of an error message in a row; a batch's page shows it whole
