@@ -44,7 +44,7 @@ class _Holder:
         for c in claimed:
             self.watching[c.watch.key] = c.fence
 
-    async def drop(self, keys: Collection[Key]) -> None:
+    def drop(self, keys: Collection[Key]) -> None:
         for key in keys:
             self.watching.pop(key, None)
 
