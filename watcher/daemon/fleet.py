@@ -131,7 +131,7 @@ class FleetReplica:
             await self.keeper.hand_over(refused)
 
     def drop(self, keys: Collection[Key]) -> None:
-        self.store.forget(keys)
+        self.store.forget(keys)  # the keeper has, too; a drop of our own makes sure
         for key in keys:
             self.engine.forget(key)
 

@@ -104,6 +104,7 @@ class LeaseKeeper:
     def _on_lost(self, keys: set[Key]) -> None:
         """A fenced write did not land: drop those watches now, not at the next reconcile,
         which still runs soon to see what else changed."""
+        self.store.forget(keys)
         self.holder.drop(keys)
         self._lost.update(keys)
 
@@ -225,6 +226,7 @@ class LeaseKeeper:
     async def hand_over(self, keys: Collection[Key]) -> int:
         """Write these watches one last time, stop watching them, and release them."""
         await self.store.flush(progress=True)
+        self.store.forget(keys)
         self.holder.drop(keys)
         async with self.store.connection() as conn:
             released = await self.leases.release(conn, keys)
@@ -262,6 +264,7 @@ class LeaseKeeper:
             log.info("stray_watches_released", count=len(strays))
         if lost:
             log.warning("leases_lost", count=len(lost))
+            self.store.forget(lost)  # nothing noted of them is written now
             self.holder.drop(lost)
 
     async def leave(self) -> None:
