@@ -452,3 +452,34 @@ async def test_every_watch_is_listed_with_its_owner_and_lease(pg_schema: str) ->
         await a.tick()
         assert a.keeper.fleet is not None
         assert a.keeper.fleet.unowned == 2
+
+
+async def test_registrations_at_once_are_written_together_and_each_answered(
+    pg_schema: str,
+) -> None:
+    """Watches registered at the same moment are written and claimed (in as few transactions
+    as the writes allow); each caller learns of its own, a watch asked for twice is new to one
+    caller only, and one that exists already is new to none."""
+    await _seed(pg_schema, active=1)
+    clock = _Clock()
+    async with _replica(pg_schema, "r1", clock) as a:
+        await a.tick()
+        answers: dict[int, tuple[set[Key], list[Claimed]]] = {}
+        names = ["vsfb_a0000", "vsfb_n1", "vsfb_n2", "vsfb_n2", "vsfb_n3"]
+
+        async def register(n: int) -> None:
+            answers[n] = await a.keeper.register([_watch(names[n])])
+
+        writes = a.store.writes
+        async with anyio.create_task_group() as tg:
+            for n in range(len(names)):
+                tg.start_soon(register, n)
+        assert a.store.writes == writes  # registering is no flush of the store
+        new = [{k[1] for k in answers[n][0]} for n in range(len(names))]
+        assert new[0] == set()  # there already
+        assert new[1] == {"vsfb_n1"}
+        assert sorted(map(len, (new[2], new[3]))) == [0, 1]
+        assert new[4] == {"vsfb_n3"}
+        claimed = {c.watch.batch_id for n in range(len(names)) for c in answers[n][1]}
+        assert claimed == {"vsfb_n1", "vsfb_n2", "vsfb_n3"}  # vsfb_a0000: ours already
+        assert _owners(pg_schema) == {"r1": 4}

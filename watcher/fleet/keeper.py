@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import anyio
@@ -94,6 +94,7 @@ class LeaseKeeper:
         self._lost: set[Key] = set()
         self._next_reconcile = -math.inf
         self._claiming = anyio.Lock()
+        self._registering = _Registration()
         self.leases.on_lost = self._on_lost
         self.store.fencing = leases
 
@@ -244,13 +245,39 @@ class LeaseKeeper:
 
     async def register(self, watches: Sequence[Watch]) -> tuple[set[Key], list[Claimed]]:
         """Write watches registered here where no row is yet, and claim those no live replica
-        owns (nor we already), in one transaction: (the keys written, what was claimed)."""
-        async with self._claiming:
-            async with self.store.connection() as conn, conn.transaction():
-                created = await roster.insert_new(conn, watches)
-                fresh = [w.key for w in watches if w.key not in self.leases.tokens]
-                claimed = await self.leases.claim_keys(conn, fresh)
-            self.leases.hold(claimed)
+        owns (nor we already): (the keys written, what was claimed). Registrations that come
+        while one is being written go together, in one transaction, once it is done."""
+        batch = self._registering
+        batch.watches.extend(watches)
+        if not batch.started:
+            batch.started = True
+            # Shielded: the callers that joined this batch wait for its outcome.
+            with anyio.CancelScope(shield=True):
+                try:
+                    async with self._claiming:
+                        self._registering = _Registration()  # later callers: the next one
+                        batch.outcome = await self._register(batch.watches)
+                except BaseException as exc:
+                    batch.error = exc
+                finally:
+                    batch.done.set()
+        await batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+        assert batch.outcome is not None
+        created, claimed = batch.outcome
+        keys = {w.key for w in watches}
+        new = (created & keys) - batch.answered  # two asking for one watch: one is told "new"
+        batch.answered |= new
+        return new, [c for c in claimed if c.watch.key in keys]
+
+    async def _register(self, watches: Sequence[Watch]) -> tuple[set[Key], list[Claimed]]:
+        unique = list({w.key: w for w in watches}.values())
+        async with self.store.connection() as conn, conn.transaction():
+            created = await roster.insert_new(conn, unique)
+            fresh = [w.key for w in unique if w.key not in self.leases.tokens]
+            claimed = await self.leases.claim_keys(conn, fresh)
+        self.leases.hold(claimed)
         return created, claimed
 
     async def _reconcile(self, now: float) -> None:
@@ -279,6 +306,18 @@ class LeaseKeeper:
             log.warning("fleet_leave_failed", error=self.store.scrub(exc))
             return
         log.info("fleet_left", replica=self.leases.name, released=released)
+
+
+@dataclass(slots=True)
+class _Registration:
+    """Watches registered together, and the outcome each caller waits for."""
+
+    watches: list[Watch] = field(default_factory=list)
+    started: bool = False
+    done: anyio.Event = field(default_factory=anyio.Event)
+    outcome: tuple[set[Key], list[Claimed]] | None = None
+    error: BaseException | None = None
+    answered: set[Key] = field(default_factory=set)
 
 
 def _disowned(fleet: Fleet) -> Fleet:
