@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import Any, Final
 
 import anyio
 import structlog
@@ -82,6 +82,15 @@ class FleetView:
             listing = self._merge(rows)
             self._last = (self._clock(), listing)
             return listing
+
+    async def watches_json(self) -> list[dict[str, Any]]:
+        """``GET /v1/watches``: every batch watch of the fleet, with its owner and lease."""
+        listing = await self.listing()
+        return [
+            {**w.as_dict(), **listing.owners[w.key].as_dict()}
+            for w in listing.watches
+            if not w.is_store
+        ]
 
     def _merge(self, rows: list[Listed]) -> Listing:
         engine = self.replica.engine

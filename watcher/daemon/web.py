@@ -224,19 +224,9 @@ def build_app(state: AppState) -> Starlette:
             watches = [w.as_dict() for w in state.engine.watches() if not w.is_store]
             return JSONResponse({"watches": watches})
         try:
-            listing = await state.fleet.listing()
+            return JSONResponse({"watches": await state.fleet.watches_json()})
         except StoreUnavailable as exc:
             return _store_unavailable(exc)
-        owners = listing.owners
-        return JSONResponse(
-            {
-                "watches": [
-                    {**w.as_dict(), **owners[w.key].as_dict()}
-                    for w in listing.watches
-                    if not w.is_store
-                ]
-            }
-        )
 
     async def read_body(request: Request) -> bytes | Response:
         """The body, or the answer to a request whose body is too big, too slow or cut off."""
@@ -303,8 +293,7 @@ def build_app(state: AppState) -> Starlette:
                 )
             except StoreUnavailable as exc:
                 return _store_unavailable(exc)
-            body = {**listed.watch.as_dict(), **listed.ownership.as_dict()}
-            return JSONResponse(body, status_code=201 if created else 200)
+            return JSONResponse(listed.as_dict(), status_code=201 if created else 200)
         try:
             watch, created = state.engine.add(
                 spec.vector_store_id, spec.batch_id, labels=spec.labels, options=options
@@ -339,7 +328,7 @@ def build_app(state: AppState) -> Starlette:
                 return _store_unavailable(exc)
             if listed is None:
                 return _error(404, f"no replica watches {key[0]}/{key[1]}")
-            return JSONResponse({**listed.watch.as_dict(), **listed.ownership.as_dict()})
+            return JSONResponse(listed.as_dict())
         watch = state.engine.get(*key)
         if watch is None:
             return _error(404, f"not watching {key[0]}/{key[1]}")

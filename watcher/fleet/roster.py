@@ -42,6 +42,10 @@ class Listed:
     watch: Watch
     ownership: Ownership
 
+    def as_dict(self) -> dict[str, Any]:
+        """The watch as the control API shows it, with its owner and lease."""
+        return {**self.watch.as_dict(), **self.ownership.as_dict()}
+
 
 _SELECT: Final = f"""
 SELECT {", ".join(f"w.{c}" for c in COLUMNS)}, w.owner,
