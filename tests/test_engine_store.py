@@ -12,6 +12,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from postgres_fixtures import eventually
 from structlog.testing import capture_logs
 
 from watcher.api.settings import ClientSettings
@@ -159,3 +160,73 @@ def test_error_codes_are_bounded_per_batch() -> None:
     assert sum(kept.values()) == sum(by_code.values())
     assert kept["code_0"] == 100
     assert "code_49" not in kept
+
+
+class CountingTransport(httpx.AsyncBaseTransport):
+    """The simulator's app in process, counting the requests for each path."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.inner = httpx.ASGITransport(SimulatorApp(sim))
+        self.paths: Counter[str] = Counter()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.paths[request.url.path] += 1
+        return await self.inner.handle_async_request(request)
+
+    def polls(self, batch_id: str) -> int:
+        return sum(n for path, n in self.paths.items() if path.endswith(f"/{batch_id}"))
+
+
+async def test_a_forgotten_watch_is_polled_no_more_and_stays_in_the_store(
+    tmp_path: Path,
+) -> None:
+    """``forget`` stops polling a watch and says so (``watch_forgotten``), yet deletes nothing:
+    the store still holds it, while ``remove`` deletes its row."""
+    sim = Simulator(
+        [
+            BatchSpec("vs_f", "b_kept", total_files=5, duration_seconds=600),
+            BatchSpec("vs_f", "b_other", total_files=5, duration_seconds=600),
+            BatchSpec("vs_f", "b_gone", total_files=5, duration_seconds=600),
+        ],
+    )
+    store = SQLiteStore(tmp_path / "state.sqlite3")
+    await store.open()
+    transport = CountingTransport(sim)
+    events: list[Event] = []
+    settings = EngineSettings(
+        poll=PollSettings(interval=0.02, min_interval=0.01, max_interval=0.05, slow_down=False),
+        max_requests_per_minute=60_000,
+    )
+    engine = Engine.create(
+        ClientSettings(base_url="http://simulator.test/v1"),
+        settings,
+        transport=transport,
+        store=store,
+        sinks=[events.append],
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(engine.run)
+        for batch_id in ("b_kept", "b_other", "b_gone"):
+            engine.add("vs_f", batch_id)
+        await eventually(
+            lambda: min(transport.polls(b) for b in ("b_kept", "b_other", "b_gone")) >= 2, 20
+        )
+        assert engine.forget(("vs_f", "b_kept"))
+        assert engine.remove("vs_f", "b_gone")
+        assert not engine.forget(("vs_f", "b_kept"))
+        at_forget = transport.polls("b_kept")
+        other = transport.polls("b_other")
+        await eventually(lambda: transport.polls("b_other") >= other + 20, 20)
+        tg.cancel_scope.cancel()
+    # A request under way when it was forgotten may still have completed; none after it.
+    assert transport.polls("b_kept") <= at_forget + 1
+    assert engine.get("vs_f", "b_kept") is None
+    assert [type(e).__name__ for e in events if e.batch_id != "b_other"][-2:] == [
+        "WatchForgotten",
+        "WatchRemoved",
+    ]
+    await store.aclose()
+    again = SQLiteStore(tmp_path / "state.sqlite3")
+    stored = {w.batch_id for w in await again.open()}
+    await again.aclose()
+    assert stored == {"b_kept", "b_other"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import anyio
 import pytest
@@ -16,9 +17,10 @@ from postgres_fixtures import PG_URL, pg_connect, target, via
 from tcp_proxy import TcpProxy
 
 from watcher.core.watch import Key
+from watcher.fleet import roster
 from watcher.fleet.keeper import KeeperSettings, LeaseKeeper
 from watcher.fleet.leases import Claimed, Leases, NameTaken
-from watcher.store.postgres import PostgresStore
+from watcher.store.postgres import LeaseLost, PostgresStore
 
 CAPACITY_RPM = 600.0
 CAPACITY_CONCURRENCY = 8
@@ -44,7 +46,7 @@ class _Holder:
         for c in claimed:
             self.watching[c.watch.key] = c.fence
 
-    async def drop(self, keys: Collection[Key]) -> None:
+    def drop(self, keys: Collection[Key]) -> None:
         for key in keys:
             self.watching.pop(key, None)
 
@@ -365,3 +367,119 @@ async def test_a_database_away_past_the_lease_stops_spending_then_resumes(
             assert _owners(pg_schema) == {"r1": 4}
     finally:
         proxy.close()
+
+
+async def test_a_fenced_write_refused_drops_the_watch_at_once(pg_schema: str) -> None:
+    """A watch whose ending cannot be written (another replica took it) is dropped there and
+    then, before the next tick, and nothing of it is written: neither its result nor a
+    delivery."""
+    await _seed(pg_schema, active=2)
+    clock = _Clock()
+    async with _replica(pg_schema, "r1", clock) as a:
+        await a.tick()
+        key = ("vs_1", "vsfb_a0000")
+        assert key in a.holder.watching
+        with pg_connect(pg_schema) as conn:
+            conn.execute(
+                "UPDATE watches SET owner = 'r9', fence = fence + 1 WHERE batch_id = %s", (key[1],)
+            )
+        with pytest.raises(LeaseLost):
+            await a.store.save_finished(_finish(_watch("vsfb_a0000")))
+        assert key not in a.holder.watching
+        assert ("vs_1", "vsfb_a0001") in a.holder.watching
+        assert key not in a.keeper.leases.tokens
+        with pg_connect(pg_schema) as conn:
+            row = conn.execute(
+                "SELECT owner, result FROM watches WHERE batch_id = %s", (key[1],)
+            ).fetchone()
+            outbox = conn.execute("SELECT count(*) FROM outbox").fetchone()
+        assert row == ("r9", None)
+        assert outbox == (0,)
+
+
+async def test_a_watch_deleted_elsewhere_is_forgotten_at_the_owners_next_heartbeat(
+    pg_schema: str,
+) -> None:
+    """A watch deleted through another replica is dropped by its owner at its next heartbeat
+    (long before its next reconciliation is due), and what the owner had noted of it is not
+    written back."""
+    await _seed(pg_schema, active=3)
+    clock = _Clock()
+    async with _replica(pg_schema, "r1", clock) as a, _replica(pg_schema, "r2", clock) as b:
+        await a.tick()
+        assert len(a.holder.watching) == 3
+        key = ("vs_1", "vsfb_a0001")
+        a.store.note_progress(_moved(_watch("vsfb_a0001"), 5))
+        async with b.store.connection() as conn:
+            assert await roster.delete(conn, key) == (True, "r1")
+            assert await roster.delete(conn, key) == (False, None)
+        clock.now += 1.1  # one tick later; a reconciliation is due only after 15 s
+        await a.tick()
+        assert key not in a.holder.watching
+        assert len(a.holder.watching) == 2
+        await a.store.flush(progress=True)
+        assert _owners(pg_schema) == {"r1": 2}
+
+
+async def test_every_watch_is_listed_with_its_owner_and_lease(pg_schema: str) -> None:
+    """The fleet's list names each watch's owner, and its lease: owned while the owner's
+    heartbeat holds, expired once it ran out, unowned while none claimed it; the heartbeat
+    counts the watches no live replica owns."""
+    await _seed(pg_schema, active=3)
+    clock = _Clock()
+    async with _replica(pg_schema, "r1", clock) as a:
+        await a.tick()
+        with pg_connect(pg_schema) as conn:
+            conn.execute("UPDATE watches SET owner = NULL WHERE batch_id = 'vsfb_a0001'")
+            conn.execute("UPDATE watches SET owner = 'gone' WHERE batch_id = 'vsfb_a0002'")
+        async with a.store.connection() as conn:
+            listed = await roster.read_all(conn)
+            one = await roster.read_one(conn, ("vs_1", "vsfb_a0002"))
+            missing = await roster.read_one(conn, ("vs_1", "vsfb_none"))
+            unowned = await roster.count_unowned(conn)
+        leases = {w.watch.batch_id: (w.ownership.owner, w.ownership.lease) for w in listed}
+        assert leases == {
+            "vsfb_a0000": ("r1", "owned"),
+            "vsfb_a0001": (None, "unowned"),
+            "vsfb_a0002": ("gone", "expired"),
+        }
+        assert one is not None
+        assert one.ownership.lease == "expired"
+        assert missing is None
+        assert unowned == 2
+        a.keeper.settings = replace(a.keeper.settings, max_moves_per_tick=0)
+        clock.now += 1.1
+        await a.tick()
+        assert a.keeper.fleet is not None
+        assert a.keeper.fleet.unowned == 2
+
+
+async def test_registrations_at_once_are_written_together_and_each_answered(
+    pg_schema: str,
+) -> None:
+    """Watches registered at the same moment are written and claimed (in as few transactions
+    as the writes allow); each caller learns of its own, a watch asked for twice is new to one
+    caller only, and one that exists already is new to none."""
+    await _seed(pg_schema, active=1)
+    clock = _Clock()
+    async with _replica(pg_schema, "r1", clock) as a:
+        await a.tick()
+        answers: dict[int, tuple[set[Key], list[Claimed]]] = {}
+        names = ["vsfb_a0000", "vsfb_n1", "vsfb_n2", "vsfb_n2", "vsfb_n3"]
+
+        async def register(n: int) -> None:
+            answers[n] = await a.keeper.register([_watch(names[n])])
+
+        writes = a.store.writes
+        async with anyio.create_task_group() as tg:
+            for n in range(len(names)):
+                tg.start_soon(register, n)
+        assert a.store.writes == writes  # registering is no flush of the store
+        new = [{k[1] for k in answers[n][0]} for n in range(len(names))]
+        assert new[0] == set()  # there already
+        assert new[1] == {"vsfb_n1"}
+        assert sorted(map(len, (new[2], new[3]))) == [0, 1]
+        assert new[4] == {"vsfb_n3"}
+        claimed = {c.watch.batch_id for n in range(len(names)) for c in answers[n][1]}
+        assert claimed == {"vsfb_n1", "vsfb_n2", "vsfb_n3"}  # vsfb_a0000: ours already
+        assert _owners(pg_schema) == {"r1": 4}

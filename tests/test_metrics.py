@@ -19,6 +19,7 @@ from watcher.api.headers import RateLimit, ResponseMeta
 from watcher.api.models import FileCounts, LastError
 from watcher.api.settings import ClientSettings
 from watcher.api.vector_stores import VectorStore
+from watcher.config import config_from_mapping
 from watcher.core import lifecycle, store_lifecycle
 from watcher.core.engine import Engine
 from watcher.core.events import BatchFinished, BatchRetried
@@ -28,7 +29,9 @@ from watcher.core.settings import EngineSettings
 from watcher.core.states import Phase, State
 from watcher.core.watch import STORE, Watch, WatchOptions
 from watcher.daemon.batch_metrics import MAX_ERROR_CODES, STATUS_SET
+from watcher.daemon.fleet import FleetReplica
 from watcher.daemon.metrics import WATCH_STATES, WatcherMetrics, take_snapshot
+from watcher.store.postgres import PostgresStore
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 BATCH = "openai_vector_store_file_batch"
@@ -147,6 +150,7 @@ def documented() -> dict[str, tuple[str, frozenset[str] | None]]:
     text = DOCS.read_text(encoding="utf-8")
     per_batch, _, rest = text.partition("## Per vector store")
     per_store, _, own = rest.partition("## The watcher itself")
+    own = own.partition("## A fleet")[0]  # fleet mode's own: see test_fleet_gauges_...
     found: dict[str, tuple[str, frozenset[str] | None]] = {}
     row = re.compile(r"^\| `([a-z_:]+)` \| (\w+) \|\s*([^|]*?)\s*\|", re.MULTILINE)
     sections = (
@@ -566,3 +570,25 @@ def test_retries_are_counted_by_the_code_their_files_failed_with() -> None:
     r = metrics.registry
     assert r.get_sample_value("batch_watcher_retries_total", {"code": "server_error"}) == 5
     assert r.get_sample_value("batch_watcher_retries_total", {"code": "invalid_file"}) is None
+
+
+def test_fleet_metrics_are_as_documented() -> None:
+    """Every metric docs/metrics.md lists for a fleet is what a fleet replica exposes, with its
+    type and exactly its labels, and it exposes nothing else."""
+    section = DOCS.read_text(encoding="utf-8").partition("## A fleet")[2].partition("\n## ")[0]
+    row = re.compile(r"^\| `([a-z_:]+)` \| (\w+) \|\s*([^|]*?)\s*\|", re.MULTILINE)
+    docs = {
+        name: (kind, set(re.findall(r"`(\w+)`", labels)))
+        for name, kind, labels in row.findall(section)
+    }
+    config = config_from_mapping(
+        {"api": {"base_url": "http://127.0.0.1:9/v1"}, "state": {"url": "postgresql://x@h/db"}},
+        {"OPENAI_API_KEY": "sk-test-metrics-fleet-000"},
+    )
+    replica = FleetReplica(config, PostgresStore("postgresql://x@h/db"), "r1")
+    exposed = {}
+    for family in replica.collect():
+        name = family.name + ("_total" if family.type == "counter" else "")
+        exposed[name] = (family.type, {k for s in family.samples for k in s.labels})
+    assert len(docs) == 7
+    assert exposed == docs

@@ -63,6 +63,14 @@ METRICS: tuple[Metric, ...] = (
     Metric("batch_watcher_rate_limit_remaining_requests", "gauge", ()),
     Metric("batch_watcher_auth_failing", "gauge", ()),
     Metric("batch_watcher_build_info", "gauge", ("version",)),
+    # Fleet mode only (a PostgreSQL state store).
+    Metric("batch_watcher_replicas", "gauge", ()),
+    Metric("batch_watcher_owned_watches", "gauge", ()),
+    Metric("batch_watcher_unowned_watches", "gauge", ()),
+    Metric("batch_watcher_fleet_watches", "gauge", ("state",)),
+    Metric("batch_watcher_lease_takeovers", "counter", ()),
+    Metric("batch_watcher_budget_grant", "gauge", ("resource",)),
+    Metric("batch_watcher_fleet_ready", "gauge", ()),
 )
 
 # prometheus_client's default process and platform collectors (Linux).

@@ -27,7 +27,9 @@ REQUIRED_VIEWS = {
     "batches by status": "openai_vector_store_file_batch_status",
     "progress per batch": "batch:openai_vector_store_file_batch_completed_files:ratio",
     "ETA": "openai_vector_store_file_batch_eta_seconds",
-    "failed files by error code": "sum by (code) (openai_vector_store_file_batch_failed_files",
+    # Per batch first (a fleet may export a batch from two replicas for a moment), then by code.
+    "failed files by error code": "sum by (code) (max by (vector_store_id, batch_id, code) ("
+    "openai_vector_store_file_batch_failed_files",
     "finished batches rate": "batch_watcher_batches_finished_total",
     "API requests": "rate(batch_watcher_api_requests_total",
     "API latency": "histogram_quantile(0.95, sum by (le, endpoint) (rate("

@@ -44,6 +44,7 @@ REQUIRED_ALERTS = {
     "BatchWatcherStoreExpiringWithFilesInProgress",  # expires within a day, files in progress
     "BatchWatcherStoreExpired",
     "BatchWatcherStoreFailedFilesRising",
+    "BatchWatcherWatchesUnowned",  # fleet mode: watches no live replica owns
 }
 
 

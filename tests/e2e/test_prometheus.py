@@ -76,6 +76,11 @@ EXPECTED: dict[str, bool | None] = {
     "Time until a vector store expires [A]": True,
     "Vector store usage [A]": True,
     "Failed files per vector store [A]": True,
+    # Fleet mode only: this daemon keeps its state in SQLite.
+    "Watches per replica [A]": False,
+    "Watches per replica [B]": False,
+    "Replicas and takeovers [A]": False,
+    "Replicas and takeovers [B]": False,
     "BatchWatcherDown": False,
     "BatchWatcherTargetMissing": False,
     "BatchWatcherAPIUnreachable": False,
@@ -83,6 +88,7 @@ EXPECTED: dict[str, bool | None] = {
     # One 429 among the scenario's requests may or may not be more than 10 % of them.
     "BatchWatcherAPIRateLimited": None,
     "BatchWatcherTooManyWatches": False,
+    "BatchWatcherWatchesUnowned": False,  # fleet mode only
     "BatchWatcherPollingStale": False,
     "BatchWatcherBatchFailed": True,
     "BatchWatcherBatchCancelled": True,

@@ -43,6 +43,15 @@ class WatchRemoved(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WatchForgotten(WatchRemoved):
+    """No longer watched here, yet not deleted (fleet mode: another replica owns it now); the
+    sinks drop what they keep of it as for a removal."""
+
+    name: ClassVar[str] = "watch_forgotten"
+    level: ClassVar[str] = "debug"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BatchProgressed(Event):
     name: ClassVar[str] = "batch_progressed"
     level: ClassVar[str] = "debug"

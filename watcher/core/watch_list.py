@@ -14,7 +14,7 @@ import structlog
 
 from ..errors import TooManyWatches
 from . import lifecycle
-from .events import Event, WatchRemoved, WatchStarted
+from .events import Event, WatchForgotten, WatchRemoved, WatchStarted
 from .schedule import Entry
 from .settings import EngineSettings
 from .states import Phase
@@ -132,15 +132,26 @@ class WatchList:
         return options
 
     def remove(self, vector_store_id: str, batch_id: str) -> bool:
-        entry = self._entries.pop((vector_store_id, batch_id), None)
+        """Stop watching the batch and delete it from the store."""
+        return self._drop((vector_store_id, batch_id), forget=False)
+
+    def forget(self, key: Key) -> bool:
+        """Stop scheduling and exporting the watch here, without touching the store: it lives
+        on elsewhere (fleet mode: another replica owns it now, or it was deleted there). A turn
+        under way writes and announces nothing more of it."""
+        return self._drop(key, forget=True)
+
+    def _drop(self, key: Key, *, forget: bool) -> bool:
+        entry = self._entries.pop(key, None)
         if entry is None:
             return False
         entry.removed = True
         if entry.watch.phase is not Phase.FINISHED:
             self._set_active(-1)
-        if self._store is not None:
-            self._store.delete(entry.watch.key)
-        self._emit(WatchRemoved(vector_store_id=vector_store_id, batch_id=batch_id))
+        if self._store is not None and not forget:
+            self._store.delete(key)
+        event = WatchForgotten if forget else WatchRemoved
+        self._emit(event(vector_store_id=key[0], batch_id=key[1]))
         return True
 
     def get(self, vector_store_id: str, batch_id: str) -> Watch | None:

@@ -130,10 +130,10 @@ class FleetReplica:
             log.warning("claimed_beyond_max_watches", count=len(refused))
             await self.keeper.hand_over(refused)
 
-    async def drop(self, keys: Collection[Key]) -> None:
-        with self.store.detaching():
-            for key in keys:
-                self.engine.remove(*key)
+    def drop(self, keys: Collection[Key]) -> None:
+        self.store.forget(keys)  # the keeper has, too; a drop of our own makes sure
+        for key in keys:
+            self.engine.forget(key)
 
     # -- watches registered here -------------------------------------------------------------
 
@@ -158,7 +158,7 @@ class FleetReplica:
                 continue
             others = {k for k in keys if k not in mine and self.engine.get(*k) is not None}
             if others:
-                await self.drop(others)
+                self.drop(others)
 
     # -- metrics -----------------------------------------------------------------------------
 
@@ -196,4 +196,10 @@ class FleetReplica:
             "batch_watcher_fleet_ready", "1 while this replica's heartbeats reach the database."
         )
         ready.add_metric([], 1 if self.keeper.ready else 0)
-        return [replicas, owned, unowned, takeovers, grant, ready]
+        nobody = GaugeMetricFamily(
+            "batch_watcher_unowned_watches",
+            "Watches no live replica owns (not claimed yet, or their owner's lease ran out), "
+            "as this replica last saw the database.",
+        )
+        nobody.add_metric([], fleet.unowned if fleet else 0)
+        return [replicas, owned, unowned, takeovers, grant, ready, nobody]

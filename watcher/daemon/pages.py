@@ -11,7 +11,7 @@ few cache look-ups, not sixteen renders of 10,000 rows.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -23,8 +23,11 @@ from starlette.responses import HTMLResponse, Response
 from ..config import validate_id
 from ..core.engine import Engine
 from ..core.policy import PollSettings
-from ..core.watch import Watch
+from ..core.watch import Key, Watch
+from ..errors import StoreUnavailable
+from ..fleet.roster import Listed, Ownership
 from ..logs import secret_values
+from .fleet_view import FleetView, Listing
 from .history import BatchHistory
 from .status_page import render_batch, render_problem, render_status, templates
 from .status_query import QueryError, parse_query
@@ -58,6 +61,8 @@ class _Taken:
     wall: float
     auth_error: str | None
     last_success_at: float | None
+    owners: Mapping[Key, Ownership] | None = None  # fleet mode: who owns each watch
+    here: str = ""  # fleet mode: this replica's name
     _fleet: Fleet | None = None
 
     def fleet(self) -> Fleet:
@@ -68,6 +73,8 @@ class _Taken:
                 taken_at=self.wall,
                 auth_error=self.auth_error,
                 last_success_at=self.last_success_at,
+                owners=self.owners,
+                here=self.here,
             )
         return self._fleet
 
@@ -80,12 +87,14 @@ class Pages:
         engine: Engine,
         history: BatchHistory,
         *,
+        fleet: FleetView | None = None,
         ttl: float = TTL_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self._engine = engine
         self._history = history
+        self._fleet = fleet
         self._ttl = ttl
         self._clock = clock
         self._wall = wall
@@ -101,8 +110,10 @@ class Pages:
         except QueryError as exc:
             return self._problem(400, "Bad query", str(exc))
 
+        listing = await self._fleet_listing()
+
         def prepare() -> Callable[[], str]:
-            taken, secrets = self._snapshot(), secret_values()
+            taken, secrets = self._snapshot(listing), secret_values()
             return lambda: render_status(
                 self._templates, taken.fleet(), query, secrets, stores=taken.stores
             )
@@ -115,15 +126,21 @@ class Pages:
         problems = validate_id(vs, "vector_store_id") + validate_id(batch_id, "batch_id")
         if problems:
             return self._problem(400, "Bad batch id", "; ".join(problems))
-        if self._engine.get(vs, batch_id) is None:
+        elsewhere = await self._fleet_lookup((vs, batch_id))
+        if self._engine.get(vs, batch_id) is None and elsewhere is None:
             return self._problem(404, "Not watched", f"not watching {vs}/{batch_id}")
 
         def prepare() -> Callable[[], str]:
             watch = self._engine.get(vs, batch_id)
+            owners: dict[Key, Ownership] | None = None
+            if watch is not None and self._fleet is not None:
+                owners = {watch.key: Ownership(self._fleet.name, "owned")}
+            elif watch is None and elsewhere is not None:
+                watch, owners = elsewhere.watch, {elsewhere.watch.key: elsewhere.ownership}
             if watch is None:  # removed while we waited for the lock
                 message = f"not watching {vs}/{batch_id}"
                 return lambda: render_problem(self._templates, "Not watched", message)
-            taken = self._take((watch,))
+            taken = self._take((watch,), owners)
             points, secrets = self._history.points(watch.key), secret_values()
 
             return lambda: render_batch(self._templates, taken.fleet(), points, secrets)
@@ -132,15 +149,42 @@ class Pages:
 
     # -- on the loop ------------------------------------------------------------------------
 
-    def _snapshot(self) -> _Taken:
+    async def _fleet_listing(self) -> Listing | None:
+        """Fleet mode: every watch of the fleet (``None`` while the database does not answer:
+        the page shows this replica's own then)."""
+        if self._fleet is None:
+            return None
+        try:
+            return await self._fleet.listing()
+        except StoreUnavailable:
+            return None
+
+    async def _fleet_lookup(self, key: Key) -> Listed | None:
+        if self._fleet is None or self._engine.get(*key) is not None:
+            return None
+        try:
+            return await self._fleet.lookup(key)
+        except StoreUnavailable:
+            return None
+
+    def _snapshot(self, listing: Listing | None = None) -> _Taken:
         """Every watch, taken at most once per ``ttl``; the views are made in the worker."""
         now = self._clock()
         if self._taken is not None and now - self._taken.at < self._ttl:
             return self._taken
-        self._taken = self._take(tuple(self._engine.watches()))
+        if listing is not None:
+            self._taken = self._take(listing.watches, listing.owners)
+        elif self._fleet is not None:
+            mine = tuple(self._engine.watches())
+            owned = Ownership(self._fleet.name, "owned")
+            self._taken = self._take(mine, dict.fromkeys((w.key for w in mine), owned))
+        else:
+            self._taken = self._take(tuple(self._engine.watches()))
         return self._taken
 
-    def _take(self, watches: tuple[Watch, ...]) -> _Taken:
+    def _take(
+        self, watches: tuple[Watch, ...], owners: Mapping[Key, Ownership] | None = None
+    ) -> _Taken:
         auth = self._engine.auth_error
         return _Taken(
             at=self._clock(),
@@ -150,6 +194,8 @@ class Pages:
             wall=self._wall(),
             auth_error=None if auth is None else auth.message,
             last_success_at=self._engine.last_success_at,
+            owners=owners,
+            here=self._fleet.name if self._fleet is not None else "",
         )
 
     async def _cached(self, key: Hashable, prepare: Callable[[], Callable[[], str]]) -> str:

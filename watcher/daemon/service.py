@@ -37,6 +37,7 @@ from ..store.postgres import PostgresStore
 from ..store.sqlite import SQLiteStore
 from .discovery import discover_stores
 from .fleet import FleetReplica
+from .fleet_view import FleetView
 from .history import BatchHistory
 from .metrics import WatcherMetrics
 from .notify import Notifier
@@ -227,6 +228,7 @@ class Daemon:
             api_key_missing=self._api_key_missing,
             history=self.history,
             more_problems=self._fleet_problems if self.fleet is not None else None,
+            fleet=FleetView(self.fleet) if self.fleet is not None else None,
         )
         server = EmbeddedServer(
             server_config(build_app(state), self.limits, timeout_graceful_shutdown=1)

@@ -79,7 +79,7 @@ def render_batch(
     counts = w.file_counts
     html = pages.get_template("batch.html").render(
         fleet=fleet,
-        row=make_row(w, state, fleet.taken_at),
+        row=make_row(w, state, fleet.taken_at, fleet.owners.get(w.key) if fleet.owners else None),
         v=w,
         api=_api_line(fleet),
         chart=progress_chart(points, counts.expected if counts else 0),

@@ -129,9 +129,10 @@ def listing(fleet: Fleet, query: Query) -> Listing:
     pages = max(1, math.ceil(len(chosen) / query.per_page))
     page = min(query.page, pages)
     start = (page - 1) * query.per_page
-    now = fleet.taken_at
+    now, owners = fleet.taken_at, fleet.owners
     rows = tuple(
-        make_row(batches[i], states[i], now) for i in chosen[start : start + query.per_page]
+        make_row(batches[i], states[i], now, owners.get(batches[i].key) if owners else None)
+        for i in chosen[start : start + query.per_page]
     )
     ended = sum(1 for w in batches if w.result is not None)
     return Listing(

@@ -12,6 +12,7 @@ from ..api.models import FileCounts
 from ..core.states import Phase
 from ..core.watch import Watch
 from ..core.wording import eta_text, files_text
+from ..fleet.roster import Ownership
 from .status_state import has_trouble
 
 _ERROR_CHARS: Final = 200  # of an error message in a row; a batch's page shows it whole
@@ -43,9 +44,11 @@ class Row:
     error: str  # the last error, while polls fail
     note: str
     trouble: bool
+    owner: str = ""  # fleet mode: the replica that polls it, or "" while none does
+    lease: str = ""  # fleet mode: owned, unowned or expired
 
 
-def make_row(w: Watch, state: str, now: float) -> Row:
+def make_row(w: Watch, state: str, now: float, ownership: Ownership | None = None) -> Row:
     badges: list[Badge] = []
     c = w.file_counts
     if state == "refused":
@@ -76,6 +79,8 @@ def make_row(w: Watch, state: str, now: float) -> Row:
         error=error,
         note=w.result.note if w.result is not None else "",
         trouble=has_trouble(w, state),
+        owner=(ownership.owner or "") if ownership is not None else "",
+        lease=ownership.lease if ownership is not None else "",
     )
 
 

@@ -7,12 +7,14 @@ them, a worker thread runs everything here (see :mod:`watcher.daemon.pages`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
 from ..core.policy import PollSettings
 from ..core.states import State
-from ..core.watch import Watch
+from ..core.watch import Key, Watch
+from ..fleet.roster import Ownership
 
 #: A watch still polled is in one of these; the first that applies wins.
 ACTIVE_STATES: Final = ("refused", "stale", "stalled", "not_seen", "watching")
@@ -30,6 +32,9 @@ _TROUBLE_STATES: Final = frozenset(ACTIVE_STATES + ENDED_STATES) - {
 
 #: Never call data stale sooner than this, however short the interval.
 MIN_STALE_SECONDS: Final = 30.0
+#: Fleet mode: how much older another replica's watch may look (the database holds its progress
+#: as of that replica's last checkpoint, ``progress_seconds`` apart by default).
+REMOTE_LAG_SECONDS: Final = 30.0
 
 
 def stale_after(interval: float | None, poll: PollSettings) -> float:
@@ -77,6 +82,9 @@ class Fleet:
     taken_at: float  # wall clock
     auth_error: str | None  # why the API refuses the key, while it does
     last_success_at: float | None
+    #: Fleet mode: each watch's owner and lease; ``here``: the replica that shows the page.
+    owners: Mapping[Key, Ownership] | None = None
+    here: str = ""
 
     @classmethod
     def of(
@@ -87,6 +95,8 @@ class Fleet:
         taken_at: float,
         auth_error: str | None = None,
         last_success_at: float | None = None,
+        owners: Mapping[Key, Ownership] | None = None,
+        here: str = "",
     ) -> Fleet:
         limits: dict[float | None, float] = {}
         states = []
@@ -95,6 +105,10 @@ class Fleet:
             limit = limits.get(interval)
             if limit is None:
                 limit = limits[interval] = stale_after(interval, poll)
+            if owners is not None and (o := owners.get(w.key)) and o.owner != here:
+                # Another replica's watch, as the database has it: its progress as of that
+                # replica's last checkpoint.
+                limit += REMOTE_LAG_SECONDS
             states.append(state_of(w, taken_at, limit, auth_error is not None))
         trouble = tuple(has_trouble(w, s) for w, s in zip(watches, states, strict=True))
 
@@ -105,4 +119,14 @@ class Fleet:
             return (1, -(w.finished_at or 0.0), i)
 
         order = tuple(sorted(range(len(watches)), key=place))
-        return cls(watches, tuple(states), trouble, order, taken_at, auth_error, last_success_at)
+        return cls(
+            watches,
+            tuple(states),
+            trouble,
+            order,
+            taken_at,
+            auth_error,
+            last_success_at,
+            owners,
+            here,
+        )

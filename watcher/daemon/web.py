@@ -38,6 +38,7 @@ from ..credentials import SecretSource
 from ..errors import ConfigError, StoreUnavailable, TooManyWatches
 from ..serving import BODY_TIMEOUT_SECONDS
 from ..store import StateStore, WriteFailure
+from .fleet_view import FleetView
 from .history import BatchHistory
 from .metrics import WatcherMetrics
 from .pages import Pages
@@ -80,6 +81,8 @@ class AppState:
     history: BatchHistory = field(default_factory=BatchHistory)
     #: More reasons not to be ready (fleet mode: the database does not answer).
     more_problems: Callable[[], list[str]] | None = None
+    #: Fleet mode: the whole fleet's watches, whichever replica is asked.
+    fleet: FleetView | None = None
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -217,8 +220,13 @@ def build_app(state: AppState) -> Starlette:
         return check
 
     async def list_watches(_: Request) -> Response:
-        watches = [w.as_dict() for w in state.engine.watches() if not w.is_store]
-        return JSONResponse({"watches": watches})
+        if state.fleet is None:
+            watches = [w.as_dict() for w in state.engine.watches() if not w.is_store]
+            return JSONResponse({"watches": watches})
+        try:
+            return JSONResponse({"watches": await state.fleet.watches_json()})
+        except StoreUnavailable as exc:
+            return _store_unavailable(exc)
 
     async def read_body(request: Request) -> bytes | Response:
         """The body, or the answer to a request whose body is too big, too slow or cut off."""
@@ -276,6 +284,16 @@ def build_app(state: AppState) -> Starlette:
         options = WatchOptions(
             deadline_seconds=spec.deadline_seconds, retry=retry_policy(spec.retry)
         )
+        if state.fleet is not None:
+            # Written, and polled by whichever replica claims it (this one, unless another
+            # owns it already).
+            try:
+                listed, created = await state.fleet.register(
+                    spec.vector_store_id, spec.batch_id, labels=spec.labels, options=options
+                )
+            except StoreUnavailable as exc:
+                return _store_unavailable(exc)
+            return JSONResponse(listed.as_dict(), status_code=201 if created else 200)
         try:
             watch, created = state.engine.add(
                 spec.vector_store_id, spec.batch_id, labels=spec.labels, options=options
@@ -303,6 +321,14 @@ def build_app(state: AppState) -> Starlette:
         key = _key(request)
         if isinstance(key, Response):
             return key
+        if state.fleet is not None:
+            try:
+                listed = await state.fleet.lookup(key)
+            except StoreUnavailable as exc:
+                return _store_unavailable(exc)
+            if listed is None:
+                return _error(404, f"no replica watches {key[0]}/{key[1]}")
+            return JSONResponse(listed.as_dict())
         watch = state.engine.get(*key)
         if watch is None:
             return _error(404, f"not watching {key[0]}/{key[1]}")
@@ -321,6 +347,14 @@ def build_app(state: AppState) -> Starlette:
             )
         if (failure := state.store.write_failure) is not None:
             return _store_unavailable(failure)
+        if state.fleet is not None:
+            try:
+                found = await state.fleet.delete(key)
+            except StoreUnavailable as exc:
+                return _store_unavailable(exc)
+            if not found:
+                return _error(404, f"no replica watches {key[0]}/{key[1]}")
+            return Response(status_code=204)
         if not state.engine.remove(*key):
             return _error(404, f"not watching {key[0]}/{key[1]}")
         try:
@@ -344,7 +378,7 @@ def build_app(state: AppState) -> Starlette:
         return Response(OPENAPI, media_type="application/json")
 
     # Read-only and without a token, like /metrics: nothing on them is secret.
-    pages = Pages(state.engine, state.history)
+    pages = Pages(state.engine, state.history, fleet=state.fleet)
     one = "/v1/watches/{vector_store_id}/{batch_id}"
     routes = [
         Route("/", pages.status, methods=["GET"]),

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import anyio
@@ -25,8 +25,9 @@ import anyio.abc
 import structlog
 
 from ..api.budget import SHARE_WINDOW_SECONDS
-from ..core.watch import Key
+from ..core.watch import Key, Watch
 from ..store.postgres import AWAY, PostgresStore
+from . import roster
 from .leases import Claimed, Fleet, Leases
 from .share import Grant, rate_share, split_whole, to_claim, to_release
 
@@ -45,8 +46,9 @@ class Holder(Protocol):
     async def adopt(self, claimed: Sequence[Claimed]) -> None:
         """Start watching what was just claimed."""
 
-    async def drop(self, keys: Collection[Key]) -> None:
-        """Stop watching these here, without deleting them from the store."""
+    def drop(self, keys: Collection[Key]) -> None:
+        """Stop watching (and exporting) these here at once, writing nothing more of them and
+        deleting none of them from the store."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +93,21 @@ class LeaseKeeper:
         self._first = True
         self._lost: set[Key] = set()
         self._next_reconcile = -math.inf
-        self.leases.on_lost = self._lost.update
+        self._claiming = anyio.Lock()
+        self._registering = _Registration()
+        self.leases.on_lost = self._on_lost
         self.store.fencing = leases
 
     @property
     def replicas(self) -> int:
         return len(self.fleet.live) if self.fleet is not None else 0
+
+    def _on_lost(self, keys: set[Key]) -> None:
+        """A fenced write did not land: drop those watches now, not at the next reconcile,
+        which still runs soon to see what else changed."""
+        self.store.forget(keys)
+        self.holder.drop(keys)
+        self._lost.update(keys)
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -174,6 +185,9 @@ class LeaseKeeper:
                 # A new process under this name holds none of the tokens of the last one.
                 await leases.disown_all(conn)
                 fleet = _disowned(fleet)
+            elif fleet.owned_active + fleet.owned_finished != len(leases.tokens):
+                # A watch of ours was deleted by another replica (or taken): see which now.
+                self._next_reconcile = -math.inf
             live, me = fleet.live, leases.name
             rate = self.rate.step(
                 target=rate_share(s.max_requests_per_minute, live, me),
@@ -213,7 +227,8 @@ class LeaseKeeper:
     async def hand_over(self, keys: Collection[Key]) -> int:
         """Write these watches one last time, stop watching them, and release them."""
         await self.store.flush(progress=True)
-        await self.holder.drop(keys)
+        self.store.forget(keys)
+        self.holder.drop(keys)
         async with self.store.connection() as conn:
             released = await self.leases.release(conn, keys)
         log.info("watches_handed_over", count=released)
@@ -222,13 +237,52 @@ class LeaseKeeper:
     async def claim_now(self, keys: Collection[Key]) -> set[Key]:
         """Claim watches just registered here, unless a live replica owns them; return those
         now ours (the caller drops the rest)."""
-        async with self.store.connection() as conn, conn.transaction():
-            claimed = await self.leases.claim_keys(conn, keys)
-        self.leases.hold(claimed)
+        async with self._claiming:
+            async with self.store.connection() as conn, conn.transaction():
+                claimed = await self.leases.claim_keys(conn, keys)
+            self.leases.hold(claimed)
         return {c.watch.key for c in claimed}
 
+    async def register(self, watches: Sequence[Watch]) -> tuple[set[Key], list[Claimed]]:
+        """Write watches registered here where no row is yet, and claim those no live replica
+        owns (nor we already): (the keys written, what was claimed). Registrations that come
+        while one is being written go together, in one transaction, once it is done."""
+        batch = self._registering
+        batch.watches.extend(watches)
+        if not batch.started:
+            batch.started = True
+            # Shielded: the callers that joined this batch wait for its outcome.
+            with anyio.CancelScope(shield=True):
+                try:
+                    async with self._claiming:
+                        self._registering = _Registration()  # later callers: the next one
+                        batch.outcome = await self._register(batch.watches)
+                except BaseException as exc:
+                    batch.error = exc
+                finally:
+                    batch.done.set()
+        await batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+        assert batch.outcome is not None
+        created, claimed = batch.outcome
+        keys = {w.key for w in watches}
+        new = (created & keys) - batch.answered  # two asking for one watch: one is told "new"
+        batch.answered |= new
+        return new, [c for c in claimed if c.watch.key in keys]
+
+    async def _register(self, watches: Sequence[Watch]) -> tuple[set[Key], list[Claimed]]:
+        unique = list({w.key: w for w in watches}.values())
+        async with self.store.connection() as conn, conn.transaction():
+            created = await roster.insert_new(conn, unique)
+            fresh = [w.key for w in unique if w.key not in self.leases.tokens]
+            claimed = await self.leases.claim_keys(conn, fresh)
+        self.leases.hold(claimed)
+        return created, claimed
+
     async def _reconcile(self, now: float) -> None:
-        async with self.store.connection() as conn:
+        # Not while a claim's tokens are being taken: its rows would look like strays.
+        async with self._claiming, self.store.connection() as conn:
             lost, strays = await self.leases.reconcile(conn)
         lost |= self._lost
         self._lost.clear()
@@ -237,7 +291,8 @@ class LeaseKeeper:
             log.info("stray_watches_released", count=len(strays))
         if lost:
             log.warning("leases_lost", count=len(lost))
-            await self.holder.drop(lost)
+            self.store.forget(lost)  # nothing noted of them is written now
+            self.holder.drop(lost)
 
     async def leave(self) -> None:
         """Stop spending, write what is noted, and hand every watch over at once."""
@@ -251,6 +306,18 @@ class LeaseKeeper:
             log.warning("fleet_leave_failed", error=self.store.scrub(exc))
             return
         log.info("fleet_left", replica=self.leases.name, released=released)
+
+
+@dataclass(slots=True)
+class _Registration:
+    """Watches registered together, and the outcome each caller waits for."""
+
+    watches: list[Watch] = field(default_factory=list)
+    started: bool = False
+    done: anyio.Event = field(default_factory=anyio.Event)
+    outcome: tuple[set[Key], list[Claimed]] | None = None
+    error: BaseException | None = None
+    answered: set[Key] = field(default_factory=set)
 
 
 def _disowned(fleet: Fleet) -> Fleet:

@@ -48,6 +48,7 @@ class Fleet:
     others_concurrency: float
     fewest_active: int | None = None  # the fewest any other live replica holds
     fewest_finished: int | None = None
+    unowned: int = 0  # watches no live replica owns: not claimed yet, or their owner's expired
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +199,8 @@ class Leases:
         names = tuple(sorted(str(r[0]) for r in live if not r[3] or r[0] == self.name))
         mine = counts.get(self.name, (0, 0))
         theirs = [counts.get(n, (0, 0)) for n in names if n != self.name]
+        alive = {r[0] for r in live}
+        unowned = sum(sum(c) for owner, c in counts.items() if owner not in alive)
         return Fleet(
             live=names,
             active=sum(c[0] for c in counts.values()),
@@ -208,6 +211,7 @@ class Leases:
             others_concurrency=float(sum(r[2] for r in others)),
             fewest_active=min((c[0] for c in theirs), default=None),
             fewest_finished=min((c[1] for c in theirs), default=None),
+            unowned=unowned,
         )
 
     async def record_grants(
@@ -290,11 +294,14 @@ class Leases:
         """Compare the tokens we hold with the rows: returns (lost, strays). Lost: claimed by
         another replica or deleted since; strays: rows that name us without our holding their
         token (a claim whose answer never reached us), given back here."""
+        held = dict(self.tokens)  # tokens taken while we read are not judged on this read
         cur = await conn.execute(
             "SELECT vector_store_id, batch_id, fence FROM watches WHERE owner = %s", (self.name,)
         )
         stored = {(str(r[0]), str(r[1])): int(r[2]) for r in await cur.fetchall()}
-        lost = {k for k, fence in self.tokens.items() if stored.get(k) != fence}
+        lost = {
+            k for k, fence in held.items() if stored.get(k) != fence and self.tokens.get(k) == fence
+        }
         strays = {k for k in stored if k not in self.tokens}
         if strays:
             ordered = sorted(strays)

@@ -69,6 +69,14 @@ class PendingWrites:
             # never will be. (A delivery written already stays: its batch was announced.)
             self.deliveries = [d for d in self.deliveries if d[0] != key]
 
+    def forget(self, key: Key) -> None:
+        """Write nothing more of this watch, and delete nothing (it is someone else's now)."""
+        self.dirty.pop(key, None)
+        self.progress.pop(key, None)
+        self.deleted.discard(key)
+        if self.deliveries:
+            self.deliveries = [d for d in self.deliveries if d[0] != key]
+
     def deliver(self, key: Key, payload: str) -> None:
         self.deliveries.append((key, payload))
 

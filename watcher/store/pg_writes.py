@@ -16,8 +16,8 @@ from typing import Any, Final, LiteralString
 
 import psycopg
 
-from ..core.watch import Key
-from .codec import Row
+from ..core.watch import Key, Watch
+from .codec import Row, encode
 from .pending import Taken
 
 _COLUMNS: Final = (
@@ -83,6 +83,11 @@ class Plan:
 
 def _columns(rows: Sequence[Row]) -> list[list[object]]:
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 8
+
+
+def columns_of(watches: Sequence[Watch]) -> list[list[object]]:
+    """The parameters of :data:`UPSERT` or :data:`INSERT_NEW` for these watches."""
+    return _columns([encode(w) for w in watches])
 
 
 def _rows(taken: Taken) -> dict[Key, Row]:

@@ -19,8 +19,8 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable, Collection
+from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 import anyio
@@ -110,7 +110,6 @@ class PostgresStore:
         self._pool: Pool | None = None
         self._lock = anyio.Lock()
         self._pending = PendingWrites()
-        self._detaching = False
         self.writes = 0
         self.write_failure: WriteFailure | None = None
         self.available = True  # the last statement reached the server
@@ -212,18 +211,12 @@ class PostgresStore:
 
     def delete(self, key: Key) -> None:
         self._pending.delete(key)
-        if self._detaching:
-            self._pending.deleted.discard(key)  # not ours to delete: forgotten here only
 
-    @contextmanager
-    def detaching(self) -> Iterator[None]:
-        """Deletes inside the block forget a watch here only, never in the database: it was
-        handed over to another replica, or lost to one (fleet mode)."""
-        self._detaching = True
-        try:
-            yield
-        finally:
-            self._detaching = False
+    def forget(self, keys: Collection[Key]) -> None:
+        """Write nothing more of these watches, and delete none of them: they were handed over
+        to another replica, lost to one, or deleted by one (fleet mode)."""
+        for key in keys:
+            self._pending.forget(key)
 
     async def save_finished(self, watch: Watch) -> None:
         """Write the ended watch (and its outbox row) at once. Raises :class:`LeaseLost` when
