@@ -92,7 +92,7 @@ def run(
             started = time.monotonic()
 
             def sample() -> None:
-                entry = {
+                entry: dict[str, Any] = {
                     "seconds": round(time.monotonic() - started, 1),
                     "rss_bytes": daemon.rss(),
                     "cpu_seconds": round(daemon.cpu_seconds(), 2),
