@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from ..core.watch import Key
 from .batch_metrics import BATCH_FAMILIES, BatchSample
+from .lines import PART_LINES, escape, writes_like
 
 Encoder = Callable[[Collector], bytes]
 
@@ -46,12 +47,16 @@ class _Families(Collector):
 class _Lines:
     """A batch's lines from the last scrape of a format, per part, with the keys they show."""
 
-    __slots__ = ("keys", "lines")
+    __slots__ = ("batch", "keys", "lines", "sample", "vs")
 
-    def __init__(self) -> None:
+    def __init__(self, b: BatchSample) -> None:
         self.keys: list[object] = [None] * len(_PARTS)
-        #: Each part's lines, without the last newline.
+        #: Each part's lines, each ending in a newline (b"" for none).
         self.lines: list[bytes] = [b""] * len(_PARTS)
+        #: The sample the lines show: a scrape given the same object again compares nothing.
+        self.sample: BatchSample | None = None
+        #: The batch's ids as label values.
+        self.vs, self.batch = escape(b.vector_store_id), escape(b.batch_id)
 
 
 def _line_encoder(encoder: Encoder) -> Encoder:
@@ -82,6 +87,9 @@ class _Format:
 
     def __init__(self, encoder: Encoder) -> None:
         self.encoder = _line_encoder(encoder)
+        #: Whether the lines are written by :mod:`.lines` (for prometheus-client's encoders)
+        #: rather than by the encoder.
+        self.direct = writes_like(encoder)
         # An encoder writes each family as a header and one line per gauge sample, then a
         # trailer ("# EOF" in OpenMetrics). Both are taken from the encoder itself.
         self.trailer = encoder(_Families(()))
@@ -153,10 +161,14 @@ class BatchExposition:
         previous, current = fmt.by_batch, {}
         entries: list[_Lines] = []
         dirty: list[list[tuple[_Lines, int, BatchSample]]] = [[] for _ in BATCH_FAMILIES]
+        direct, rendered = fmt.direct, 0
         for b in batches:
-            entry = previous.get(b.key) or _Lines()
+            entry = previous.get(b.key) or _Lines(b)
             current[b.key] = entry
             entries.append(entry)
+            if entry.sample is b:
+                continue
+            entry.sample = b
             old = entry.keys
             for p, key, i in _PART_KEYS:
                 value = key(b)
@@ -164,22 +176,25 @@ class BatchExposition:
                     old[p] = value
                     if value is None:
                         entry.lines[p] = b""
+                    elif direct:
+                        text = PART_LINES[p](b, entry.vs, entry.batch)
+                        entry.lines[p] = f"{text}\n".encode() if text else b""
+                        rendered += 1
                     else:
                         dirty[i].append((entry, p, b))
+        self.rendered += rendered
         fmt.by_batch = current
         out = []
         for i, (start, end) in enumerate(_SPANS):
             if dirty[i]:
                 chunks = fmt.lines(i, dirty[i])
                 for (entry, p, _), chunk in zip(dirty[i], chunks, strict=True):
-                    entry.lines[p] = chunk
+                    entry.lines[p] = chunk + b"\n" if chunk else b""
                 self.rendered += len(chunks)
             out.append(fmt.headers[i])
+            # One copy of the body, in the join: empty lines join as nothing.
             if end - start == 1:
-                lines = [line for entry in entries if (line := entry.lines[start])]
+                out += [entry.lines[start] for entry in entries]
             else:
-                lines = [line for entry in entries for line in entry.lines[start:end] if line]
-            if lines:
-                out.append(b"\n".join(lines))
-                out.append(b"\n")
+                out += [line for entry in entries for line in entry.lines[start:end]]
         return b"".join(out)

@@ -33,6 +33,7 @@ from ..api.client import Exchange
 from ..core.engine import Engine
 from ..core.events import BatchFinished, BatchRetried, Event, WatchRemoved
 from ..core.states import State
+from ..core.watch import Key, Watch
 from .batch_metrics import (
     ALWAYS_SHOWN,
     BATCH_FAMILIES,
@@ -57,14 +58,32 @@ class Snapshot:
     stores: Sequence[StoreSample] = ()
 
 
-def take_snapshot(engine: Engine, codes: ErrorCodes | None = None) -> Snapshot:
-    """The engine's watches as a scrape shows them; ``codes`` bounds the error codes shown."""
+#: The sample of each batch's watch as the last snapshot took it, by key.
+Samples = dict[Key, tuple[Watch, BatchSample]]
+
+
+def take_snapshot(
+    engine: Engine, codes: ErrorCodes | None = None, samples: Samples | None = None
+) -> Snapshot:
+    """The engine's watches as a scrape shows them; ``codes`` bounds the error codes shown.
+
+    ``samples``, kept from one snapshot to the next, gives a watch record that has not changed
+    since (a watch is a new record whenever it changes) the same sample as last time, made once;
+    the render then compares nothing for it."""
     batches, stores = [], []
+    kept = samples.copy() if samples is not None else {}
+    if samples is not None:
+        samples.clear()
     for w in engine.watches():
         if w.is_store:
             stores.append(StoreSample.of(w))
-        else:
-            batches.append(BatchSample.of(w, codes))
+            continue
+        key = w.key
+        last = kept.get(key)
+        sample = last[1] if last is not None and last[0] is w else BatchSample.of(w, codes)
+        if samples is not None:
+            samples[key] = (w, sample)
+        batches.append(sample)
     return Snapshot(
         batches=batches,
         last_success_at=engine.last_success_at,
@@ -195,6 +214,7 @@ class WatcherMetrics:
         # them up under a lock on every call, and on_exchange runs on every request.
         self._requests_by: dict[tuple[str, int | None], Counter] = {}
         self._duration_by: dict[str, Histogram] = {}
+        self._samples: Samples = {}
 
     def on_exchange(self, exchange: Exchange) -> None:
         endpoint, status = exchange.endpoint, exchange.status
@@ -212,7 +232,7 @@ class WatcherMetrics:
 
     def snapshot(self, engine: Engine) -> Snapshot:
         """:func:`take_snapshot`, with this daemon's bound on error codes."""
-        return take_snapshot(engine, self.codes)
+        return take_snapshot(engine, self.codes, self._samples)
 
     def on_event(self, event: Event) -> None:
         if isinstance(event, BatchFinished):
