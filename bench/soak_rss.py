@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -170,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("soak_rss.json"))
     parser.add_argument("--workdir", type=Path, help="keep the config and the daemon's log here")
     args = parser.parse_args(argv)
+    # SIGTERM (a run stopped early) stops the daemon and the simulator too, and keeps the JSON.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         try:
             result = run(
