@@ -154,6 +154,7 @@ class DaemonProcess(Process):
         name: str = "daemon",
         start_timeout: float = 120.0,
         source: Path | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         """``source``: a directory holding another checkout's ``watcher`` package, to run that
         code instead of this one's (the daemon runs in ``workdir``, so PYTHONPATH decides)."""
@@ -167,7 +168,11 @@ class DaemonProcess(Process):
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=_env(
-                    {"OPENAI_API_KEY": API_KEY, **({"PYTHONPATH": str(source)} if source else {})}
+                    {
+                        "OPENAI_API_KEY": API_KEY,
+                        **({"PYTHONPATH": str(source)} if source else {}),
+                        **(env or {}),
+                    }
                 ),
                 cwd=workdir,
             )
