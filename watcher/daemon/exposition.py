@@ -146,18 +146,25 @@ class BatchExposition:
         self._formats: dict[str, _Format] = {}
         self.rendered = 0  # (batch, part) lines rendered by the encoder, for the tests
 
-    def render(self, batches: Sequence[BatchSample], encoder: Encoder, content_type: str) -> bytes:
-        """The per-batch families of ``batches``, without the encoder's trailer."""
+    def render(
+        self,
+        batches: Sequence[BatchSample],
+        encoder: Encoder,
+        content_type: str,
+        tail: bytes = b"",
+    ) -> bytes:
+        """The per-batch families of ``batches``, without the encoder's trailer, then ``tail``
+        (joined in the same copy)."""
         fmt = self._formats.pop(content_type, None) or _Format(encoder)
         # Should the render fail, the format's lines go with it: its keys may by then claim
         # lines that were never rendered.
-        body = self._render(fmt, batches)
+        body = self._render(fmt, batches, tail)
         self._formats[content_type] = fmt  # the most recent last
         while len(self._formats) > self.MAX_FORMATS:
             del self._formats[next(iter(self._formats))]
         return body
 
-    def _render(self, fmt: _Format, batches: Sequence[BatchSample]) -> bytes:
+    def _render(self, fmt: _Format, batches: Sequence[BatchSample], tail: bytes) -> bytes:
         previous, current = fmt.by_batch, {}
         entries: list[_Lines] = []
         dirty: list[list[tuple[_Lines, int, BatchSample]]] = [[] for _ in BATCH_FAMILIES]
@@ -197,4 +204,5 @@ class BatchExposition:
                 out += [entry.lines[start] for entry in entries]
             else:
                 out += [line for entry in entries for line in entry.lines[start:end]]
+        out.append(tail)
         return b"".join(out)

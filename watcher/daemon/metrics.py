@@ -260,5 +260,5 @@ class WatcherMetrics:
         encoder, content_type = choose_encoder(accept or "")
         self.batches.snapshot = self.state.snapshot = snapshot
         self.stores.stores = snapshot.stores
-        batches = self.exposition.render(snapshot.batches, encoder, content_type)
-        return batches + encoder(self.own), content_type
+        own = encoder(self.own)
+        return self.exposition.render(snapshot.batches, encoder, content_type, own), content_type
