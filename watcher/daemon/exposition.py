@@ -129,6 +129,10 @@ class _Format:
         return chunks
 
 
+#: Parts' lines joined into one piece of a render's output (about 0.5 MB).
+CHUNK_LINES = 4096
+
+
 class BatchExposition:
     """Renders the per-batch families with prometheus-client's encoders, reusing a batch's lines
     from the last scrape in the same format where what they show has not changed.
@@ -153,18 +157,30 @@ class BatchExposition:
         content_type: str,
         tail: bytes = b"",
     ) -> bytes:
-        """The per-batch families of ``batches``, without the encoder's trailer, then ``tail``
-        (joined in the same copy)."""
+        """The per-batch families of ``batches``, without the encoder's trailer, then ``tail``."""
+        return b"".join(self.render_chunks(batches, encoder, content_type, tail))
+
+    def render_chunks(
+        self,
+        batches: Sequence[BatchSample],
+        encoder: Encoder,
+        content_type: str,
+        tail: bytes = b"",
+    ) -> list[bytes]:
+        """:meth:`render`, as pieces of at most :data:`CHUNK_LINES` parts' lines each: each is
+        joined in one call that holds the GIL, so that a render in a worker thread lets the
+        event loop in between, where one join of the whole 19 MB would hold it for tens of
+        milliseconds."""
         fmt = self._formats.pop(content_type, None) or _Format(encoder)
         # Should the render fail, the format's lines go with it: its keys may by then claim
         # lines that were never rendered.
-        body = self._render(fmt, batches, tail)
+        chunks = self._render(fmt, batches, tail)
         self._formats[content_type] = fmt  # the most recent last
         while len(self._formats) > self.MAX_FORMATS:
             del self._formats[next(iter(self._formats))]
-        return body
+        return chunks
 
-    def _render(self, fmt: _Format, batches: Sequence[BatchSample], tail: bytes) -> bytes:
+    def _render(self, fmt: _Format, batches: Sequence[BatchSample], tail: bytes) -> list[bytes]:
         previous, current = fmt.by_batch, {}
         entries: list[_Lines] = []
         dirty: list[list[tuple[_Lines, int, BatchSample]]] = [[] for _ in BATCH_FAMILIES]
@@ -205,4 +221,4 @@ class BatchExposition:
             else:
                 out += [line for entry in entries for line in entry.lines[start:end]]
         out.append(tail)
-        return b"".join(out)
+        return [b"".join(out[at : at + CHUNK_LINES]) for at in range(0, len(out), CHUNK_LINES)]

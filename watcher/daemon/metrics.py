@@ -71,19 +71,24 @@ def take_snapshot(
     since (a watch is a new record whenever it changes) the same sample as last time, made once;
     the render then compares nothing for it."""
     batches, stores = [], []
-    kept = samples.copy() if samples is not None else {}
-    if samples is not None:
-        samples.clear()
+    kept = samples if samples is not None else {}
     for w in engine.watches():
         if w.is_store:
             stores.append(StoreSample.of(w))
             continue
         key = w.key
         last = kept.get(key)
-        sample = last[1] if last is not None and last[0] is w else BatchSample.of(w, codes)
-        if samples is not None:
-            samples[key] = (w, sample)
-        batches.append(sample)
+        if last is None or last[0] is not w:
+            # A new pair only for a changed watch: the others' pairs are kept as they are,
+            # not made again for every scrape for the collector to track.
+            last = (w, BatchSample.of(w, codes))
+            if samples is not None:
+                samples[key] = last
+        batches.append(last[1])
+    if samples is not None and len(samples) > len(batches):
+        shown = {b.key for b in batches}
+        for key in [k for k in samples if k not in shown]:
+            del samples[key]
     return Snapshot(
         batches=batches,
         last_success_at=engine.last_success_at,
@@ -257,8 +262,14 @@ class WatcherMetrics:
         """The exposition of the registry with ``snapshot`` as the batches, in the format the
         ``Accept`` header asks for (text or OpenMetrics). Safe to call in a worker thread, one
         call at a time."""
+        chunks, content_type = self.render_chunks(snapshot, accept)
+        return b"".join(chunks), content_type
+
+    def render_chunks(self, snapshot: Snapshot, accept: str | None) -> tuple[list[bytes], str]:
+        """:meth:`render`, the body in pieces of about 0.5 MB (see ``BatchExposition``)."""
         encoder, content_type = choose_encoder(accept or "")
         self.batches.snapshot = self.state.snapshot = snapshot
         self.stores.stores = snapshot.stores
         own = encoder(self.own)
-        return self.exposition.render(snapshot.batches, encoder, content_type, own), content_type
+        chunks = self.exposition.render_chunks(snapshot.batches, encoder, content_type, own)
+        return chunks, content_type
