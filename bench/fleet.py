@@ -28,6 +28,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -309,6 +310,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--workdir", type=Path, help="keep the configs and logs here")
     args = parser.parse_args(argv)
+    # SIGTERM (a run stopped early) stops the processes it started, through the finally blocks.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         try:
             result = run(args, args.workdir or Path(tmp))

@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -190,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budget", type=int, default=12_000, help="requests per minute")
     parser.add_argument("--json", type=Path, help="write every number here")
     args = parser.parse_args(argv)
+    # SIGTERM (a run stopped early) stops the processes it started, through the finally blocks.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     plan = replace(plan_for(args.batches), budget_per_minute=args.budget)
     plan = replace(plan, server_limit_per_second=max(240, int(plan.rate * 1.2)))
     variants: list[tuple[str, Path | None]] = [("this", None)]
