@@ -160,11 +160,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             return (
                 fair
                 and owners.get(None, 0) == 0
-                and fleet_sim.stats()["requests"] >= n * k
-                and one_sim.stats()["requests"] >= n
+                and fleet_sim.stats()["requests"] >= n * k * args.sweep
+                and one_sim.stats()["requests"] >= n * args.sweep
             )
 
-        wait_for(settled, n * k / (args.rate * k / 60) * 3 + 300, "every watch owned and polled")
+        wait_for(settled, n * k * args.sweep / 5 + 600, "every watch owned and polled")
         result["owners"] = fleet.owners()
         _say(f"settled: {result['owners']}; measuring")
         time.sleep(args.warmup)
@@ -306,6 +306,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lease", type=float, default=15.0, help="lease_seconds")
     parser.add_argument("--windows", type=int, default=3)
     parser.add_argument("--window-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--sweep", type=float, default=1.0, help="share of the first sweep before measuring"
+    )
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds, once settled")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--workdir", type=Path, help="keep the configs and logs here")

@@ -12,9 +12,9 @@ those asked while a scrape was running are kept: a render that held the event lo
 At the end one scrape without gzip gives the plain size.
 
 ``--before DIR`` also runs the daemon from DIR (a directory holding another commit's ``watcher``
-package, e.g. ``git archive COMMIT watcher | tar -x -C DIR``), in turns with this one
-(``--rounds`` each, alternated) against the same simulator, so that the machine's load falls on
-both.
+package, e.g. ``git archive COMMIT watcher | tar -x -C DIR``) at the same time, against a
+simulator of its own, and the two are scraped in turns (the order alternating), so that the
+machine's load falls on both.
 """
 
 from __future__ import annotations
@@ -119,66 +119,93 @@ class _Health(threading.Thread):
                 self.stop.wait(HEALTH_EVERY)
 
 
-def one_run(
-    name: str,
-    sim: SimulatorProcess,
-    sections: dict[str, dict[str, object]],
-    watches: list[tuple[str, str]],
-    workdir: Path,
-    scrapes: int,
-    every: float,
-    source: Path | None,
-) -> Run:
-    run = Run(name)
-    before = int(sim.stats()["requests"])
-    daemon = DaemonProcess(workdir, sections, watches, source=source)
-    try:
+class Side:
+    """One daemon against its own simulator, with its /healthz prober."""
 
-        def swept() -> bool:
-            daemon.check_alive("the daemon")
-            return bool(sim.stats()["requests"] - before >= len(watches))
+    def __init__(
+        self, name: str, plan: Any, batches: int, workdir: Path, source: Path | None
+    ) -> None:
+        self.run = Run(name)
+        self.sim = SimulatorProcess(
+            sim_args(plan, files=STEADY_FILES, duration=STEADY_DURATION, jitter=0)
+        )
+        self.daemon: DaemonProcess | None = None
+        watches = [(VECTOR_STORE_ID, b["id"]) for b in self.sim.batches()][:batches]
+        sections = daemon_sections(plan, self.sim, plan.steady_interval)
+        try:
+            self.daemon = DaemonProcess(workdir / name, sections, watches, source=source)
+        except BaseException:
+            self.sim.stop()
+            raise
+        self.n = len(watches)
+        self.scraping = threading.Event()
+        self.health = _Health(self.daemon.url, self.scraping)
+        self.polled = 0
 
-        wait_for(swept, len(watches) / 50 + 120, "the daemon's first poll of every batch")
-        scraping = threading.Event()
-        health = _Health(daemon.url, scraping)
-        health.start()
-        time.sleep(1.0)
-        headers = {"accept": PROMETHEUS_ACCEPT, "accept-encoding": "gzip"}
+    def swept(self, fraction: float) -> bool:
+        assert self.daemon is not None
+        self.daemon.check_alive(f"the daemon ({self.run.name})")
+        return bool(self.sim.stats()["requests"] >= self.n * fraction)
 
-        def scrape(extra: dict[str, str] | None = None) -> tuple[float, httpx.Response]:
-            cpu = daemon.cpu_seconds()
-            scraping.set()
-            started = time.perf_counter()
-            response = daemon.get("/metrics", headers={**headers, **(extra or {})})
-            seconds = time.perf_counter() - started
-            scraping.clear()
-            run.cpu_per_scrape.append(daemon.cpu_seconds() - cpu)
-            return seconds, response
+    def scrape(self, extra: dict[str, str] | None = None) -> tuple[float, httpx.Response]:
+        assert self.daemon is not None
+        headers = {"accept": PROMETHEUS_ACCEPT, "accept-encoding": "gzip", **(extra or {})}
+        cpu = self.daemon.cpu_seconds()
+        self.scraping.set()
+        started = time.perf_counter()
+        response = self.daemon.get("/metrics", headers=headers)
+        seconds = time.perf_counter() - started
+        self.scraping.clear()
+        self.run.cpu_per_scrape.append(self.daemon.cpu_seconds() - cpu)
+        return seconds, response
 
-        polled = int(sim.stats()["requests"])
-        run.first, response = scrape()
-        last = run.first
-        for _ in range(scrapes):
-            time.sleep(max(0.0, every - last))
-            requests = int(sim.stats()["requests"])
-            run.polls_between.append(requests - polled)
-            polled = requests
-            last, response = scrape()
-            run.scrapes.append(last)
+    def stop(self) -> None:
+        self.health.stop.set()
+        if self.health.is_alive():
+            self.health.join(10)
+        if self.daemon is not None:
+            self.run.rss_after = self.daemon.rss() if self.daemon.proc.poll() is None else 0
+            self.daemon.stop()
+        self.sim.stop()
+
+
+def measure(sides: list[Side], scrapes: int, every: float, sweep: float) -> None:
+    """The daemons poll at once, each against its own simulator; their scrapes take turns
+    (the order alternates), so that the machine's load falls on all alike."""
+    n = max(side.n for side in sides)
+    wait_for(
+        lambda: all(side.swept(sweep) for side in sides),
+        n * sweep / 5 + 300,
+        "every daemon's first poll of every batch",
+    )
+    for side in sides:
+        side.health.start()
+    time.sleep(1.0)
+    for side in sides:
+        side.polled = int(side.sim.stats()["requests"])
+        side.run.first, _ = side.scrape()
+    responses: dict[str, httpx.Response] = {}
+    for k in range(scrapes):
+        time.sleep(every)
+        for side in sides if k % 2 else reversed(sides):
+            requests = int(side.sim.stats()["requests"])
+            side.run.polls_between.append(requests - side.polled)
+            side.polled = requests
+            seconds, responses[side.run.name] = side.scrape()
+            side.run.scrapes.append(seconds)
+    time.sleep(every)
+    for side in sides:
+        response = responses[side.run.name]
         if response.headers.get("content-encoding") != "gzip":
             raise BenchError("the daemon did not gzip /metrics when asked")
-        run.gzip_bytes = int(response.headers["content-length"])
-        time.sleep(max(0.0, every - last))
-        run.plain_seconds, plain = scrape({"accept-encoding": "identity"})
-        run.plain_bytes = len(plain.content)
-        health.stop.set()
-        health.join(10)
-        run.health_during, run.health_all = health.during, health.all
-        run.rss_after = daemon.rss()
-        run.loadavg = [round(x, 2) for x in os.getloadavg()]
-    finally:
-        daemon.stop()
-    return run
+        side.run.gzip_bytes = int(response.headers["content-length"])
+        side.run.plain_seconds, plain = side.scrape({"accept-encoding": "identity"})
+        side.run.plain_bytes = len(plain.content)
+    for side in sides:
+        side.health.stop.set()
+        side.health.join(10)
+        side.run.health_during, side.run.health_all = side.health.during, side.health.all
+        side.run.loadavg = [round(x, 2) for x in os.getloadavg()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -186,7 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=10_000)
     parser.add_argument("--scrapes", type=int, default=6, help="after the first")
     parser.add_argument("--every", type=float, default=15.0, help="seconds between scrapes")
-    parser.add_argument("--rounds", type=int, default=1, help="runs of each daemon, in turns")
+    parser.add_argument(
+        "--sweep", type=float, default=1.0, help="share of the batches polled before scraping"
+    )
     parser.add_argument("--before", type=Path, help="a directory with another `watcher` package")
     parser.add_argument("--budget", type=int, default=12_000, help="requests per minute")
     parser.add_argument("--json", type=Path, help="write every number here")
@@ -200,32 +229,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         variants.append(("before", args.before.resolve()))
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="scrape-http-") as tmp:
-        sim = SimulatorProcess(
-            sim_args(plan, files=STEADY_FILES, duration=STEADY_DURATION, jitter=0)
-        )
+        sides: list[Side] = []
         try:
-            watches = [(VECTOR_STORE_ID, b["id"]) for b in sim.batches()]
-            sections = daemon_sections(plan, sim, plan.steady_interval)
-            for turn in range(args.rounds):
-                for name, source in variants:
-                    _say(f"round {turn + 1}/{args.rounds}: {name}, load {os.getloadavg()}")
-                    run = one_run(
-                        name,
-                        sim,
-                        sections,
-                        watches,
-                        Path(tmp) / f"{name}{turn}",
-                        args.scrapes,
-                        args.every,
-                        source,
-                    )
-                    runs.append(run)
-                    _say(f"{name}: {json.dumps(run.summary())}")
+            for name, source in variants:
+                _say(f"{name}: daemon watching {args.batches} batches, load {os.getloadavg()}")
+                sides.append(Side(name, plan, args.batches, Path(tmp), source))
+            measure(sides, args.scrapes, args.every, args.sweep)
+            runs = [side.run for side in sides]
+            for run in runs:
+                _say(f"{run.name}: {json.dumps(run.summary())}")
         except BenchError as exc:
             _say(f"failed: {exc}")
             return 1
         finally:
-            sim.stop()
+            for side in sides:
+                side.stop()
     for run in runs:
         later = ", ".join(f"{s:.3f}" for s in run.scrapes)
         between = ", ".join(map(str, run.polls_between))
