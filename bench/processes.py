@@ -153,7 +153,11 @@ class DaemonProcess(Process):
         *,
         name: str = "daemon",
         start_timeout: float = 120.0,
+        source: Path | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
+        """``source``: a directory holding another checkout's ``watcher`` package, to run that
+        code instead of this one's (the daemon runs in ``workdir``, so PYTHONPATH decides)."""
         workdir.mkdir(parents=True, exist_ok=True)
         config = workdir / f"{name}.toml"
         config.write_text(render_config(sections, watches), encoding="utf-8")
@@ -163,7 +167,13 @@ class DaemonProcess(Process):
                 [PYTHON, "-m", "watcher", "run", "--config", str(config), "--log-format", "json"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=_env({"OPENAI_API_KEY": API_KEY}),
+                env=_env(
+                    {
+                        "OPENAI_API_KEY": API_KEY,
+                        **({"PYTHONPATH": str(source)} if source else {}),
+                        **(env or {}),
+                    }
+                ),
                 cwd=workdir,
             )
         super().__init__(proc)

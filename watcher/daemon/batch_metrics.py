@@ -156,10 +156,16 @@ Samples = Callable[[BatchSample], Iterable[tuple[dict[str, str], float]]]
 @dataclass(frozen=True, slots=True)
 class Part:
     """Some of a batch's samples in a family, and what they show: ``key`` (None: no samples).
-    A scrape builds and renders a part's samples only where its key changed since the last."""
+    A scrape builds and renders a part's samples only where its key changed since the last.
+
+    ``fixed``, when not None: the part is one sample whose value is its key, labelled by the
+    batch's ids and these constant labels (so its line is a template, :mod:`.lines`).
+    ``by_key``: the part's samples depend on nothing but its key and the batch's ids."""
 
     key: PartKey
     samples: Samples
+    fixed: Mapping[str, str] | None = None
+    by_key: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +200,7 @@ def _one(value: Callable[[BatchSample], float | int | None]) -> Part:
         v = value(b)
         return () if v is None else ((_ids(b), v),)
 
-    return Part(value, samples)
+    return Part(value, samples, fixed={})
 
 
 def _files(status: str) -> Part:
@@ -212,7 +218,7 @@ def _files(status: str) -> Part:
             ({"vector_store_id": b.vector_store_id, "batch_id": b.batch_id, "status": status}, n),
         )
 
-    return Part(key, samples)
+    return Part(key, samples, fixed={"status": status})
 
 
 def _status(b: BatchSample) -> Iterable[tuple[dict[str, str], float]]:
@@ -249,7 +255,7 @@ BATCH_FAMILIES = (
     BatchFamily(
         f"{BATCH}_status",
         "The batch's status: 1 for the current one.",
-        (Part(attrgetter("status"), _status),),
+        (Part(attrgetter("status"), _status, by_key=True),),
     ),
     BatchFamily(
         f"{BATCH}_stalled",

@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from ..core.watch import Key
 from .batch_metrics import BATCH_FAMILIES, BatchSample
+from .lines import PART_LINES, escape, writes_like
 
 Encoder = Callable[[Collector], bytes]
 
@@ -46,12 +47,16 @@ class _Families(Collector):
 class _Lines:
     """A batch's lines from the last scrape of a format, per part, with the keys they show."""
 
-    __slots__ = ("keys", "lines")
+    __slots__ = ("batch", "keys", "lines", "sample", "vs")
 
-    def __init__(self) -> None:
+    def __init__(self, b: BatchSample) -> None:
         self.keys: list[object] = [None] * len(_PARTS)
-        #: Each part's lines, without the last newline.
+        #: Each part's lines, each ending in a newline (b"" for none).
         self.lines: list[bytes] = [b""] * len(_PARTS)
+        #: The sample the lines show: a scrape given the same object again compares nothing.
+        self.sample: BatchSample | None = None
+        #: The batch's ids as label values.
+        self.vs, self.batch = escape(b.vector_store_id), escape(b.batch_id)
 
 
 def _line_encoder(encoder: Encoder) -> Encoder:
@@ -82,6 +87,9 @@ class _Format:
 
     def __init__(self, encoder: Encoder) -> None:
         self.encoder = _line_encoder(encoder)
+        #: Whether the lines are written by :mod:`.lines` (for prometheus-client's encoders)
+        #: rather than by the encoder.
+        self.direct = writes_like(encoder)
         # An encoder writes each family as a header and one line per gauge sample, then a
         # trailer ("# EOF" in OpenMetrics). Both are taken from the encoder itself.
         self.trailer = encoder(_Families(()))
@@ -121,6 +129,10 @@ class _Format:
         return chunks
 
 
+#: Parts' lines joined into one piece of a render's output (about 0.5 MB).
+CHUNK_LINES = 4096
+
+
 class BatchExposition:
     """Renders the per-batch families with prometheus-client's encoders, reusing a batch's lines
     from the last scrape in the same format where what they show has not changed.
@@ -138,25 +150,48 @@ class BatchExposition:
         self._formats: dict[str, _Format] = {}
         self.rendered = 0  # (batch, part) lines rendered by the encoder, for the tests
 
-    def render(self, batches: Sequence[BatchSample], encoder: Encoder, content_type: str) -> bytes:
-        """The per-batch families of ``batches``, without the encoder's trailer."""
+    def render(
+        self,
+        batches: Sequence[BatchSample],
+        encoder: Encoder,
+        content_type: str,
+        tail: bytes = b"",
+    ) -> bytes:
+        """The per-batch families of ``batches``, without the encoder's trailer, then ``tail``."""
+        return b"".join(self.render_chunks(batches, encoder, content_type, tail))
+
+    def render_chunks(
+        self,
+        batches: Sequence[BatchSample],
+        encoder: Encoder,
+        content_type: str,
+        tail: bytes = b"",
+    ) -> list[bytes]:
+        """:meth:`render`, as pieces of at most :data:`CHUNK_LINES` parts' lines each: each is
+        joined in one call that holds the GIL, so that a render in a worker thread lets the
+        event loop in between, where one join of the whole 19 MB would hold it for tens of
+        milliseconds."""
         fmt = self._formats.pop(content_type, None) or _Format(encoder)
         # Should the render fail, the format's lines go with it: its keys may by then claim
         # lines that were never rendered.
-        body = self._render(fmt, batches)
+        chunks = self._render(fmt, batches, tail)
         self._formats[content_type] = fmt  # the most recent last
         while len(self._formats) > self.MAX_FORMATS:
             del self._formats[next(iter(self._formats))]
-        return body
+        return chunks
 
-    def _render(self, fmt: _Format, batches: Sequence[BatchSample]) -> bytes:
+    def _render(self, fmt: _Format, batches: Sequence[BatchSample], tail: bytes) -> list[bytes]:
         previous, current = fmt.by_batch, {}
         entries: list[_Lines] = []
         dirty: list[list[tuple[_Lines, int, BatchSample]]] = [[] for _ in BATCH_FAMILIES]
+        direct, rendered = fmt.direct, 0
         for b in batches:
-            entry = previous.get(b.key) or _Lines()
+            entry = previous.get(b.key) or _Lines(b)
             current[b.key] = entry
             entries.append(entry)
+            if entry.sample is b:
+                continue
+            entry.sample = b
             old = entry.keys
             for p, key, i in _PART_KEYS:
                 value = key(b)
@@ -164,22 +199,26 @@ class BatchExposition:
                     old[p] = value
                     if value is None:
                         entry.lines[p] = b""
+                    elif direct:
+                        text = PART_LINES[p](b, entry.vs, entry.batch)
+                        entry.lines[p] = f"{text}\n".encode() if text else b""
+                        rendered += 1
                     else:
                         dirty[i].append((entry, p, b))
+        self.rendered += rendered
         fmt.by_batch = current
         out = []
         for i, (start, end) in enumerate(_SPANS):
             if dirty[i]:
                 chunks = fmt.lines(i, dirty[i])
                 for (entry, p, _), chunk in zip(dirty[i], chunks, strict=True):
-                    entry.lines[p] = chunk
+                    entry.lines[p] = chunk + b"\n" if chunk else b""
                 self.rendered += len(chunks)
             out.append(fmt.headers[i])
+            # One copy of the body, in the join: empty lines join as nothing.
             if end - start == 1:
-                lines = [line for entry in entries if (line := entry.lines[start])]
+                out += [entry.lines[start] for entry in entries]
             else:
-                lines = [line for entry in entries for line in entry.lines[start:end] if line]
-            if lines:
-                out.append(b"\n".join(lines))
-                out.append(b"\n")
-        return b"".join(out)
+                out += [line for entry in entries for line in entry.lines[start:end]]
+        out.append(tail)
+        return [b"".join(out[at : at + CHUNK_LINES]) for at in range(0, len(out), CHUNK_LINES)]

@@ -33,6 +33,7 @@ from ..api.client import Exchange
 from ..core.engine import Engine
 from ..core.events import BatchFinished, BatchRetried, Event, WatchRemoved
 from ..core.states import State
+from ..core.watch import Key, Watch
 from .batch_metrics import (
     ALWAYS_SHOWN,
     BATCH_FAMILIES,
@@ -57,14 +58,37 @@ class Snapshot:
     stores: Sequence[StoreSample] = ()
 
 
-def take_snapshot(engine: Engine, codes: ErrorCodes | None = None) -> Snapshot:
-    """The engine's watches as a scrape shows them; ``codes`` bounds the error codes shown."""
+#: The sample of each batch's watch as the last snapshot took it, by key.
+Samples = dict[Key, tuple[Watch, BatchSample]]
+
+
+def take_snapshot(
+    engine: Engine, codes: ErrorCodes | None = None, samples: Samples | None = None
+) -> Snapshot:
+    """The engine's watches as a scrape shows them; ``codes`` bounds the error codes shown.
+
+    ``samples``, kept from one snapshot to the next, gives a watch record that has not changed
+    since (a watch is a new record whenever it changes) the same sample as last time, made once;
+    the render then compares nothing for it."""
     batches, stores = [], []
+    kept = samples if samples is not None else {}
     for w in engine.watches():
         if w.is_store:
             stores.append(StoreSample.of(w))
-        else:
-            batches.append(BatchSample.of(w, codes))
+            continue
+        key = w.key
+        last = kept.get(key)
+        if last is None or last[0] is not w:
+            # A new pair only for a changed watch: the others' pairs are kept as they are,
+            # not made again for every scrape for the collector to track.
+            last = (w, BatchSample.of(w, codes))
+            if samples is not None:
+                samples[key] = last
+        batches.append(last[1])
+    if samples is not None and len(samples) > len(batches):
+        shown = {b.key for b in batches}
+        for key in [k for k in samples if k not in shown]:
+            del samples[key]
     return Snapshot(
         batches=batches,
         last_success_at=engine.last_success_at,
@@ -195,6 +219,7 @@ class WatcherMetrics:
         # them up under a lock on every call, and on_exchange runs on every request.
         self._requests_by: dict[tuple[str, int | None], Counter] = {}
         self._duration_by: dict[str, Histogram] = {}
+        self._samples: Samples = {}
 
     def on_exchange(self, exchange: Exchange) -> None:
         endpoint, status = exchange.endpoint, exchange.status
@@ -212,7 +237,7 @@ class WatcherMetrics:
 
     def snapshot(self, engine: Engine) -> Snapshot:
         """:func:`take_snapshot`, with this daemon's bound on error codes."""
-        return take_snapshot(engine, self.codes)
+        return take_snapshot(engine, self.codes, self._samples)
 
     def on_event(self, event: Event) -> None:
         if isinstance(event, BatchFinished):
@@ -237,8 +262,14 @@ class WatcherMetrics:
         """The exposition of the registry with ``snapshot`` as the batches, in the format the
         ``Accept`` header asks for (text or OpenMetrics). Safe to call in a worker thread, one
         call at a time."""
+        chunks, content_type = self.render_chunks(snapshot, accept)
+        return b"".join(chunks), content_type
+
+    def render_chunks(self, snapshot: Snapshot, accept: str | None) -> tuple[list[bytes], str]:
+        """:meth:`render`, the body in pieces of about 0.5 MB (see ``BatchExposition``)."""
         encoder, content_type = choose_encoder(accept or "")
         self.batches.snapshot = self.state.snapshot = snapshot
         self.stores.stores = snapshot.stores
-        batches = self.exposition.render(snapshot.batches, encoder, content_type)
-        return batches + encoder(self.own), content_type
+        own = encoder(self.own)
+        chunks = self.exposition.render_chunks(snapshot.batches, encoder, content_type, own)
+        return chunks, content_type

@@ -12,7 +12,6 @@ The API is described by ``openapi.json`` beside this module, served at ``/openap
 
 from __future__ import annotations
 
-import gzip
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -24,6 +23,7 @@ from urllib.parse import urlsplit
 import anyio
 import anyio.to_thread
 import structlog
+from isal import isal_zlib
 from prometheus_client.exposition import gzip_accepted
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -145,12 +145,19 @@ def build_app(state: AppState) -> Starlette:
     async def metrics(request: Request) -> Response:
         snapshot = state.metrics.snapshot(state.engine)
         # Compressed when the scraper asks, as prometheus-client's own handler does; in the
-        # worker thread with the render (at 10,000 batches the text is about 18 MB).
+        # worker thread with the render (at 10,000 batches the text is about 18 MB), with ISA-L's
+        # gzip, which takes a sixth of zlib's time at the same size.
         gzipped = gzip_accepted(request.headers.get("accept-encoding", ""))
 
         def render() -> tuple[bytes, str]:
-            body, content_type = state.metrics.render(snapshot, request.headers.get("accept"))
-            return (gzip.compress(body, compresslevel=1) if gzipped else body), content_type
+            chunks, content_type = state.metrics.render_chunks(
+                snapshot, request.headers.get("accept")
+            )
+            if not gzipped:
+                return b"".join(chunks), content_type
+            # Piece by piece: the compressor lets go of the GIL, a join of 19 MB would not.
+            gzip = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31)  # 31: a gzip member
+            return b"".join([*map(gzip.compress, chunks), gzip.flush()]), content_type
 
         async with render_lock:
             body, content_type = await anyio.to_thread.run_sync(render)

@@ -1,0 +1,104 @@
+"""``python -m bench.memory``: the daemon's memory per additional watch.
+
+    python -m bench.memory --sizes 0 1000 10000 --rounds 2
+
+One simulator (batches that progress on every poll and never end); a daemon watching each size
+in turn (``--rounds`` times, alternated), polling at the budget as in the steady run, never
+scraped. Each daemon's RSS is read once it has polled every batch once and ``--settle`` seconds
+more (past the first 30-s progress checkpoint, which writes every watch's row). Memory per
+additional watch is the slope between the sizes: (RSS at the largest - RSS at the next) / the
+difference in watches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from .processes import BenchError, DaemonProcess, SimulatorProcess, wait_for
+from .scenarios import (
+    STEADY_DURATION,
+    STEADY_FILES,
+    VECTOR_STORE_ID,
+    daemon_sections,
+    plan_for,
+    sim_args,
+)
+
+
+def _say(message: str) -> None:
+    print(f"memory: {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[0, 1_000, 10_000])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--settle", type=float, default=35.0, help="seconds after the sweep")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    largest = max(args.sizes)
+    plan = replace(plan_for(max(largest, 1)), server_limit_per_second=240)
+    rss: dict[int, list[int]] = {n: [] for n in args.sizes}
+    loads: list[list[float]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
+        sim = SimulatorProcess(
+            sim_args(plan, files=STEADY_FILES, duration=STEADY_DURATION, jitter=0)
+        )
+        try:
+            ids = [b["id"] for b in sim.batches()]
+            sections = daemon_sections(plan, sim, plan.steady_interval)
+            sections["state"]["max_watches"] = max(largest, 1)
+            for turn in range(args.rounds):
+                for n in args.sizes:
+                    start = int(sim.stats()["requests"])
+                    daemon = DaemonProcess(
+                        Path(tmp) / f"n{n}-{turn}",
+                        sections,
+                        [(VECTOR_STORE_ID, b) for b in ids[:n]],
+                    )
+                    try:
+
+                        def swept(
+                            d: DaemonProcess = daemon, first: int = start, k: int = n
+                        ) -> bool:
+                            d.check_alive("the daemon")
+                            return bool(sim.stats()["requests"] - first >= k)
+
+                        wait_for(swept, n / 20 + 120, "the daemon's first poll of every batch")
+                        time.sleep(args.settle)
+                        rss[n].append(daemon.rss())
+                        loads.append([round(x, 2) for x in os.getloadavg()])
+                        _say(f"round {turn + 1}: {n} watches: {rss[n][-1] / 2**20:.1f} MiB")
+                    finally:
+                        daemon.stop()
+        except BenchError as exc:
+            _say(f"failed: {exc}")
+            return 1
+        finally:
+            sim.stop()
+    sizes = sorted(args.sizes)
+    medians = {n: statistics.median(rss[n]) for n in sizes}
+    for n in sizes:
+        print(f"{n:>6} watches: RSS {', '.join(f'{r / 2**20:.1f}' for r in rss[n])} MiB")
+    slopes = {}
+    for low, high in itertools.pairwise(sizes):
+        slopes[f"{low}-{high}"] = (medians[high] - medians[low]) / (high - low)
+        print(f"per additional watch, {low:,} -> {high:,}: {slopes[f'{low}-{high}']:.0f} B")
+    if args.json:
+        document = {"rss": rss, "slopes_bytes": slopes, "loadavg": loads, "settle": args.settle}
+        args.json.write_text(json.dumps(document, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
