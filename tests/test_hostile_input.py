@@ -7,6 +7,7 @@ import contextlib
 import gzip
 import hmac
 import json
+import math
 import re
 import sqlite3
 import string
@@ -401,7 +402,14 @@ def _valid(body: bytes) -> bool:
         data = json.loads(body)
     except ValueError:
         return False
-    if not isinstance(data, dict) or set(data) - {"vector_store_id", "batch_id", "labels"}:
+    if not isinstance(data, dict) or set(data) - {"vector_store_id", "batch_id", "labels"} - {
+        "deadline_seconds"
+    }:
+        return False
+    deadline = data.get("deadline_seconds")
+    if deadline is not None and not (
+        type(deadline) in (int, float) and 0 <= deadline < math.inf  # 0: no deadline
+    ):
         return False
     ids = [data.get("vector_store_id"), data.get("batch_id")]
     if not all(isinstance(i, str) and _VALID_ID.fullmatch(i) and i not in (".", "..") for i in ids):
