@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
 import shutil
 import subprocess
@@ -52,11 +54,19 @@ def alert_rules() -> list[dict[str, Any]]:
     return [r for r in rules(ALERTS) if "alert" in r]
 
 
+@functools.cache
+def _alert_test_groups() -> list[dict[str, Any]]:
+    groups: list[dict[str, Any]] = yaml.safe_load(ALERTS_TEST.read_text())["tests"]
+    return groups
+
+
 def alert_tests() -> list[dict[str, Any]]:
-    cases: list[dict[str, Any]] = []
-    for group in yaml.safe_load(ALERTS_TEST.read_text())["tests"]:
-        cases.extend(group.get("alert_rule_test", []))
-    return cases
+    """Every alert_rule_test case of alerts_test.yaml (the file is parsed once per run)."""
+    return [
+        copy.deepcopy(case)
+        for group in _alert_test_groups()
+        for case in group.get("alert_rule_test", [])
+    ]
 
 
 def github_anchors(markdown: str) -> set[str]:
@@ -153,10 +163,11 @@ def per_batch_alert_rules() -> list[dict[str, Any]]:
 
 
 def per_store_alert_rules() -> list[dict[str, Any]]:
+    per_batch = per_batch_alert_rules()
     return [
         r
         for r in alert_rules()
-        if r not in per_batch_alert_rules()
+        if r not in per_batch
         and any(m.startswith("openai_vector_store_") for m in metric_names(r["expr"]))
     ]
 
