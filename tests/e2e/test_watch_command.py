@@ -22,7 +22,8 @@ from harness import PYTHON, SimulatorProcess, _env, iter_json_lines, run_command
 
 from watcher.simulator.files import file_object
 
-pytestmark = pytest.mark.e2e
+# Its module-scoped fixtures start processes once per worker: keep its tests on one.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("watch_command")]
 
 VS = "vs_cmd"
 KEY = "sk-cmd-RIGHTKEY-4f6c0d1e9b8a7f65"
