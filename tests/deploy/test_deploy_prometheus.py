@@ -25,9 +25,6 @@ from deploy_promql import (
 )
 from deploy_tools import run
 
-# never_firing_reports runs promtool once per worker that needs it: keep these tests on one.
-pytestmark = pytest.mark.xdist_group("promtool")
-
 PROMETHEUS = DEPLOY / "prometheus"
 ALERTS_TEST = PROMETHEUS / "alerts_test.yaml"
 RUNBOOK = DOCS / "runbook.md"

@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 from harness import DaemonProcess, SimulatorProcess, start_daemon, start_simulator
 
-# Its module-scoped fixtures start processes once per worker: keep its tests on one.
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("browser")]
+pytestmark = pytest.mark.e2e
 
 OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
 CHROMIUM_ARGS = [

@@ -12,8 +12,7 @@ from harness import DaemonProcess, SimulatorProcess, start_daemon, start_simulat
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
-# Its module-scoped fixtures start processes once per worker: keep its tests on one.
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("openapi")]
+pytestmark = pytest.mark.e2e
 
 DOCUMENT = Path(__file__).parents[2] / "docs" / "openapi.json"
 #: Examples per operation (each is one request, or a few for the stateful checks).

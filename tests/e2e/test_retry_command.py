@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 from harness import SimulatorProcess, iter_json_lines, run_command, start_simulator
 
-# Its module-scoped fixtures start processes once per worker: keep its tests on one.
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("retry_command")]
+pytestmark = pytest.mark.e2e
 
 VS = "vs_retry"
 KEY = "sk-retry-RIGHTKEY-4f6c0d1e9b8a7f65"

@@ -22,8 +22,7 @@ from harness import PYTHON, SimulatorProcess, _env, iter_json_lines, run_command
 
 from watcher.simulator.files import file_object
 
-# Its module-scoped fixtures start processes once per worker: keep its tests on one.
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("watch_command")]
+pytestmark = pytest.mark.e2e
 
 VS = "vs_cmd"
 KEY = "sk-cmd-RIGHTKEY-4f6c0d1e9b8a7f65"

@@ -12,8 +12,7 @@ from urllib.parse import parse_qs
 import pytest
 from harness import SimulatorProcess, iter_json_lines, run_command, start_simulator
 
-# Its module-scoped fixtures start processes once per worker: keep its tests on one.
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("watch_store")]
+pytestmark = pytest.mark.e2e
 
 KEY = "sk-store-cmd-KEY-0123456789abcdef"
 
