@@ -3,6 +3,7 @@ virtual time, are in factories.py: a module named conftest cannot be imported tw
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,13 @@ import pytest
 import structlog
 
 _E2E = Path(__file__).parent / "e2e"
+
+# Keep compiled modules, whatever PYTHONDONTWRITEBYTECODE says: without them every run (and every
+# xdist worker, daemon and simulator process a test starts) parses and compiles the test modules
+# with their assertions rewritten, the package and the lazily imported parts of the plugins again,
+# about 20 s of CPU a run on this machine. Python reads cached bytecode whatever the variable
+# says, so the processes the tests start use what this one wrote.
+sys.dont_write_bytecode = False
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 import structlog
 import uvicorn
+from factories import loopback_client
 from prometheus_client.parser import text_string_to_metric_families
 
 import watcher.daemon.service
@@ -89,7 +90,7 @@ async def running_daemon(
                     break
                 await anyio.sleep(0.01)
         host, port = bound[0].getsockname()[:2]
-        async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=10) as client:
+        async with loopback_client(f"http://{host}:{port}", timeout=10) as client:
             with anyio.fail_after(10):
                 while True:
                     try:
@@ -116,7 +117,7 @@ async def serving(state: AppState) -> AsyncIterator[httpx.AsyncClient]:
         with anyio.fail_after(10):
             await started.wait()
         host, port = sock.getsockname()[:2]
-        async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=10) as client:
+        async with loopback_client(f"http://{host}:{port}", timeout=10) as client:
             yield client
         server.should_exit = True
     sock.close()

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from factories import FakeClock
+from factories import FakeClock, loopback_client
 
 from watcher.simulator import (
     DEMO_VECTOR_STORE,
@@ -65,8 +65,8 @@ async def served(sim: Simulator, clock: FakeClock) -> AsyncIterator[Served]:
     async with serve_simulator(sim) as base_url:
         root = base_url.removesuffix("/v1")
         async with (
-            httpx.AsyncClient(base_url=base_url, timeout=5) as api,
-            httpx.AsyncClient(base_url=root, timeout=5) as control,
+            loopback_client(base_url, timeout=5) as api,
+            loopback_client(root, timeout=5) as control,
         ):
             yield Served(sim, clock, api, control, base_url)
 
@@ -645,7 +645,7 @@ async def test_probabilistic_faults_follow_the_seed() -> None:
     async def pattern(seed: int) -> list[int]:
         sim = Simulator([BatchSpec(VS, BATCH, 10, 10)], seed=seed)
         sim.inject(Fault(FaultKind.SERVER_ERROR, status=503, probability=0.5))
-        async with serve_simulator(sim) as base_url, httpx.AsyncClient(base_url=base_url) as api:
+        async with serve_simulator(sim) as base_url, loopback_client(base_url) as api:
             return [(await api.get(BATCH_URL)).status_code for _ in range(40)]
 
     first = await pattern(7)
@@ -902,7 +902,7 @@ async def test_demo_flaky_batch_fails_transiently_then_answers(clock: FakeClock)
     """The flaky demo batch's retrieves hit 503s, a 429 and broken JSON, then succeed."""
     sim = Simulator(demo_scenario(), clock=clock)
     url = f"/vector_stores/{DEMO_VECTOR_STORE}/file_batches/vsfb_demo_flaky"
-    async with serve_simulator(sim) as base_url, httpx.AsyncClient(base_url=base_url) as api:
+    async with serve_simulator(sim) as base_url, loopback_client(base_url) as api:
         replies = [await api.get(url) for _ in range(12)]
     codes = [r.status_code for r in replies]
     assert codes[:4] == [503, 503, 429, 200]
@@ -926,9 +926,9 @@ def test_thread_server_serves_synchronous_clients() -> None:
 
 async def test_server_stops_listening_on_exit(sim: Simulator) -> None:
     """Leaving ``serve_simulator`` closes the port."""
-    async with serve_simulator(sim) as base_url, httpx.AsyncClient() as client:
+    async with serve_simulator(sim) as base_url, loopback_client() as client:
         assert (await client.get(base_url + BATCH_URL)).status_code == 200
-    async with httpx.AsyncClient() as client:
+    async with loopback_client() as client:
         with pytest.raises(httpx.ConnectError):
             await client.get(base_url + BATCH_URL)
 
@@ -1004,7 +1004,7 @@ async def test_a_batch_clock_can_start_at_its_first_poll(clock: FakeClock) -> No
     clock.advance(500)
     assert sim.truth(BATCH)["started"] is False
     assert sim.truth(BATCH)["terminal_at"] is None
-    async with serve_simulator(sim) as base_url, httpx.AsyncClient(base_url=base_url) as api:
+    async with serve_simulator(sim) as base_url, loopback_client(base_url) as api:
         first = (await api.get(BATCH_URL)).json()
         assert (first["status"], first["file_counts"]["completed"]) == ("in_progress", 0)
         assert sim.truth(BATCH)["terminal_at"] == pytest.approx(clock.now + 10)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from factories import FakeClock
+from factories import FakeClock, loopback_client
 
 from watcher.simulator import BatchSpec, Fault, FaultKind, Simulator, file_id, serve_simulator
 from watcher.simulator.scenario import failed_file_index
@@ -37,7 +37,7 @@ def sim(clock: FakeClock) -> Simulator:
 async def api(sim: Simulator) -> AsyncIterator[httpx.AsyncClient]:
     async with (
         serve_simulator(sim) as base_url,
-        httpx.AsyncClient(base_url=base_url, timeout=5) as client,
+        loopback_client(base_url, timeout=5) as client,
     ):
         yield client
 

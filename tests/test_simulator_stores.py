@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from factories import FakeClock
+from factories import FakeClock, loopback_client
 
 from watcher.simulator import BatchSpec, Fault, FaultKind, Simulator, StoreSpec, serve_simulator
 
@@ -35,8 +35,8 @@ async def served() -> AsyncIterator[Served]:
     sim.add_batch(BatchSpec("vs_other", "vsfb_c", 5, 5, created_at=400))
     async with (
         serve_simulator(sim) as base_url,
-        httpx.AsyncClient(base_url=base_url, timeout=5) as api,
-        httpx.AsyncClient(base_url=base_url.removesuffix("/v1"), timeout=5) as control,
+        loopback_client(base_url, timeout=5) as api,
+        loopback_client(base_url.removesuffix("/v1"), timeout=5) as control,
     ):
         yield Served(sim, clock, wall, api, control)
 

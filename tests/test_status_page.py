@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import time
 from typing import Any
 
 import pytest
@@ -263,23 +262,20 @@ def test_pages_split_the_rows_and_a_page_past_the_end_shows_the_last() -> None:
     assert 'href="/?page=3&amp;per_page=10" rel="next"' in html
 
 
-def test_ten_thousand_watches_render_one_page_quickly() -> None:
-    """At 10,000 watches a filtered page renders only its rows, well within a generous bound
-    (it takes some tens of milliseconds; the bound is for a busy machine)."""
+def test_ten_thousand_watches_render_one_page_of_rows() -> None:
+    """At 10,000 watches a filtered page renders only its rows, and counts all that match.
+    (How long it takes is a benchmark's question, not a test's.)"""
     batches = tuple(
         view(f"vsfb_{i:05d}", stalled=i % 7 == 0, labels={"shard": str(i % 10)})
         for i in range(10_000)
     )
     f = fleet(*batches)
-    started = time.perf_counter()
     html = render_status(PAGES, f, Query(status="stalled", labels=(("shard", "3"),)))
-    elapsed = time.perf_counter() - started
     found = rows_of(html)
     assert len(found) == DEFAULT_PER_PAGE
     assert all(int(b.rsplit("_", 1)[1]) % 7 == 0 for b in found)
     matching = sum(1 for i in range(10_000) if i % 7 == 0 and i % 10 == 3)
     assert f"rows 1–100 of {matching}" in html
-    assert elapsed < 2.0, f"one page of 10,000 watches took {elapsed:.2f}s"
 
 
 # -- HTML -------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import AsyncIterator, Collection, Iterator
 from contextlib import contextmanager
 
@@ -370,10 +369,8 @@ async def test_a_server_away_for_a_while_loses_nothing(pg_schema: str) -> None:
             assert not store.available
             assert _batch_ids(pg_schema) == ["vsfb_before"]
             proxy.restore()
-            started = time.monotonic()
             await eventually(lambda: store.write_failure is None and store.available, 20)
             assert len(_rows(pg_schema)) == 2
-            assert time.monotonic() - started < 20
             tg.cancel_scope.cancel()
     finally:
         await store.aclose()

@@ -14,6 +14,8 @@ the given interval.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import re
 from collections.abc import Iterator
@@ -54,9 +56,16 @@ def dashboard_panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from panel.get("panels", [])
 
 
-def load_rule_groups(path: Path) -> list[dict[str, Any]]:
+@functools.cache
+def _parsed_rule_groups(path: Path) -> list[dict[str, Any]]:
     groups: list[dict[str, Any]] = yaml.safe_load(path.read_text())["groups"]
     return groups
+
+
+def load_rule_groups(path: Path) -> list[dict[str, Any]]:
+    """The file's rule groups: parsed once (collection asks for them dozens of times), a fresh
+    copy each call so that no caller sees another's changes."""
+    return copy.deepcopy(_parsed_rule_groups(path))
 
 
 def rules(path: Path) -> Iterator[dict[str, Any]]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,11 +55,19 @@ def alert_rules() -> list[dict[str, Any]]:
     return [r for r in rules(ALERTS) if "alert" in r]
 
 
+@functools.cache
+def _alert_test_groups() -> list[dict[str, Any]]:
+    groups: list[dict[str, Any]] = yaml.safe_load(ALERTS_TEST.read_text())["tests"]
+    return groups
+
+
 def alert_tests() -> list[dict[str, Any]]:
-    cases: list[dict[str, Any]] = []
-    for group in yaml.safe_load(ALERTS_TEST.read_text())["tests"]:
-        cases.extend(group.get("alert_rule_test", []))
-    return cases
+    """Every alert_rule_test case of alerts_test.yaml (the file is parsed once per run)."""
+    return [
+        copy.deepcopy(case)
+        for group in _alert_test_groups()
+        for case in group.get("alert_rule_test", [])
+    ]
 
 
 def github_anchors(markdown: str) -> set[str]:
@@ -153,10 +164,11 @@ def per_batch_alert_rules() -> list[dict[str, Any]]:
 
 
 def per_store_alert_rules() -> list[dict[str, Any]]:
+    per_batch = per_batch_alert_rules()
     return [
         r
         for r in alert_rules()
-        if r not in per_batch_alert_rules()
+        if r not in per_batch
         and any(m.startswith("openai_vector_store_") for m in metric_names(r["expr"]))
     ]
 
@@ -203,23 +215,66 @@ def test_alert_firing_cases_expect_exact_labels_and_annotations(rule: dict[str, 
         assert alert["exp_annotations"]["runbook_url"] == rule["annotations"]["runbook_url"]
 
 
+@pytest.fixture(scope="module")
+def never_firing_reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """For each alert, promtool's report on that alert's unit tests run against the rules with
+    its expression replaced by one that never matches, by alert name.
+
+    Each copy keeps only the test groups that evaluate the alert (the others cannot report it,
+    and evaluating every group again for every alert was most of the time), and one promtool
+    run checks every copy: promtool reports each test file on its own.
+    """
+    promtool = deploy_tools.promtool()
+    root = tmp_path_factory.mktemp("never-firing")
+    suite = yaml.safe_load(ALERTS_TEST.read_text())
+    test_files: dict[str, Path] = {}
+    for rule in alert_rules():
+        alert = rule["alert"]
+        folder = root / alert
+        folder.mkdir()
+        shutil.copy(RECORDING, folder / RECORDING.name)
+        data = yaml.safe_load(ALERTS.read_text())
+        for group in data["groups"]:
+            for r in group["rules"]:
+                if r.get("alert") == alert:
+                    r["expr"] = "vector(0) == 1"
+        (folder / ALERTS.name).write_text(yaml.safe_dump(data, sort_keys=False))
+        own = [
+            group
+            for group in suite["tests"]
+            if any(c["alertname"] == alert for c in group.get("alert_rule_test", []))
+        ]
+        assert own, f"no unit test evaluates {alert}"
+        test_file = folder / ALERTS_TEST.name
+        test_file.write_text(yaml.safe_dump({**suite, "tests": own}, sort_keys=False))
+        test_files[alert] = test_file
+    # promtool writes each file's heading to stdout and its failures to stderr: one stream
+    # keeps them in order.
+    result = subprocess.run(
+        [promtool, "test", "rules", *(str(p) for p in test_files.values())],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    # "Unit Testing:  <file>" opens each file's report; what follows, up to the next, is its own.
+    sections = re.split(r"^Unit Testing:\s+(\S+)\s*$", result.stdout, flags=re.MULTILINE)
+    reports = dict(zip(sections[1::2], sections[2::2], strict=True))
+    assert result.returncode != 0, result.stdout
+    assert set(reports) == {str(p) for p in test_files.values()}, result.stdout
+    return {alert: reports[str(path)] for alert, path in test_files.items()}
+
+
 @pytest.mark.parametrize("rule", alert_rules(), ids=lambda r: r["alert"])
 def test_alert_unit_tests_notice_an_alert_that_never_fires(
-    rule: dict[str, Any], tmp_path: Path
+    rule: dict[str, Any], never_firing_reports: dict[str, str]
 ) -> None:
     """With the alert's expression replaced by one that never matches, the unit tests fail."""
-    promtool = deploy_tools.promtool()
-    for path in (ALERTS, RECORDING, ALERTS_TEST):
-        shutil.copy(path, tmp_path / path.name)
-    data = yaml.safe_load(ALERTS.read_text())
-    for group in data["groups"]:
-        for r in group["rules"]:
-            if r.get("alert") == rule["alert"]:
-                r["expr"] = "vector(0) == 1"
-    (tmp_path / ALERTS.name).write_text(yaml.safe_dump(data, sort_keys=False))
-    result = run(promtool, "test", "rules", str(tmp_path / ALERTS_TEST.name))
-    assert result.returncode != 0
-    assert f"alertname: {rule['alert']}" in result.stdout + result.stderr
+    report = never_firing_reports[rule["alert"]]
+    assert "FAILED" in report, report
+    assert "SUCCESS" not in report, report
+    assert f"alertname: {rule['alert']}" in report, report
 
 
 def test_rule_expressions_use_only_contract_metrics() -> None:

@@ -10,10 +10,12 @@ it, so a full run of the suite leaves the table holding the numbers of that run:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
 import sys
+import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,13 +59,16 @@ def record(tmp_path: Path, scenario: str, **figures: Any) -> dict[str, Any]:
     entry = {"scenario": scenario, **figures}
     (tmp_path / f"figures-{scenario}.json").write_text(json.dumps(entry, indent=2) + "\n")
     if os.environ.get(ENV) == "1":
-        path = DOCS / "reliability.json"
-        data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-        data.setdefault("scenarios", {})[scenario] = figures
-        data["measured_at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        data["platform"] = f"Python {sys.version.split()[0]}, {platform.system()}"
-        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        (DOCS / "reliability.md").write_text(render(data))
+        # Tests run in parallel workers: one merge at a time, or one would undo another's.
+        with (Path(tempfile.gettempdir()) / "batch-watcher-figures.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            path = DOCS / "reliability.json"
+            data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+            data.setdefault("scenarios", {})[scenario] = figures
+            data["measured_at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            data["platform"] = f"Python {sys.version.split()[0]}, {platform.system()}"
+            path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+            (DOCS / "reliability.md").write_text(render(data))
     return entry
 
 

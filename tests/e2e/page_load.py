@@ -3,7 +3,8 @@ never delays the test's own measurements). Bounded in time and in requests; loop
 
     python tests/e2e/page_load.py http://127.0.0.1:PORT --clients 16 --seconds 15 / /?page=2
 
-Prints one JSON object: requests made, by status, and errors.
+Prints ``loading`` once every client has had its first answer, then one JSON object: requests
+made, by status, and errors.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ async def hammer(
     statuses: Counter[str] = Counter()
     deadline = time.monotonic() + seconds
     made = 0
+    answered = 0  # clients that have had their first answer
 
     async def client(index: int) -> None:
-        nonlocal made
+        nonlocal made, answered
         async with httpx.AsyncClient(base_url=base, timeout=30) as http:
             turn = index
             while time.monotonic() < deadline and made < max_requests:
@@ -41,6 +43,10 @@ async def hammer(
                     statuses[str(response.status_code)] += 1
                 except httpx.HTTPError as exc:
                     statuses[type(exc).__name__] += 1
+                if turn == index + 1:
+                    answered += 1
+                    if answered == clients:
+                        print("loading", flush=True)
 
     started = time.monotonic()
     await asyncio.gather(*(client(i) for i in range(clients)))

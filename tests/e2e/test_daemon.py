@@ -190,7 +190,9 @@ def test_control_api_token_and_restart_after_kill_9(
     daemon has every one, and a batch that had finished is not announced a second time."""
     sim = simulator_factory("--scenario", "empty")
     quick = add_batch(sim, "vsfb_quick", total_files=10, duration_seconds=0.3, failed_files=2)
-    slow = add_batch(sim, "vsfb_slow", total_files=50, duration_seconds=4)
+    # Long enough to be still running when the quick one has been announced, however busy the
+    # machine (4 s was not, beside stress-ng --cpu 2).
+    slow = add_batch(sim, "vsfb_slow", total_files=50, duration_seconds=15)
     config = {"api": {"base_url": sim.url}, "poll": FAST_POLL}
     env = {"BATCH_WATCHER_CONTROL_TOKEN": TOKEN}
     first = daemon_factory(config, env=env, name="first")

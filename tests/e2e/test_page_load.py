@@ -109,7 +109,8 @@ def test_healthz_stays_quick_while_the_pages_are_hammered(
         text=True,
     )
     try:
-        time.sleep(1.0)  # the clients are connected and loading
+        assert load.stdout is not None
+        assert load.stdout.readline().strip() == "loading"  # every client connected and loading
         started = time.monotonic()
         latencies, failed = _probe(daemon.url, started + SECONDS - 2)
         polls = sim.stats()["requests"] - polls_before

@@ -188,7 +188,9 @@ def test_kill_9_at_random_points_loses_nothing_and_repeats_nothing(
         # The last start registers what is left and sees everything to its end.
         daemon = restarted()
         with Registrar(daemon, pending) as registrar:
-            daemon.wait_until(lambda: not pending, what="every watch registered")
+            # Each registration is written durably before its answer: on a busy machine that
+            # took more than the default minute.
+            daemon.wait_until(lambda: not pending, timeout=180, what="every watch registered")
         acknowledged += registrar.acknowledged
         watches = daemon.wait_until(
             lambda: (

@@ -33,11 +33,13 @@ def add(sim: SimulatorProcess, batch_id: str, **spec: Any) -> str:
     return batch_id
 
 
-def retry(sim: SimulatorProcess, batch_id: str, *args: str) -> subprocess.CompletedProcess[str]:
+def retry(
+    sim: SimulatorProcess, batch_id: str, *args: str, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
     result = run_command(
         ["retry", f"{VS}/{batch_id}", "--base-url", sim.url, "--interval", "0.1", *args],
         env={"OPENAI_API_KEY": KEY},
-        timeout=120,
+        timeout=timeout,
     )
     assert KEY not in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
@@ -102,7 +104,11 @@ def test_retry_watch_watches_the_new_batch_to_its_end(sim: SimulatorProcess) -> 
 def test_more_than_2000_files_are_split(sim: SimulatorProcess) -> None:
     """2,001 failed files go out as two batches: 2,000 and 1."""
     batch = add(sim, "vsfb_retry_big", total_files=2001, failed_files=2001)
-    result = retry(sim, batch, "--output", "json", "--max-requests-per-minute", "1000000")
+    # A retry reads each failed file it sends again: 2,001 requests, which took 100 s of the
+    # default 120 beside stress-ng --cpu 2.
+    result = retry(
+        sim, batch, "--output", "json", "--max-requests-per-minute", "1000000", timeout=600
+    )
     assert result.returncode == 0, result.stderr
     lines = list(iter_json_lines(result.stdout))
     assert [len(line["files"]) for line in lines] == [2000, 1]

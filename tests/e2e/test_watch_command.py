@@ -363,8 +363,9 @@ def test_bad_usage_exits_2_with_a_clear_message(
 def test_deadline_exits_3_and_cancels_only_when_asked(sim: SimulatorProcess) -> None:
     """A batch still running at ``--timeout`` ends timed_out with exit 3, which outranks a
     failed batch; ``--cancel-on-timeout`` cancels it through the API."""
-    slow = add(sim, "vsfb_deadline_slow", duration_seconds=60)
-    left = add(sim, "vsfb_deadline_left", duration_seconds=60)
+    # An hour: still running at every --timeout, however slowly a busy machine starts each watch.
+    slow = add(sim, "vsfb_deadline_slow", duration_seconds=3600)
+    left = add(sim, "vsfb_deadline_left", duration_seconds=3600)
     failed = add(sim, "vsfb_deadline_failed", final_status="failed", failed_files=2)
     result = watch(sim, [slow, failed], "--output", "json", "--timeout", "1", "--cancel-on-timeout")
     assert result.returncode == 3, result.stderr
@@ -383,7 +384,9 @@ def test_deadline_exits_3_and_cancels_only_when_asked(sim: SimulatorProcess) -> 
 def test_timeout_names_the_stuck_files_and_failed_files_by_name(sim: SimulatorProcess) -> None:
     """``--timeout`` ends with exit 3 and the summary names the files still in progress; the
     failed files' table and JSON carry each file's name from ``GET /files/{id}``."""
-    slow = add(sim, "vsfb_stuck_text", total_files=5, duration_seconds=60)
+    # An hour: every one of its files is still in progress at the second watch, however slowly
+    # a busy machine started the first (over 60 s, two had finished by then beside stress-ng).
+    slow = add(sim, "vsfb_stuck_text", total_files=5, duration_seconds=3600)
     failed = add(sim, "vsfb_named_text", final_status="failed", failed_files=2)
     text = watch(sim, [slow, failed], "--timeout", "1")
     assert text.returncode == 3, text.stderr
