@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import signal
 import statistics
 import sys
@@ -44,7 +43,7 @@ import psycopg
 
 from .pgproxy import CountingProxy
 from .processes import BenchError, DaemonProcess, SimulatorProcess, wait_for
-from .report import machine
+from .report import loadavg, machine
 from .scenarios import STEADY_DURATION, STEADY_FILES, daemon_sections, plan_for, sim_args
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -171,25 +170,21 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         for w in range(args.windows):
             backends = fleet.backends(db)
             procs = [r.ps for r in replicas]
-            before = (
-                _cpu(procs),
-                _cpu(backends),
-                one.cpu_seconds(),
-                proxy.snapshot(),
-                fleet_sim.stats(),
-                one_sim.stats(),
-                time.monotonic(),
-            )
+
+            def reading(procs: Any, backends: Any) -> tuple[Any, ...]:
+                return (
+                    _cpu(procs),
+                    _cpu(backends),
+                    one.cpu_seconds(),
+                    proxy.snapshot(),
+                    fleet_sim.stats(),
+                    one_sim.stats(),
+                    time.monotonic(),
+                )
+
+            before = reading(procs, backends)
             time.sleep(args.window_seconds)
-            after = (
-                _cpu(procs),
-                _cpu(backends),
-                one.cpu_seconds(),
-                proxy.snapshot(),
-                fleet_sim.stats(),
-                one_sim.stats(),
-                time.monotonic(),
-            )
+            after = reading(procs, backends)
             fleet_polls = after[4]["requests"] - before[4]["requests"]
             one_polls = after[5]["requests"] - before[5]["requests"]
             replica_cpu = sum(after[0][p] - before[0][p] for p in before[0] if p in after[0])
@@ -201,7 +196,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             }
             window = {
                 "seconds": after[6] - before[6],
-                "loadavg": [round(x, 2) for x in os.getloadavg()],
+                "loadavg": loadavg(),
                 "fleet_polls": fleet_polls,
                 "one_polls": one_polls,
                 "fleet_cpu_s": replica_cpu,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .processes import BenchError, DaemonProcess, SimulatorProcess, wait_for
+from .report import loadavg
 from .scenarios import (
     STEADY_DURATION,
     STEADY_FILES,
@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         wait_for(swept, n / 20 + 120, "the daemon's first poll of every batch")
                         time.sleep(args.settle)
                         rss[n].append(daemon.rss())
-                        loads.append([round(x, 2) for x in os.getloadavg()])
+                        loads.append(loadavg())
                         _say(f"round {turn + 1}: {n} watches: {rss[n][-1] / 2**20:.1f} MiB")
                     finally:
                         daemon.stop()

@@ -43,6 +43,11 @@ class SizeResult:
         return self.steady.plan
 
 
+def loadavg() -> list[float]:
+    """The 1, 5 and 15 minute load averages, as the figures record them."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def machine() -> dict[str, str]:
     cpu = platform.processor() or platform.machine()
     try:

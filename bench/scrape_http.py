@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 
 from .processes import BenchError, DaemonProcess, SimulatorProcess, wait_for
-from .report import machine
+from .report import loadavg, machine
 from .scenarios import (
     PROMETHEUS_ACCEPT,
     STEADY_DURATION,
@@ -205,7 +205,7 @@ def measure(sides: list[Side], scrapes: int, every: float, sweep: float) -> None
         side.health.stop.set()
         side.health.join(10)
         side.run.health_during, side.run.health_all = side.health.during, side.health.all
-        side.run.loadavg = [round(x, 2) for x in os.getloadavg()]
+        side.run.loadavg = loadavg()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import tempfile
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .processes import BenchError, DaemonProcess, SimulatorProcess, wait_for
-from .report import machine
+from .report import loadavg, machine
 from .scenarios import (
     PROMETHEUS_ACCEPT,
     STEADY_FILES,
@@ -41,10 +40,6 @@ from .scenarios import STEADY_DURATION as DURATION
 
 def _say(message: str) -> None:
     print(f"soak_rss: {message}", file=sys.stderr, flush=True)
-
-
-def _loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def run(
@@ -98,7 +93,7 @@ def run(
                     "rss_bytes": daemon.rss(),
                     "cpu_seconds": round(daemon.cpu_seconds(), 2),
                     "requests": int(sim.stats()["requests"]),
-                    "loadavg": _loadavg(),
+                    "loadavg": loadavg(),
                 }
                 result["samples"].append(entry)
                 _say(
