@@ -12,8 +12,10 @@ from factories import finished
 from postgres_fixtures import PG_URL, pg_connect
 
 from watcher.config import config_from_mapping
+from watcher.core.states import Phase
 from watcher.daemon.fleet_view import FleetView
 from watcher.daemon.service import Daemon
+from watcher.store.codec import encode
 from watcher.store.postgres import LeaseLost
 
 VS = "vs_rep"
@@ -73,6 +75,40 @@ async def test_a_lost_lease_drops_the_watch_and_its_series_at_once(pg_schema: st
                 "SELECT owner, result FROM watches WHERE batch_id = 'vsfb_r2'"
             ).fetchone()
         assert row == ("r9", None)
+
+
+async def test_a_watch_claimed_back_is_adopted_as_its_row_is_not_as_held_here(
+    pg_schema: str,
+) -> None:
+    """A replica paused past its lease still holds its copy of a watch. When another replica
+    took it, ended it and gave it back, and this one claims it again, the engine takes the row
+    (ended) in place of its stale copy, which would otherwise poll on under the new token and
+    announce the end a second time."""
+    async with _daemon(pg_schema, "r1") as daemon:
+        assert daemon.fleet is not None
+        key = (VS, "vsfb_r2")
+        stale = daemon.engine.get(*key)
+        assert stale is not None
+        assert stale.phase is not Phase.FINISHED
+        ended = finished(stale)
+        row = encode(ended)
+        with pg_connect(pg_schema) as conn:
+            conn.execute(  # taken by r9 (fence + 1), ended there, handed back (fence + 1 more)
+                "UPDATE watches SET owner = NULL, fence = fence + 2, result = %s, "
+                "finished_at = %s WHERE batch_id = 'vsfb_r2'",
+                (row.result, row.finished_at),
+            )
+        unfinished = daemon.engine.unfinished
+        await daemon.fleet.keeper.tick()
+        adopted = daemon.engine.get(*key)
+        assert adopted is not None
+        assert adopted.phase is Phase.FINISHED
+        assert adopted.result == ended.result
+        assert daemon.engine.unfinished == unfinished - 1
+        with pg_connect(pg_schema) as conn:
+            fence = conn.execute("SELECT fence FROM watches WHERE batch_id = 'vsfb_r2'").fetchone()
+        assert fence is not None
+        assert daemon.fleet.leases.tokens[key] == fence[0]
 
 
 async def test_the_fleet_view_takes_its_own_watches_from_the_engine(pg_schema: str) -> None:

@@ -219,10 +219,18 @@ class LeaseKeeper:
         # Committed: the lease runs from before the heartbeat was sent.
         self.valid_until = sent + leases.lease_seconds - s.settle_seconds
         self.rate, self.concurrency = rate, concurrency
-        leases.hold(claimed)
         self.fleet = fleet
         self._first = False
+        self._hold(claimed)
         return claimed, surplus
+
+    def _hold(self, claimed: Sequence[Claimed]) -> None:
+        """Take the claims' tokens; drop what this replica still held of a watch it claimed
+        back, so that the holder adopts the row as it is now, not our stale copy of it."""
+        if regained := self.leases.hold(claimed):
+            log.info("watches_claimed_back", count=len(regained))
+            self.store.forget(regained)  # noted under the old lease: never written under the new
+            self.holder.drop(regained)
 
     async def hand_over(self, keys: Collection[Key]) -> int:
         """Write these watches one last time, stop watching them, and release them."""
@@ -240,7 +248,7 @@ class LeaseKeeper:
         async with self._claiming:
             async with self.store.connection() as conn, conn.transaction():
                 claimed = await self.leases.claim_keys(conn, keys)
-            self.leases.hold(claimed)
+            self._hold(claimed)
         return {c.watch.key for c in claimed}
 
     async def register(self, watches: Sequence[Watch]) -> tuple[set[Key], list[Claimed]]:
@@ -277,7 +285,7 @@ class LeaseKeeper:
             created = await roster.insert_new(conn, unique)
             fresh = [w.key for w in unique if w.key not in self.leases.tokens]
             claimed = await self.leases.claim_keys(conn, fresh)
-        self.leases.hold(claimed)
+        self._hold(claimed)
         return created, claimed
 
     async def _reconcile(self, now: float) -> None:

@@ -257,12 +257,22 @@ class Leases:
             rows = await cur.fetchall()
         return [Claimed(decode(row), int(row["fence"]), row["previous"]) for row in rows]
 
-    def hold(self, claimed: Iterable[Claimed]) -> None:
-        """Take the tokens of what was claimed, once the claim is committed."""
+    def hold(self, claimed: Iterable[Claimed]) -> set[Key]:
+        """Take the tokens of what was claimed, once the claim is committed. Returns the keys
+        claimed back: held here under an older token that another replica's claim (or the
+        lapse of our own lease) had ended without our knowing. What this replica still holds
+        of those is stale (the row may have moved on, even ended, meanwhile): the caller drops
+        it before it adopts the row, or an ending would be announced twice."""
+        regained: set[Key] = set()
         for c in claimed:
-            self.tokens[c.watch.key] = c.fence
+            key = c.watch.key
+            before = self.tokens.get(key)
+            if before is not None and not (c.previous == self.name and c.fence == before + 1):
+                regained.add(key)
+            self.tokens[key] = c.fence
             if c.previous is not None and c.previous != self.name:
                 self.takeovers += 1
+        return regained
 
     async def pick(
         self, conn: psycopg.AsyncConnection[Any], *, active: bool, limit: int
