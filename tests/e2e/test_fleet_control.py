@@ -149,3 +149,83 @@ def test_any_replica_answers_for_the_whole_fleet(
         ) == {1}
 
     wait_for(once_each, timeout=15, what="each batch exported by exactly one replica")
+
+
+def test_any_replica_answers_for_the_fleets_store_watches(
+    fleet_url: str,
+    simulator_factory: Callable[..., SimulatorProcess],
+    daemon_factory: Callable[..., DaemonProcess],
+) -> None:
+    """A store watch registered on one replica is listed, answered and shown (its page, with
+    its owner) by the other, polled by its claimer only, and deleted from the fleet by the
+    replica that does not own it, after which its owner stops exporting it."""
+    sim = simulator_factory("--scenario", "empty")
+    store = "vs_fleetstore"
+    sim.control("POST", "stores", {"vector_store_id": store, "name": 'Docs "fleet" <b>'})
+    sim.control(
+        "POST",
+        "batches",
+        {
+            "vector_store_id": store,
+            "batch_id": "vsfb_s1",
+            "total_files": 10,
+            "duration_seconds": 1.0,
+            "failed_files": 1,
+        },
+    )
+    config: dict[str, Any] = {
+        "api": {"base_url": sim.url, "max_requests_per_minute": 600, "max_concurrency": 2},
+        "poll": {"interval_seconds": 0.5, "min_interval_seconds": 0.2},
+        "state": {"url": fleet_url, "lease_seconds": LEASE},
+    }
+    r1, r2 = (
+        daemon_factory(
+            config,
+            env={"BATCH_WATCHER_REPLICA_ID": f"r{i}", "BATCH_WATCHER_CONTROL_TOKEN": TOKEN},
+            name=f"r{i}",
+        )
+        for i in (1, 2)
+    )
+    added = r1.request("POST", "/v1/stores", token=TOKEN, json={"vector_store_id": store})
+    assert added.status_code == 201, added.text
+    assert added.json()["owner"] == "r1"
+    again = r2.request("POST", "/v1/stores", token=TOKEN, json={"vector_store_id": store})
+    assert again.status_code == 200, again.text
+    assert again.json()["owner"] == "r1"
+
+    def listed_on_r2() -> bool:
+        response = r2.request("GET", "/v1/stores", token=TOKEN)
+        stores = {s["vector_store_id"]: s for s in response.json()["stores"]}
+        return store in stores and (stores[store]["owner"], stores[store]["lease"]) == (
+            "r1",
+            "owned",
+        )
+
+    wait_for(listed_on_r2, timeout=15, what="r2 listing r1's store watch")
+    one = r2.request("GET", f"/v1/stores/{store}", token=TOKEN)
+    assert one.status_code == 200
+    assert one.json()["owner"] == "r1"
+    page = r2.request("GET", f"/stores/{store}")
+    assert page.status_code == 200
+    assert "r1 (owned)" in page.text
+    assert r2.request("GET", "/stores/vs_nobody").status_code == 404
+
+    def polled_by_r1() -> bool:
+        return r1.metric("openai_vector_store_files", vector_store_id=store, status="failed") == 1
+
+    r1.wait_until(polled_by_r1, what="r1 polling the store")
+    assert r2.metric("openai_vector_store_files", vector_store_id=store, status="failed") is None
+
+    gone = r2.request("DELETE", f"/v1/stores/{store}", token=TOKEN)
+    assert gone.status_code == 204, gone.text
+    assert owner_of(fleet_url, "") is None  # a store watch's row: batch_id ""
+    r1.wait_until(
+        lambda: (
+            r1.metric("openai_vector_store_files", vector_store_id=store, status="failed") is None
+        ),
+        timeout=2 * LEASE + 5,
+        what="r1 forgetting the deleted store",
+    )
+    for replica in (r1, r2):
+        assert replica.request("GET", f"/v1/stores/{store}", token=TOKEN).status_code == 404
+        assert replica.request("DELETE", f"/v1/stores/{store}", token=TOKEN).status_code == 404

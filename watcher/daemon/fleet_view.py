@@ -20,7 +20,7 @@ from typing import Any, Final
 import anyio
 import structlog
 
-from ..core.watch import Key, Watch, WatchOptions
+from ..core.watch import STORE, Key, Watch, WatchOptions
 from ..errors import StoreUnavailable
 from ..fleet import roster
 from ..fleet.roster import Listed, Ownership
@@ -137,7 +137,8 @@ class FleetView:
         engine = self.replica.engine
         if (local := engine.get(*key)) is not None:
             return Listed(local, self._mine()), False
-        if options.deadline_seconds is None and engine.settings.deadline_seconds:
+        lasting = batch_id == STORE  # a store is watched until it is deleted: no deadline
+        if options.deadline_seconds is None and engine.settings.deadline_seconds and not lasting:
             options = replace(options, deadline_seconds=engine.settings.deadline_seconds)
         watch = Watch.new(
             vector_store_id, batch_id, registered_at=time.time(), labels=labels, options=options

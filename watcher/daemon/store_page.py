@@ -33,8 +33,8 @@ def _environment() -> Environment:
     return env
 
 
-def render_store_page(watch: Watch) -> str:
-    """The page of one store watch."""
+def render_store_page(watch: Watch, *, owner: str | None = None) -> str:
+    """The page of one store watch; ``owner``: fleet mode, the replica that polls it."""
     return (
         _environment()
         .get_template("store.html")
@@ -44,6 +44,7 @@ def render_store_page(watch: Watch) -> str:
             counts=watch.file_counts,
             status=watch.display_status,
             labels=sorted(watch.labels.items()),
+            owner=owner,
         )
     )
 

@@ -27,23 +27,23 @@ from isal import isal_zlib
 from prometheus_client.exposition import gzip_accepted
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..config import PollConfig, parse_watch, validate_id
 from ..core.engine import Engine
 from ..core.retry import retry_policy
-from ..core.watch import STORE, WatchOptions
+from ..core.watch import WatchOptions
 from ..credentials import SecretSource
 from ..errors import ConfigError, StoreUnavailable, TooManyWatches
 from ..serving import BODY_TIMEOUT_SECONDS
-from ..store import StateStore, WriteFailure
+from ..store import StateStore
+from .answers import error, store_unavailable
 from .fleet_view import FleetView
 from .history import BatchHistory
 from .metrics import WatcherMetrics
 from .pages import Pages
 from .store_api import store_handlers
-from .store_page import render_store_page
 
 log = structlog.get_logger("watcher.daemon.web")
 
@@ -52,10 +52,6 @@ HEALTHY_TICK_SECONDS = 30.0  # the scheduler ticks at least every second when al
 #: The names a request may use for a daemon that listens on loopback without a control token.
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 OPENAPI = files(__package__).joinpath("openapi.json").read_bytes()
-
-#: When a client whose change the store could not write may try again (the store's flusher
-#: retries about this often at first).
-STORE_RETRY_AFTER_SECONDS = 5
 
 
 @dataclass(slots=True)
@@ -83,10 +79,6 @@ class AppState:
     more_problems: Callable[[], list[str]] | None = None
     #: Fleet mode: the whole fleet's watches, whichever replica is asked.
     fleet: FleetView | None = None
-
-
-def _error(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status)
 
 
 def host_name(header: str) -> str | None:
@@ -126,17 +118,6 @@ def _token_file_unreadable(source: SecretSource | None) -> str | None:
 def _is_json(request: Request) -> bool:
     media_type = request.headers.get("content-type", "").partition(";")[0]
     return media_type.strip().lower() == "application/json"
-
-
-def _store_unavailable(failure: WriteFailure | StoreUnavailable, **extra: Any) -> JSONResponse:
-    """The 503 of a change the state store cannot write now; the client tries again later."""
-    if isinstance(failure, StoreUnavailable):
-        said = str(failure)  # it says which store, and why
-    else:
-        said = f"the state store cannot write: {failure.error}"
-    response = _error(503, said, **extra)
-    response.headers["Retry-After"] = str(STORE_RETRY_AFTER_SECONDS)
-    return response
 
 
 def build_app(state: AppState) -> Starlette:
@@ -200,16 +181,16 @@ def build_app(state: AppState) -> Starlette:
             token = state.control_token.current() if state.control_token else None
             if token is None and (lost := _token_file_unreadable(state.control_token)):
                 # A token file that goes missing must not open the API: closed until it is back.
-                return _error(503, f"the control API is closed: {lost}")
+                return error(503, f"the control API is closed: {lost}")
             if token is None:
                 if not state.loopback:
-                    return _error(
+                    return error(
                         403,
                         "the control API is disabled: no control token is configured and the "
                         "daemon does not listen on loopback",
                     )
                 if host_name(request.headers.get("host", "")) not in state.local_names:
-                    return _error(
+                    return error(
                         421,
                         "without a control token the control API answers only to a Host that "
                         f"names the loopback ({', '.join(sorted(state.local_names))})",
@@ -233,28 +214,28 @@ def build_app(state: AppState) -> Starlette:
         try:
             return JSONResponse({"watches": await state.fleet.watches_json()})
         except StoreUnavailable as exc:
-            return _store_unavailable(exc)
+            return store_unavailable(exc)
 
     async def read_body(request: Request) -> bytes | Response:
         """The body, or the answer to a request whose body is too big, too slow or cut off."""
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
-            return _error(413, f"the body is over {MAX_BODY_BYTES} bytes")
+            return error(413, f"the body is over {MAX_BODY_BYTES} bytes")
         raw = bytearray()
         with anyio.move_on_after(state.body_timeout_seconds):
             try:
                 async for chunk in request.stream():
                     raw += chunk
                     if len(raw) > MAX_BODY_BYTES:
-                        return _error(413, f"the body is over {MAX_BODY_BYTES} bytes")
+                        return error(413, f"the body is over {MAX_BODY_BYTES} bytes")
             except ClientDisconnect:
                 # Nobody is left to answer; one line says so (not a traceback per request).
                 log.info("request_aborted", path=request.url.path, received_bytes=len(raw))
-                return _error(400, "the request body was cut off")
+                return error(400, "the request body was cut off")
             return bytes(raw)
         # "Connection: close": the rest of the body may still come, and must not be read as the
         # next request.
-        response = _error(
+        response = error(
             408, f"the body did not arrive within {state.body_timeout_seconds:g} seconds"
         )
         response.headers["Connection"] = "close"
@@ -263,16 +244,16 @@ def build_app(state: AppState) -> Starlette:
     async def read_object(request: Request) -> dict[str, Any] | Response:
         """The body's JSON object, or the answer to a body that is not one."""
         if not _is_json(request):
-            return _error(415, "the body must be JSON, sent as 'Content-Type: application/json'")
+            return error(415, "the body must be JSON, sent as 'Content-Type: application/json'")
         raw = await read_body(request)
         if isinstance(raw, Response):
             return raw
         try:
             body = json.loads(raw)
         except (ValueError, RecursionError):
-            return _error(400, "the body is not valid JSON")
+            return error(400, "the body is not valid JSON")
         if not isinstance(body, dict):
-            return _error(422, "the body must be a JSON object")
+            return error(422, "the body must be a JSON object")
         return body
 
     async def add_watch(request: Request) -> Response:
@@ -281,13 +262,13 @@ def build_app(state: AppState) -> Starlette:
             return body
         allowed = {"vector_store_id", "batch_id", "labels", "deadline_seconds", "retry"}
         if unknown := sorted(set(body) - allowed):
-            return _error(422, f"unknown fields: {', '.join(unknown)}", allowed=sorted(allowed))
+            return error(422, f"unknown fields: {', '.join(unknown)}", allowed=sorted(allowed))
         try:
             spec = parse_watch(body, state.poll, where="body")
         except ConfigError as exc:
-            return _error(422, "invalid watch", problems=exc.problems)
+            return error(422, "invalid watch", problems=exc.problems)
         if (failure := state.store.write_failure) is not None:
-            return _store_unavailable(failure)
+            return store_unavailable(failure)
         options = WatchOptions(
             deadline_seconds=spec.deadline_seconds, retry=retry_policy(spec.retry)
         )
@@ -299,21 +280,21 @@ def build_app(state: AppState) -> Starlette:
                     spec.vector_store_id, spec.batch_id, labels=spec.labels, options=options
                 )
             except StoreUnavailable as exc:
-                return _store_unavailable(exc)
+                return store_unavailable(exc)
             return JSONResponse(listed.as_dict(), status_code=201 if created else 200)
         try:
             watch, created = state.engine.add(
                 spec.vector_store_id, spec.batch_id, labels=spec.labels, options=options
             )
         except TooManyWatches as exc:
-            return _error(409, str(exc))
+            return error(409, str(exc))
         # Written before we answer: a watch we accepted survives any crash after this.
         try:
             await state.store.flush()
         except StoreUnavailable as exc:
             if created:  # not on disk, so not accepted: as if it had never been asked for
                 state.engine.remove(spec.vector_store_id, spec.batch_id)
-            return _store_unavailable(exc)
+            return store_unavailable(exc)
         return JSONResponse(watch.as_dict(), status_code=201 if created else 200)
 
     def _key(request: Request) -> tuple[str, str] | Response:
@@ -321,7 +302,7 @@ def build_app(state: AppState) -> Starlette:
         batch = request.path_params["batch_id"]
         problems = validate_id(vs, "vector_store_id") + validate_id(batch, "batch_id")
         if problems:
-            return _error(400, "invalid id", problems=problems)
+            return error(400, "invalid id", problems=problems)
         return vs, batch
 
     async def get_watch(request: Request) -> Response:
@@ -332,13 +313,13 @@ def build_app(state: AppState) -> Starlette:
             try:
                 listed = await state.fleet.lookup(key)
             except StoreUnavailable as exc:
-                return _store_unavailable(exc)
+                return store_unavailable(exc)
             if listed is None:
-                return _error(404, f"no replica watches {key[0]}/{key[1]}")
+                return error(404, f"no replica watches {key[0]}/{key[1]}")
             return JSONResponse(listed.as_dict())
         watch = state.engine.get(*key)
         if watch is None:
-            return _error(404, f"not watching {key[0]}/{key[1]}")
+            return error(404, f"not watching {key[0]}/{key[1]}")
         return JSONResponse(watch.as_dict())
 
     async def delete_watch(request: Request) -> Response:
@@ -346,44 +327,42 @@ def build_app(state: AppState) -> Starlette:
         if isinstance(key, Response):
             return key
         if key in state.declared:
-            return _error(
+            return error(
                 409,
                 f"{key[0]}/{key[1]} is declared in the configuration file "
                 f"(watch[{state.declared[key]}]) and would come back at the next start: remove "
                 "it there, then restart the daemon",
             )
         if (failure := state.store.write_failure) is not None:
-            return _store_unavailable(failure)
+            return store_unavailable(failure)
         if state.fleet is not None:
             try:
                 found = await state.fleet.delete(key)
             except StoreUnavailable as exc:
-                return _store_unavailable(exc)
+                return store_unavailable(exc)
             if not found:
-                return _error(404, f"no replica watches {key[0]}/{key[1]}")
+                return error(404, f"no replica watches {key[0]}/{key[1]}")
             return Response(status_code=204)
         if not state.engine.remove(*key):
-            return _error(404, f"not watching {key[0]}/{key[1]}")
+            return error(404, f"not watching {key[0]}/{key[1]}")
         try:
             await state.store.flush()
         except StoreUnavailable as exc:
             # The watch is no longer polled; its deletion is written once the store can write,
             # and until then a restart would bring it back.
-            return _store_unavailable(exc, removed=True)
+            return store_unavailable(exc, removed=True)
         return Response(status_code=204)
-
-    async def store_page(request: Request) -> Response:
-        vs = request.path_params["vector_store_id"]
-        if validate_id(vs, "vector_store_id"):
-            return PlainTextResponse("not a vector store id", status_code=400)
-        watch = state.engine.get(vs, STORE)
-        if watch is None:
-            return PlainTextResponse("not watching this vector store", status_code=404)
-        return HTMLResponse(render_store_page(watch))
 
     async def openapi(_: Request) -> Response:
         return Response(OPENAPI, media_type="application/json")
 
+    stores_api, store_page = store_handlers(
+        state.engine,
+        state.store,
+        read_object=read_object,
+        declared=state.declared_stores,
+        fleet=state.fleet,
+    )
     # Read-only and without a token, like /metrics: nothing on them is secret.
     pages = Pages(state.engine, state.history, fleet=state.fleet)
     one = "/v1/watches/{vector_store_id}/{batch_id}"
@@ -400,12 +379,7 @@ def build_app(state: AppState) -> Starlette:
         by_method(one, GET=guarded(get_watch), DELETE=guarded(delete_watch)),
         *(
             by_method(path, **{method: guarded(h) for method, h in handlers.items()})
-            for path, handlers in store_handlers(
-                state.engine,
-                state.store,
-                read_object=read_object,
-                declared=state.declared_stores,
-            ).items()
+            for path, handlers in stores_api.items()
         ),
     ]
     app = Starlette(routes=routes)
