@@ -4,6 +4,7 @@ the configuration checks of ``run`` and ``check-config``."""
 from __future__ import annotations
 
 import argparse
+import gc
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from watcher.cli.main import _watch_command, build_parser, main
 from watcher.config import DEFAULTS, validate_id
 from watcher.core.engine import EngineSettings
 from watcher.core.policy import PollSettings
+from watcher.runtime import YOUNG_THRESHOLD, tune_collector
 
 
 def _subparser(name: str) -> argparse.ArgumentParser:
@@ -181,3 +183,16 @@ def test_a_missing_control_token_file_exits_2_naming_the_key(
     err = capsys.readouterr().err
     assert f"batch-watcher: server.control_token_file: {str(missing)!r} does not exist" in err
     assert not (tmp_path / "state.sqlite3").exists()
+
+
+def test_the_engines_processes_collect_young_garbage_less_often() -> None:
+    """``run`` and ``watch`` raise the collector's young threshold, keeping the older ones: a
+    request's objects then die by reference counting before a collection promotes them (see
+    watcher/runtime.py for the figures)."""
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        tune_collector()
+        assert gc.get_threshold() == (YOUNG_THRESHOLD, 10, 10)
+    finally:
+        gc.set_threshold(*before)

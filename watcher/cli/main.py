@@ -35,6 +35,7 @@ from ..config.values import check_id
 from ..daemon.service import Daemon
 from ..errors import ConfigError
 from ..logs import configure, register_secret
+from ..runtime import tune_collector
 from .report import ExitStatus
 from .retry_command import RetryCommand, run_retry
 from .watch_command import Target, WatchCommand, run_watch
@@ -315,7 +316,9 @@ def _watch_command(args: argparse.Namespace, environ: Mapping[str, str]) -> Watc
 
 
 def _watch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    return int(anyio.run(run_watch, _watch_command(args, environ)))
+    command = _watch_command(args, environ)
+    tune_collector()
+    return int(anyio.run(run_watch, command))
 
 
 def _retry(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -340,6 +343,7 @@ def _load(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
 
 def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     daemon = Daemon(_load(args, environ))
+    tune_collector()
     return anyio.run(daemon.serve)
 
 
