@@ -45,10 +45,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--settle", type=float, default=35.0, help="seconds after the sweep")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--before", type=Path, help="also measure the `watcher` package in this directory, in turns"
+    )
     args = parser.parse_args(argv)
     largest = max(args.sizes)
     plan = replace(plan_for(max(largest, 1)), server_limit_per_second=240)
-    rss: dict[int, list[int]] = {n: [] for n in args.sizes}
+    sides: dict[str, Path | None] = {"this": None}
+    if args.before is not None:
+        sides["before"] = args.before
+    rss: dict[str, dict[int, list[int]]] = {side: {n: [] for n in args.sizes} for side in sides}
     loads: list[list[float]] = []
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         sim = SimulatorProcess(
@@ -58,42 +64,45 @@ def main(argv: Sequence[str] | None = None) -> int:
             ids = [b["id"] for b in sim.batches()]
             sections = daemon_sections(plan, sim, plan.steady_interval)
             sections["state"]["max_watches"] = max(largest, 1)
-            for turn in range(args.rounds):
-                for n in args.sizes:
-                    start = int(sim.stats()["requests"])
-                    daemon = DaemonProcess(
-                        Path(tmp) / f"n{n}-{turn}",
-                        sections,
-                        [(VECTOR_STORE_ID, b) for b in ids[:n]],
-                    )
-                    try:
+            for turn, n, side in itertools.product(range(args.rounds), args.sizes, sides):
+                start = int(sim.stats()["requests"])
+                daemon = DaemonProcess(
+                    Path(tmp) / f"{side}-n{n}-{turn}",
+                    sections,
+                    [(VECTOR_STORE_ID, b) for b in ids[:n]],
+                    source=sides[side],
+                )
+                try:
 
-                        def swept(
-                            d: DaemonProcess = daemon, first: int = start, k: int = n
-                        ) -> bool:
-                            d.check_alive("the daemon")
-                            return bool(sim.stats()["requests"] - first >= k)
+                    def swept(d: DaemonProcess = daemon, first: int = start, k: int = n) -> bool:
+                        d.check_alive("the daemon")
+                        return bool(sim.stats()["requests"] - first >= k)
 
-                        wait_for(swept, n / 20 + 120, "the daemon's first poll of every batch")
-                        time.sleep(args.settle)
-                        rss[n].append(daemon.rss())
-                        loads.append(loadavg())
-                        _say(f"round {turn + 1}: {n} watches: {rss[n][-1] / 2**20:.1f} MiB")
-                    finally:
-                        daemon.stop()
+                    wait_for(swept, n / 20 + 120, "the daemon's first poll of every batch")
+                    time.sleep(args.settle)
+                    rss[side][n].append(daemon.rss())
+                    loads.append(loadavg())
+                    said = rss[side][n][-1] / 2**20
+                    _say(f"round {turn + 1}: {side}: {n} watches: {said:.1f} MiB")
+                finally:
+                    daemon.stop()
         except BenchError as exc:
             _say(f"failed: {exc}")
             return 1
         finally:
             sim.stop()
     sizes = sorted(args.sizes)
-    medians = {n: statistics.median(rss[n]) for n in sizes}
-    for n in sizes:
-        print(f"{n:>6} watches: RSS {', '.join(f'{r / 2**20:.1f}' for r in rss[n])} MiB")
-    slopes = {}
-    for low, high in itertools.pairwise(sizes):
-        slopes[f"{low}-{high}"] = (medians[high] - medians[low]) / (high - low)
-        print(f"per additional watch, {low:,} -> {high:,}: {slopes[f'{low}-{high}']:.0f} B")
+    slopes: dict[str, dict[str, float]] = {}
+    for side, by_size in rss.items():
+        medians = {n: statistics.median(by_size[n]) for n in sizes}
+        for n in sizes:
+            shown = ", ".join(f"{r / 2**20:.1f}" for r in by_size[n])
+            print(f"{side}: {n:>6} watches: RSS {shown} MiB")
+        slopes[side] = {}
+        for low, high in itertools.pairwise(sizes):
+            slope = (medians[high] - medians[low]) / (high - low)
+            slopes[side][f"{low}-{high}"] = slope
+            print(f"{side}: per additional watch, {low:,} -> {high:,}: {slope:.0f} B")
     if args.json:
         document = {"rss": rss, "slopes_bytes": slopes, "loadavg": loads, "settle": args.settle}
         args.json.write_text(json.dumps(document, indent=1), encoding="utf-8")

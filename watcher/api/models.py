@@ -9,6 +9,7 @@ is a :class:`~watcher.errors.ProtocolError`.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -28,6 +29,10 @@ FILE_STATUSES: Final = (IN_PROGRESS, COMPLETED, FAILED, CANCELLED)
 #: The ``last_error.code`` values the API documents; others are kept as they came.
 ERROR_CODES: Final = ("server_error", "unsupported_file", "invalid_file")
 
+#: The known batch statuses, each kept once: a watch holds its batch's status from reply to reply.
+_STATUSES: Final[Mapping[str, str]] = {
+    s: s for s in ("in_progress", "completed", "cancelled", "failed")
+}
 _MAX_TOKEN = 128  # ids, statuses and codes longer than this are not ids, statuses or codes
 _MAX_MESSAGE = 2000  # a longer error message is cut, not refused
 
@@ -168,6 +173,7 @@ def parse_file_batch(obj: object, *, vector_store_id: str | None = None) -> File
         raise ProtocolError("file batch: the reply is not a JSON object")
     batch_id = _token(obj, "id", "file batch")
     status = _token(obj, "status", "file batch")
+    status = _STATUSES.get(status, status)  # one string per known status, not one per reply
     vs_id = obj.get("vector_store_id")
     if not isinstance(vs_id, str) or not vs_id:
         if vector_store_id is None:

@@ -46,8 +46,12 @@ LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 
+#: One empty table for every default (read-only, so it can be shared).
+_EMPTY_TABLE: Final[Mapping[str, str]] = MappingProxyType({})
+
+
 def _no_table() -> Mapping[str, str]:
-    return MappingProxyType({})
+    return _EMPTY_TABLE
 
 
 def _environ(context: Any) -> Mapping[str, str]:

@@ -5,9 +5,10 @@ which schedules and polls what the list holds (through :class:`~watcher.core.req
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
-from typing import Protocol
+from typing import Final, Protocol
 
 import anyio
 import structlog
@@ -21,6 +22,13 @@ from .states import Phase
 from .watch import STORE, Key, Watch, WatchOptions
 
 log = structlog.get_logger("watcher.core.engine")
+
+_DEFAULT_OPTIONS: Final = WatchOptions()
+
+
+@functools.lru_cache(maxsize=4)
+def _common_options(deadline_seconds: float | None) -> WatchOptions:
+    return WatchOptions(deadline_seconds=deadline_seconds)
 
 
 class WatchStore(Protocol):
@@ -97,7 +105,7 @@ class WatchList:
                 batch_id,
                 registered_at=self._wall(),
                 labels=labels,
-                options=(options or WatchOptions())
+                options=self._shared(options or _DEFAULT_OPTIONS)
                 if lasting
                 else self._with_default_deadline(options),
             ),
@@ -126,10 +134,18 @@ class WatchList:
         return entry.watch, True
 
     def _with_default_deadline(self, options: WatchOptions | None) -> WatchOptions:
-        options = options or WatchOptions()
+        options = options or _DEFAULT_OPTIONS
         if options.deadline_seconds is None and self.settings.deadline_seconds:
-            return replace(options, deadline_seconds=self.settings.deadline_seconds)
-        return options
+            options = replace(options, deadline_seconds=self.settings.deadline_seconds)
+        return self._shared(options)
+
+    def _shared(self, options: WatchOptions) -> WatchOptions:
+        """The options most watches have (none of their own, perhaps with the default deadline)
+        as one object for all of them, not one a watch (some 70 bytes each at 10,000)."""
+        common = _common_options(self.settings.deadline_seconds or None)
+        if options == common:
+            return common
+        return _DEFAULT_OPTIONS if options == _DEFAULT_OPTIONS else options
 
     def remove(self, vector_store_id: str, batch_id: str) -> bool:
         """Stop watching the batch and delete it from the store."""

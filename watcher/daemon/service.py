@@ -230,6 +230,10 @@ class Daemon:
             more_problems=self._fleet_problems if self.fleet is not None else None,
             fleet=FleetView(self.fleet) if self.fleet is not None else None,
         )
+        # The declared watches are in the engine (or the fleet's database) now, and AppState
+        # keeps which keys the file declares: their specs, a validated model each (some 600
+        # bytes a watch at 10,000), are not needed again.
+        self.config = self.config.model_copy(update={"watches": (), "stores": ()})
         server = EmbeddedServer(
             server_config(build_app(state), self.limits, timeout_graceful_shutdown=1)
         )
