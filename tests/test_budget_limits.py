@@ -93,3 +93,31 @@ async def test_concurrency_never_rises_above_what_the_budget_was_built_with() ->
     assert budget._slots.value == 0
     budget.set_limits(60_000, 2)
     assert budget._slots.value == 2
+
+
+async def test_a_grant_runs_out_at_its_end_whoever_watches_it() -> None:
+    """A grant for some seconds (a lease) sends nothing after them, even if nobody took it
+    away (the lease's watchdog may run late on a busy event loop); set again, it sends."""
+    clock = FakeClock()
+    budget = RequestBudget(60_000, 2, clock=clock, sleep=clock.sleep)
+    budget.set_limits(60_000, 2, for_seconds=5.0)
+    sent: list[float] = []
+
+    async def request() -> None:
+        async with budget.slot():
+            sent.append(clock())
+
+    await request()
+    clock.advance(4.9)
+    await request()
+    assert len(sent) == 2
+    clock.advance(0.2)  # past the grant's end
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(request)
+        await _settle()
+        assert len(sent) == 2
+        assert budget.in_flight == 0  # waiting for a grant holds no slot
+        budget.set_limits(60_000, 2, for_seconds=5.0)
+        with anyio.fail_after(2):
+            while len(sent) < 3:
+                await anyio.lowlevel.checkpoint()

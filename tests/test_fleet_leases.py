@@ -3,6 +3,7 @@ leaving, take over from the dead, and a replica paused past its lease writes not
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
@@ -35,8 +36,11 @@ class _Holder:
         self.grant_history: list[tuple[float, int]] = []
         self.flight = 0
 
-    def set_grants(self, requests_per_minute: float, concurrency: int) -> None:
+    def set_grants(
+        self, requests_per_minute: float, concurrency: int, *, for_seconds: float = math.inf
+    ) -> None:
         self.grants = (requests_per_minute, concurrency)
+        self.for_seconds = for_seconds
         self.grant_history.append(self.grants)
 
     def in_flight(self) -> int:

@@ -59,6 +59,7 @@ class RequestBudget:
         # Fleet mode (set_limits): slots taken out of use, and slots to take as they come back.
         self._held = 0
         self._debt = 0
+        self._until = math.inf  # fleet mode: when the grant runs out
         self._rate_open = anyio.Event()
         self._rate_open.set()
 
@@ -67,10 +68,15 @@ class RequestBudget:
         """Requests holding a slot now."""
         return self._max_concurrency - self._slots.value - self._held
 
-    def set_limits(self, per_minute: float, max_concurrency: int) -> None:
+    def set_limits(
+        self, per_minute: float, max_concurrency: int, *, for_seconds: float = math.inf
+    ) -> None:
         """Spend at most this from now on (a fleet replica's grant): zero of either stops new
         requests until raised. Concurrency goes no higher than it was built with; a lower one
-        takes effect as requests in flight finish."""
+        takes effect as requests in flight finish. ``for_seconds``: the grant runs out then (a
+        lease's end), when no request is sent any more until the limits are set again, however
+        late whoever watches the lease gets to run."""
+        self._until = self._clock() + for_seconds
         if per_minute > 0:
             self.spacing = 60.0 / per_minute
             size = math.ceil(per_minute / 60)
@@ -128,13 +134,17 @@ class RequestBudget:
                         wait = sent[0] + SHARE_WINDOW_SECONDS - self._clock()
                         if wait > 0:
                             await self._sleep(wait)
+                    now = self._clock()
+                    if now > self._until and self._rate_open.is_set():
+                        self._rate_open = anyio.Event()  # the grant ran out
                     if self._rate_open.is_set():
-                        self._sent.append(self._clock())
+                        self._sent.append(now)
                         return
             except BaseException:
                 self._release_slot()
                 raise
-            # The rate was taken away (set_limits) while this request waited for its turn.
+            # The rate was taken away (set_limits, or its grant ran out) while this request
+            # waited for its turn.
             self._release_slot()
 
     def reserve(self, now: float) -> float:

@@ -10,6 +10,7 @@ replica owns it, it is dropped here again.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Collection, Iterable, Sequence
 
@@ -107,8 +108,10 @@ class FleetReplica:
 
     # -- Holder ----------------------------------------------------------------------------
 
-    def set_grants(self, requests_per_minute: float, concurrency: int) -> None:
-        self.engine.budget.set_limits(requests_per_minute, concurrency)
+    def set_grants(
+        self, requests_per_minute: float, concurrency: int, *, for_seconds: float = math.inf
+    ) -> None:
+        self.engine.budget.set_limits(requests_per_minute, concurrency, for_seconds=for_seconds)
 
     def in_flight(self) -> int:
         return self.engine.budget.in_flight

@@ -37,8 +37,11 @@ log = structlog.get_logger("watcher.fleet.keeper")
 class Holder(Protocol):
     """What the lease loop asks of the replica it keeps (the daemon puts the engine behind)."""
 
-    def set_grants(self, requests_per_minute: float, concurrency: int) -> None:
-        """Spend at most this much from now on (zero: poll nothing)."""
+    def set_grants(
+        self, requests_per_minute: float, concurrency: int, *, for_seconds: float = math.inf
+    ) -> None:
+        """Spend at most this much from now on (zero: poll nothing), for at most
+        ``for_seconds`` (the lease's end), after which nothing until set again."""
 
     def in_flight(self) -> int:
         """Requests under way now."""
@@ -156,7 +159,11 @@ class LeaseKeeper:
         if waited.cancelled_caught:
             self._unavailable("the database did not answer in time")
             return
-        self.holder.set_grants(self.rate.local, int(self.concurrency.local))
+        self.holder.set_grants(
+            self.rate.local,
+            int(self.concurrency.local),
+            for_seconds=max(0.0, self.valid_until - self._now()),
+        )
         if claimed:
             await self.holder.adopt(claimed)
         try:
