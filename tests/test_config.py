@@ -361,26 +361,13 @@ def test_watches_are_read_with_labels_and_overrides() -> None:
         {},
     )
     first, second = config.watches
-    assert first.key == ("vs_1", "vsfb_1")
+    assert (first.vector_store_id, first.batch_id) == ("vs_1", "vsfb_1")
     assert first.labels == {"team": "search"}
     assert first.deadline_seconds == 60.0
     assert second.cancel_on_timeout is True
     assert second.interval_seconds is None
     with pytest.raises(TypeError):
         first.labels["team"] = "other"  # type: ignore[index]
-
-
-def test_watch_poll_config_applies_only_the_overrides_it_has() -> None:
-    """A watch's poll settings are [poll]'s, with the watch's non-None overrides on top."""
-    poll = PollConfig(interval_seconds=7.0, deadline_seconds=100.0)
-    watch = WatchConfig(
-        vector_store_id="vs", batch_id="b", interval_seconds=9.0, cancel_on_timeout=True
-    )
-    merged = watch.poll_config(poll)
-    assert merged.interval_seconds == 9.0
-    assert merged.cancel_on_timeout is True
-    assert merged.deadline_seconds == 100.0
-    assert WatchConfig(vector_store_id="vs", batch_id="b").poll_config(poll) == poll
 
 
 @pytest.mark.parametrize(

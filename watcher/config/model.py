@@ -291,15 +291,6 @@ class StoreWatchConfig(Section):
     labels: Labels = Field(default_factory=_no_table)
 
 
-#: The keys of a ``[[watch]]`` that override ``[poll]`` for that batch.
-OVERRIDES: Final = (
-    "deadline_seconds",
-    "cancel_on_timeout",
-    "interval_seconds",
-    "stall_after_seconds",
-)
-
-
 _ERROR_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
@@ -371,15 +362,6 @@ class WatchConfig(Section):
             problems = [("interval_seconds", text) for text in found]
             raise PydanticCustomError("problems", "{problems}", {"problems": problems})
         return self
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.vector_store_id, self.batch_id)
-
-    def poll_config(self, poll: PollConfig) -> PollConfig:
-        """``poll`` with this watch's overrides applied."""
-        overrides = {name: getattr(self, name) for name in OVERRIDES}
-        return poll.model_copy(update={k: v for k, v in overrides.items() if v is not None})
 
 
 class Config(Section):
