@@ -122,8 +122,10 @@ async def watcher_loop(
     from watcher.core.engine import Engine
     from watcher.daemon.service import Daemon
     from watcher.logs import configure, log_event
+    from watcher.runtime import tune_collector
 
     configure("json", "info")
+    tune_collector()  # as `run` does
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         config = config_from_mapping(
             {
