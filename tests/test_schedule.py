@@ -76,3 +76,26 @@ def test_the_order_is_kept_for_a_second_and_stale_entries_are_skipped() -> None:
     moved.seq = 7  # rescheduled: its place here is stale
     assert ready.take(10.5 + RANK_EVERY_SECONDS) is kept
     assert len(ready) == 0
+
+
+def test_a_watch_due_again_while_it_waits_is_served_once() -> None:
+    """A watch rescheduled and due again before its turn came waits once, under its newest
+    schedule; once served (or dropped as stale) it can wait again."""
+    ready = Ready(lambda e: 5.0)
+    a = polled(entry("a"), at=0.0, remaining=10.0, seq=1)
+    b = polled(entry("b"), at=0.0, remaining=900.0, seq=2)
+    ready.add(a)
+    ready.add(b)
+    a.seq = 3  # rescheduled, and due again before its turn
+    ready.add(a)
+    assert len(ready) == 2
+    assert [ready.take(10.0), ready.take(10.0), ready.take(10.0)] == [a, b, None]
+    a.seq = 4
+    ready.add(a)
+    b.seq = 5
+    ready.add(b)
+    b.seq = 6  # rescheduled to later: its wait here is stale
+    assert [ready.take(20.0), ready.take(20.0)] == [a, None]
+    b.seq = 7
+    ready.add(b)
+    assert ready.take(30.0) is b

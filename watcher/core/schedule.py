@@ -24,7 +24,7 @@ from .watch import Watch
 class Entry:
     """A watch as the engine holds it: the latest record, and its place in the schedule."""
 
-    __slots__ = ("busy", "due", "polled_at", "remaining", "removed", "seq", "watch")
+    __slots__ = ("busy", "due", "polled_at", "ready", "remaining", "removed", "seq", "watch")
 
     def __init__(self, watch: Watch) -> None:
         self.watch = watch
@@ -34,6 +34,7 @@ class Entry:
         self.removed = False
         self.polled_at: float | None = None  # the last good reply, on the monotonic clock
         self.remaining: float | None = None  # the estimate of the time left made then
+        self.ready = -1  # the seq it waits under in Ready (-1: not there)
 
     @property
     def scheduled(self) -> bool:
@@ -73,36 +74,47 @@ RANK_EVERY_SECONDS = 1.0
 
 
 class Ready:
+    """Due watches waiting for a worker and the budget. Each is in the lists at most once, with
+    the seq it became due under in :attr:`Entry.ready` (no tuple a waiting watch: at 10,000
+    watches under a tight budget, all of them wait)."""
+
     def __init__(self, interval: Callable[[Entry], float]) -> None:
         self._interval = interval
-        self._ranked: list[tuple[Entry, int]] = []  # the best last
-        self._fresh: list[tuple[Entry, int]] = []
+        self._ranked: list[Entry] = []  # the best last
+        self._fresh: list[Entry] = []
         self._ranked_at = float("-inf")
 
     def __len__(self) -> int:
         return len(self._ranked) + len(self._fresh)
 
     def add(self, entry: Entry) -> None:
-        self._fresh.append((entry, entry.seq))
+        if entry.ready < 0:
+            self._fresh.append(entry)
+        entry.ready = entry.seq  # already waiting under an older seq: now under this one
 
     def take(self, now: float) -> Entry | None:
         """The waiting watch to serve next, or None when none waits."""
         if not self._ranked or now - self._ranked_at >= RANK_EVERY_SECONDS:
             self._rank(now)
         while self._ranked:
-            entry, seq = self._ranked.pop()
-            if entry.seq == seq and entry.scheduled:
+            entry = self._ranked.pop()
+            current = entry.ready == entry.seq and entry.scheduled
+            entry.ready = -1
+            if current:
                 return entry
         return None
 
     def _rank(self, now: float) -> None:
-        waiting = [
-            (e, seq) for e, seq in (*self._ranked, *self._fresh) if e.seq == seq and e.scheduled
-        ]
+        waiting = []
+        for e in (*self._ranked, *self._fresh):
+            if e.ready == e.seq and e.scheduled:
+                waiting.append(e)
+            else:
+                e.ready = -1  # rescheduled or gone meanwhile: no longer waiting here
         self._fresh = []
         self._ranked_at = now
         if len(waiting) > 1:
-            waiting.sort(key=lambda item: self.likelihood(item[0], now))
+            waiting.sort(key=lambda e: self.likelihood(e, now))
         self._ranked = waiting
 
     def likelihood(self, entry: Entry, now: float) -> float:

@@ -11,6 +11,7 @@ keeps the latest. Readers — the metrics collector, the HTTP app, the state sto
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
@@ -122,7 +123,7 @@ class Watch:
         options = options or WatchOptions()
         deadline = options.deadline_seconds
         return cls(
-            vector_store_id,
+            sys.intern(vector_store_id),  # one string per store, not one per watch
             batch_id,
             registered_at,
             labels=MappingProxyType(dict(labels)) if labels else _NO_LABELS,

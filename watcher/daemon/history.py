@@ -29,22 +29,30 @@ class BatchHistory:
         self._wall = wall
         self._max = max_points
         # One flat array per watch, time and count interleaved: a tuple per point would cost
-        # several times the memory at 10,000 watches.
-        self._points: dict[Key, array[float]] = {}
+        # several times the memory at 10,000 watches. By vector store, then batch: no key
+        # tuple a watch either.
+        self._points: dict[str, dict[str, array[float]]] = {}
 
     def on_event(self, event: Event) -> None:
-        key = (event.vector_store_id, event.batch_id)
         if isinstance(event, BatchProgressed):
-            self._add(key, event.file_counts.finished)
+            self._add(event.vector_store_id, event.batch_id, event.file_counts.finished)
         elif isinstance(event, BatchFinished) and event.result.file_counts is not None:
-            self._add(key, event.result.file_counts.finished)
+            finished = event.result.file_counts.finished
+            self._add(event.vector_store_id, event.batch_id, finished)
         elif isinstance(event, WatchRemoved):
-            self._points.pop(key, None)
+            store = self._points.get(event.vector_store_id)
+            if store is not None:
+                store.pop(event.batch_id, None)
+                if not store:
+                    del self._points[event.vector_store_id]
 
-    def _add(self, key: Key, finished: int) -> None:
-        points = self._points.get(key)
+    def _add(self, vector_store_id: str, batch_id: str, finished: int) -> None:
+        store = self._points.get(vector_store_id)
+        if store is None:
+            store = self._points[vector_store_id] = {}
+        points = store.get(batch_id)
         if points is None:
-            self._points[key] = array("d", (self._wall(), finished))
+            store[batch_id] = array("d", (self._wall(), finished))
             return
         if points[-1] == finished:
             return  # a status change alone moves nothing on the chart
@@ -53,15 +61,15 @@ class BatchHistory:
             kept = array("d", points[:2])
             for i in range(2 + 2, len(points), 4):
                 kept.extend(points[i : i + 2])
-            points = self._points[key] = kept
+            points = store[batch_id] = kept
         points.extend((self._wall(), finished))
 
     def points(self, key: Key) -> tuple[tuple[float, int], ...]:
         """The watch's (time, files finished) points, oldest first (a copy)."""
-        flat = self._points.get(key)
+        flat = self._points.get(key[0], {}).get(key[1])
         if flat is None:
             return ()
         return tuple((flat[i], int(flat[i + 1])) for i in range(0, len(flat), 2))
 
     def __len__(self) -> int:
-        return len(self._points)
+        return sum(map(len, self._points.values()))

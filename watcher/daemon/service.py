@@ -216,10 +216,7 @@ class Daemon:
             poll=self.config.poll,
             control_token=self.config.server.control_token,
             loopback=is_loopback(host),
-            declared={
-                (spec.vector_store_id, spec.batch_id): index
-                for index, spec in enumerate(self.config.watches)
-            },
+            declared=_declared(self.config),
             declared_stores={
                 spec.vector_store_id: index for index, spec in enumerate(self.config.stores)
             },
@@ -291,3 +288,11 @@ async def _exit_on_second_signal(signals: AsyncIterator[int]) -> None:
     async for signum in signals:
         log.warning("shutdown_forced", signal=signal.Signals(signum).name)
         os._exit(128 + signum)
+
+
+def _declared(config: Config) -> dict[str, dict[str, int]]:
+    """The index of each ``[[watch]]`` in the file, by vector store then batch."""
+    declared: dict[str, dict[str, int]] = {}
+    for index, spec in enumerate(config.watches):
+        declared.setdefault(spec.vector_store_id, {})[spec.batch_id] = index
+    return declared

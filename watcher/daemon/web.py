@@ -64,9 +64,10 @@ class AppState:
     loopback: bool
     clock: Callable[[], float] = time.monotonic
     config_loaded: bool = True
-    #: Watches the configuration file declares, with their index in its ``watch`` list: they
-    #: come back at every start, so the API refuses to delete them.
-    declared: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    #: Watches the configuration file declares, with their index in its ``watch`` list, by
+    #: vector store then batch (no tuple a watch): they come back at every start, so the API
+    #: refuses to delete them.
+    declared: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     #: Vector stores the file declares (``[[store]]``), with their index in its ``store`` list.
     declared_stores: Mapping[str, int] = field(default_factory=dict)
     #: Host names accepted without a control token (the listen address's and the loopback's).
@@ -326,11 +327,11 @@ def build_app(state: AppState) -> Starlette:
         key = _key(request)
         if isinstance(key, Response):
             return key
-        if key in state.declared:
+        if (index := state.declared.get(key[0], {}).get(key[1])) is not None:
             return error(
                 409,
                 f"{key[0]}/{key[1]} is declared in the configuration file "
-                f"(watch[{state.declared[key]}]) and would come back at the next start: remove "
+                f"(watch[{index}]) and would come back at the next start: remove "
                 "it there, then restart the daemon",
             )
         if (failure := state.store.write_failure) is not None:
