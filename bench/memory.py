@@ -20,8 +20,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+
+import httpx
 
 from .processes import BenchError, DaemonProcess, SimulatorProcess, wait_for
 from .report import loadavg
@@ -35,6 +38,18 @@ from .scenarios import (
 )
 
 
+def _register(daemon: DaemonProcess, keys: Sequence[tuple[str, str]]) -> None:
+    """POST each watch to the daemon's control API (loopback: no token), a few at a time."""
+    with httpx.Client(base_url=daemon.url, timeout=60.0) as client:
+
+        def one(key: tuple[str, str]) -> None:
+            body = {"vector_store_id": key[0], "batch_id": key[1]}
+            client.post("/v1/watches", json=body).raise_for_status()
+
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(one, keys))
+
+
 def _say(message: str) -> None:
     print(f"memory: {message}", file=sys.stderr, flush=True)
 
@@ -45,6 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--settle", type=float, default=35.0, help="seconds after the sweep")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--register",
+        choices=("config", "api"),
+        default="config",
+        help="declare the watches in the config file, or POST them to /v1/watches once started",
+    )
     parser.add_argument(
         "--before", type=Path, help="also measure the `watcher` package in this directory, in turns"
     )
@@ -66,12 +87,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             sections["state"]["max_watches"] = max(largest, 1)
             for turn, n, side in itertools.product(range(args.rounds), args.sizes, sides):
                 start = int(sim.stats()["requests"])
+                keys = [(VECTOR_STORE_ID, b) for b in ids[:n]]
                 daemon = DaemonProcess(
                     Path(tmp) / f"{side}-n{n}-{turn}",
                     sections,
-                    [(VECTOR_STORE_ID, b) for b in ids[:n]],
+                    keys if args.register == "config" else [],
                     source=sides[side],
                 )
+                if args.register == "api":
+                    _register(daemon, keys)
                 try:
 
                     def swept(d: DaemonProcess = daemon, first: int = start, k: int = n) -> bool:
@@ -104,7 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             slopes[side][f"{low}-{high}"] = slope
             print(f"{side}: per additional watch, {low:,} -> {high:,}: {slope:.0f} B")
     if args.json:
-        document = {"rss": rss, "slopes_bytes": slopes, "loadavg": loads, "settle": args.settle}
+        document = {
+            "register": args.register,
+            "rss": rss,
+            "slopes_bytes": slopes,
+            "loadavg": loads,
+            "settle": args.settle,
+        }
         args.json.write_text(json.dumps(document, indent=1), encoding="utf-8")
     return 0
 
