@@ -90,3 +90,14 @@ def test_the_chart_spans_its_plot() -> None:
     assert single.y_max == 10
     # A server that counts more files than it said exist: the plot grows to show them.
     assert progress_chart([(0.0, 0), (1.0, 12)], expected=10).y_max == 12  # type: ignore[union-attr]
+
+
+def test_times_are_kept_to_the_second_and_a_huge_count_is_drawn_at_the_most() -> None:
+    """A point holds whole seconds and a 32-bit count: a count a server may send (up to 2**53)
+    is kept at 2**31 - 1 rather than refused."""
+    now = [1_800_000_000.4]
+    history = BatchHistory(wall=lambda: now[0])
+    history.on_event(progressed(1))
+    now[0] += 10.7
+    history.on_event(progressed(2**53))
+    assert history.points(KEY) == ((1_800_000_000.0, 1), (1_800_000_011.0, 2**31 - 1))
