@@ -99,8 +99,15 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
         watches.append(
             {"vector_store_id": VS, "batch_id": "vsfb_stuck", "labels": {"scenario": "stuck"}}
         )
+        # Polled every minute (its first poll at once): it reads as stale only after three
+        # minutes, however long a busy machine takes to get to the page.
         watches.append(
-            {"vector_store_id": VS, "batch_id": "vsfb_unseen", "labels": {"scenario": "unseen"}}
+            {
+                "vector_store_id": VS,
+                "batch_id": "vsfb_unseen",
+                "labels": {"scenario": "unseen"},
+                "interval_seconds": 60,
+            }
         )
         config = {
             # Every failed file kept is named with a request of its own (150 here): a budget
