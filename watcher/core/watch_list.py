@@ -97,17 +97,13 @@ class WatchList:
                 f"already watching {self._active} unfinished batches, the most allowed "
                 f"(state.max_watches = {self.settings.max_watches})"
             )
-        # A store watched for as long as it lives has no deadline but its own.
-        lasting = batch_id == STORE and not until_idle
         watch = restored or replace(
             Watch.new(
                 vector_store_id,
                 batch_id,
                 registered_at=self._wall(),
                 labels=labels,
-                options=self._shared(options or _DEFAULT_OPTIONS)
-                if lasting
-                else self._with_default_deadline(options),
+                options=self.options_for(batch_id, options, until_idle=until_idle),
             ),
             retry_of=retry_of,
             retry_attempt=retry_attempt,
@@ -132,6 +128,15 @@ class WatchList:
             )
         )
         return entry.watch, True
+
+    def options_for(
+        self, batch_id: str, options: WatchOptions | None, *, until_idle: bool = False
+    ) -> WatchOptions:
+        """A new watch's options: the engine's default deadline unless it has its own, but
+        for a store watched for as long as it lives, which has no deadline but its own."""
+        if batch_id == STORE and not until_idle:
+            return self._shared(options or _DEFAULT_OPTIONS)
+        return self._with_default_deadline(options)
 
     def _with_default_deadline(self, options: WatchOptions | None) -> WatchOptions:
         options = options or _DEFAULT_OPTIONS

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Final
 
 import anyio
 import structlog
 
-from ..core.watch import STORE, Key, Watch, WatchOptions
+from ..core.watch import Key, Watch, WatchOptions
 from ..errors import StoreUnavailable
 from ..fleet import roster
 from ..fleet.roster import Listed, Ownership
@@ -137,9 +137,7 @@ class FleetView:
         engine = self.replica.engine
         if (local := engine.get(*key)) is not None:
             return Listed(local, self._mine()), False
-        lasting = batch_id == STORE  # a store is watched until it is deleted: no deadline
-        if options.deadline_seconds is None and engine.settings.deadline_seconds and not lasting:
-            options = replace(options, deadline_seconds=engine.settings.deadline_seconds)
+        options = engine.options_for(batch_id, options)  # as the engine gives a watch added here
         watch = Watch.new(
             vector_store_id, batch_id, registered_at=time.time(), labels=labels, options=options
         )
