@@ -3,7 +3,7 @@ lease keeper gives it and takes from it (the engine behind, the metrics it expor
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import psycopg
@@ -12,10 +12,12 @@ from factories import finished
 from postgres_fixtures import PG_URL, pg_connect
 
 from watcher.config import config_from_mapping
+from watcher.core.retry import RetryPolicy
 from watcher.core.states import Phase
+from watcher.core.watch import WatchOptions
 from watcher.daemon.fleet_view import FleetView
 from watcher.daemon.service import Daemon
-from watcher.store.codec import encode
+from watcher.store.codec import decode, encode
 from watcher.store.postgres import LeaseLost
 
 VS = "vs_rep"
@@ -23,27 +25,53 @@ BATCHES = ("vsfb_r1", "vsfb_r2", "vsfb_r3")
 
 
 @asynccontextmanager
-async def _daemon(schema: str, name: str) -> AsyncIterator[Daemon]:
-    """A fleet daemon's parts (not serving): joined, its store open, one heartbeat done."""
+async def _daemon(
+    schema: str, name: str, first: Mapping[str, object] | None = None
+) -> AsyncIterator[Daemon]:
+    """A fleet daemon's parts (not serving): joined, its store open, one heartbeat done.
+    ``first``: more keys of the first ``[[watch]]``."""
     with psycopg.connect(PG_URL, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     separator = "&" if "?" in PG_URL else "?"
     config = config_from_mapping(
         {
             "api": {"base_url": "http://127.0.0.1:9/v1"},
+            "poll": {"deadline_seconds": 3600.0},
             "state": {"url": f"{PG_URL}{separator}options=-csearch_path%3D{schema}"},
-            "watch": [{"vector_store_id": VS, "batch_id": b} for b in BATCHES],
+            "watch": [
+                {"vector_store_id": VS, "batch_id": b, **(first or {} if i == 0 else {})}
+                for i, b in enumerate(BATCHES)
+            ],
         },
         {"OPENAI_API_KEY": "sk-test-fleet-replica-0000"},
     )
     daemon = Daemon(config, environ={"BATCH_WATCHER_REPLICA_ID": name})
     assert daemon.fleet is not None
-    await daemon.fleet.start(config)
+    await daemon.fleet.start(daemon.declared)
     try:
         await daemon.fleet.keeper.tick()
         yield daemon
     finally:
         await daemon.store.aclose()
+
+
+async def test_a_declared_watch_joins_the_fleet_with_all_its_options(pg_schema: str) -> None:
+    """A ``[[watch]]``'s overrides and ``retry`` table reach its row, and the default deadline
+    the others, as the engine gives a watch added to it (the retry table was once lost)."""
+    overrides = {"interval_seconds": 7.0, "retry": {"codes": ["server_error"], "max_attempts": 3}}
+    async with _daemon(pg_schema, "r1", first=overrides) as daemon:
+        with pg_connect(pg_schema) as conn:
+            conn.row_factory = psycopg.rows.dict_row
+            rows = conn.execute("SELECT * FROM watches ORDER BY batch_id").fetchall()
+        options = [decode(row).options for row in rows]
+        deadline = 3600.0  # [poll]'s
+        assert options[0] == WatchOptions(
+            interval_seconds=7.0,
+            deadline_seconds=deadline,
+            retry=RetryPolicy(("server_error",), 3),
+        )
+        assert options[1] == options[2] == WatchOptions(deadline_seconds=deadline)
+        assert daemon.engine.get(VS, BATCHES[0]).options == options[0]  # type: ignore[union-attr]
 
 
 def _exported(daemon: Daemon) -> str:

@@ -24,11 +24,12 @@ from ..core import lifecycle
 from ..core.engine import Engine
 from ..core.events import Event, WatchStarted
 from ..core.states import State
-from ..core.watch import Key, Watch, WatchOptions
+from ..core.watch import Key, Watch
 from ..errors import TooManyWatches
 from ..fleet.keeper import KeeperSettings, LeaseKeeper
 from ..fleet.leases import Claimed, Leases
 from ..store.postgres import AWAY, PostgresStore
+from .declared import DeclaredWatch
 
 log = structlog.get_logger("watcher.daemon.fleet")
 
@@ -67,32 +68,24 @@ class FleetReplica:
 
     # -- starting ------------------------------------------------------------------------------
 
-    async def start(self, config: Config) -> None:
-        """Migrate the schema and write the configured watches (unless already there): the
+    async def start(self, declared: Sequence[DeclaredWatch]) -> None:
+        """Migrate the schema and write the declared watches (unless already there): the
         fleet claims them like any other."""
         # Nothing is polled before the first heartbeat grants a share of the budget.
         self.engine.budget.set_limits(0.0, 0)
         await self.store.open(load=False)
-        for spec in config.watches:
+        for spec in declared:
             watch = Watch.new(
                 spec.vector_store_id,
                 spec.batch_id,
                 labels=spec.labels,
-                options=WatchOptions(
-                    interval_seconds=spec.interval_seconds,
-                    deadline_seconds=(
-                        spec.deadline_seconds
-                        if spec.deadline_seconds is not None
-                        else config.poll.deadline_seconds or None
-                    ),
-                    cancel_on_timeout=spec.cancel_on_timeout,
-                    stall_after_seconds=spec.stall_after_seconds,
-                ),
+                # as the engine gives a watch added to it
+                options=self.engine.options_for(spec.batch_id, spec.options),
                 registered_at=time.time(),
             )
             self.store.save(watch)
         await self.store.flush()
-        log.info("fleet_joined", replica=self.name, configured=len(config.watches))
+        log.info("fleet_joined", replica=self.name, configured=len(declared))
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED

@@ -24,9 +24,8 @@ from ..config.values import is_loopback, password_of
 from ..core import lifecycle
 from ..core.engine import Engine
 from ..core.events import Sink
-from ..core.retry import retry_policy
 from ..core.states import Phase, State
-from ..core.watch import STORE, WatchOptions
+from ..core.watch import STORE
 from ..credentials import Secret
 from ..errors import ConfigError, TooManyWatches
 from ..fleet.replica import replica_name
@@ -35,6 +34,7 @@ from ..serving import EmbeddedServer, ServerLimits, address, bind, server_config
 from ..store import StateStore
 from ..store.postgres import PostgresStore
 from ..store.sqlite import SQLiteStore
+from .declared import DeclaredWatch, declared_keys, declared_watches
 from .discovery import discover_stores
 from .fleet import FleetReplica
 from .fleet_view import FleetView
@@ -64,9 +64,12 @@ class Daemon:
     history: BatchHistory = field(init=False)
     notifier: Notifier | None = field(init=False, default=None)
     fleet: FleetReplica | None = field(init=False, default=None)
+    #: The file's ``[[watch]]`` tables; the config keeps none (see :mod:`.declared`).
+    declared: tuple[DeclaredWatch, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        config = self.config
+        self.declared = declared_watches(self.config.watches)
+        config = self.config = self.config.model_copy(update={"watches": ()})
         secrets = (config.api.api_key, config.server.control_token, config.notify.webhook_secret)
         for source in secrets:
             register_secret(source)
@@ -131,25 +134,16 @@ class Daemon:
             )
         for watch in restored:
             self.engine.add(watch.vector_store_id, watch.batch_id, restored=watch)
-        for index, spec in enumerate(self.config.watches):
+        for spec in self.declared:
             try:
                 self.engine.add(
-                    spec.vector_store_id,
-                    spec.batch_id,
-                    labels=spec.labels,
-                    options=WatchOptions(
-                        interval_seconds=spec.interval_seconds,
-                        deadline_seconds=spec.deadline_seconds,
-                        cancel_on_timeout=spec.cancel_on_timeout,
-                        stall_after_seconds=spec.stall_after_seconds,
-                        retry=retry_policy(spec.retry),
-                    ),
+                    spec.vector_store_id, spec.batch_id, labels=spec.labels, options=spec.options
                 )
             except TooManyWatches:
                 # The store holds watches registered through the API: the file alone was valid.
                 await self.store.aclose()
                 raise ConfigError(
-                    f"state.max_watches: {limit} leaves no room for watch[{index}] "
+                    f"state.max_watches: {limit} leaves no room for watch[{spec.index}] "
                     f"({spec.vector_store_id}/{spec.batch_id}) next to the {unfinished} "
                     "unfinished watches in the state store"
                 ) from None
@@ -164,7 +158,7 @@ class Daemon:
         log.info(
             "watches_restored",
             restored=len(restored),
-            configured=len(self.config.watches) + len(self.config.stores),
+            configured=len(self.declared) + len(self.config.stores),
             watching=self.engine.unfinished,
             finished=len(self.engine) - self.engine.unfinished,
         )
@@ -201,7 +195,7 @@ class Daemon:
             raise ConfigError(f"server.listen: cannot listen on {host}:{port}: {exc}") from None
         try:
             if self.fleet is not None:
-                await self.fleet.start(self.config)
+                await self.fleet.start(self.declared)
             else:
                 await self.restore()
         except BaseException:
@@ -216,7 +210,7 @@ class Daemon:
             poll=self.config.poll,
             control_token=self.config.server.control_token,
             loopback=is_loopback(host),
-            declared=_declared(self.config),
+            declared=declared_keys(self.declared),
             declared_stores={
                 spec.vector_store_id: index for index, spec in enumerate(self.config.stores)
             },
@@ -228,9 +222,9 @@ class Daemon:
             fleet=FleetView(self.fleet) if self.fleet is not None else None,
         )
         # The declared watches are in the engine (or the fleet's database) now, and AppState
-        # keeps which keys the file declares: their specs, a validated model each (some 600
-        # bytes a watch at 10,000), are not needed again.
-        self.config = self.config.model_copy(update={"watches": (), "stores": ()})
+        # keeps which keys the file declares.
+        self.declared = ()
+        self.config = self.config.model_copy(update={"stores": ()})
         server = EmbeddedServer(
             server_config(build_app(state), self.limits, timeout_graceful_shutdown=1)
         )
@@ -288,11 +282,3 @@ async def _exit_on_second_signal(signals: AsyncIterator[int]) -> None:
     async for signum in signals:
         log.warning("shutdown_forced", signal=signal.Signals(signum).name)
         os._exit(128 + signum)
-
-
-def _declared(config: Config) -> dict[str, dict[str, int]]:
-    """The index of each ``[[watch]]`` in the file, by vector store then batch."""
-    declared: dict[str, dict[str, int]] = {}
-    for index, spec in enumerate(config.watches):
-        declared.setdefault(spec.vector_store_id, {})[spec.batch_id] = index
-    return declared
