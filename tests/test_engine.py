@@ -234,6 +234,22 @@ async def test_too_many_watches_are_refused(make_engine: MakeEngine) -> None:
         await engine.client.aclose()
 
 
+async def test_the_watches_of_a_store_share_one_string_of_its_id(make_engine: MakeEngine) -> None:
+    """Each watch of a store, and its key in the list, holds the one interned string of the
+    store's id, not the copy it was added with (one per watch, 10,000 from a config file)."""
+    engine, _ = make_engine()
+    try:
+        copies = ["".join(["vs_", "shared"]) for _ in range(3)]
+        assert copies[0] is not copies[1]
+        for n, vs in enumerate(copies):
+            engine.add(vs, f"vsfb_{n}")
+        held = [w.vector_store_id for w in engine.watches()]
+        keys = [key[0] for key in engine._entries]
+        assert len({id(s) for s in held + keys}) == 1
+    finally:
+        await engine.client.aclose()
+
+
 @virtual_time
 async def test_finished_watches_do_not_count_toward_max_watches(
     sim: Simulator, make_engine: MakeEngine

@@ -6,6 +6,7 @@ which schedules and polls what the list holds (through :class:`~watcher.core.req
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Final, Protocol
@@ -86,6 +87,7 @@ class WatchList:
         ``retry_of``: the batch whose failed files this one sends again, as retry
         ``retry_attempt`` of its chain. Returns the watch and whether it is new (False: already
         watched)."""
+        vector_store_id = sys.intern(vector_store_id)  # one string per store, in the key too
         key = (vector_store_id, batch_id)
         existing = self._entries.get(key)
         if existing is not None:
