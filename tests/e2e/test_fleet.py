@@ -29,8 +29,6 @@ from harness import (
     announced,
     wait_for,
 )
-from postgres_fixtures import target
-from tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.e2e
 __all__ = ["fleet_url"]  # the fixture, used by name
@@ -40,7 +38,7 @@ TOKEN = "fleet-control-token-1234"
 #: Registered through the three replicas; fewer with BATCH_WATCHER_FLEET_WATCHES for a quick run.
 WATCHES = int(os.environ.get("BATCH_WATCHER_FLEET_WATCHES", "3000"))
 LEASE = 2.0
-RATE = 3000  # a minute, for the whole fleet: 50 a second
+RATE = 6000  # a minute, for the whole fleet: 100 a second
 #: Clients registering at once, spread over the replicas.
 REGISTERING = 12
 
@@ -144,8 +142,8 @@ def test_three_replicas_share_fail_over_and_deliver_once(
         def all_delivered() -> bool:
             return {d.json["batch_id"] for d in hook.received()} == set(batches)
 
-        # One replica left, at the fleet's 50 requests a second, sees every end in time.
-        last.wait_until(all_delivered, timeout=120 + WATCHES / 10, what="every end delivered")
+        # One replica left, at the fleet's 100 requests a second, sees every end in time.
+        last.wait_until(all_delivered, timeout=120 + WATCHES / 20, what="every end delivered")
 
     ids_by_batch: dict[str, set[str]] = defaultdict(set)
     for delivery in hook.received():
@@ -173,73 +171,3 @@ def test_three_replicas_share_fail_over_and_deliver_once(
         f"second {busiest} requests, ends announced by two replicas {len(repeats)}, whole test "
         f"{time.monotonic() - started:.0f}s"
     )
-
-
-def test_the_database_away_for_a_while_kills_no_replica(
-    fleet_url: str,
-    simulator_factory: Callable[..., SimulatorProcess],
-    daemon_factory: Callable[..., DaemonProcess],
-) -> None:
-    """The database cut off (through a proxy) for less than a lease: the replicas keep polling
-    and say they are not ready; for longer than a lease: they stop polling; once it is back
-    they carry on, and every batch ends, delivered once, none lost."""
-    lease = 6.0
-    proxy = TcpProxy(*target())
-    database = fleet_url.replace(f"{target()[0]}:{target()[1]}", f"127.0.0.1:{proxy.port}", 1)
-    assert database != fleet_url
-    sim = simulator_factory("--scenario", "empty")
-    batches = [f"vsfb_{n:03d}" for n in range(60)]
-    for n, batch_id in enumerate(batches):
-        spec = {"total_files": 10, "duration_seconds": 20 + n % 10}
-        sim.control("POST", "batches", {"vector_store_id": VS, "batch_id": batch_id, **spec})
-    try:
-        with WebhookReceiver() as hook:
-            config: dict[str, Any] = {
-                "api": {"base_url": sim.url, "max_requests_per_minute": 1200},
-                # Every watch every second: the budget (20 a second) is always spent.
-                "poll": {"interval_seconds": 1.0, "min_interval_seconds": 0.5, "adaptive": False},
-                "state": {"url": database, "lease_seconds": lease},
-                "notify": {"webhook_url": hook.url},
-                "watch": [{"vector_store_id": VS, "batch_id": b} for b in batches],
-            }
-            replicas = [
-                daemon_factory(config, env={"BATCH_WATCHER_REPLICA_ID": f"r{i}"}, name=f"r{i}")
-                for i in (1, 2)
-            ]
-            wait_for(lambda: _owners(fleet_url).total() == len(batches), timeout=30)
-            wait_for(lambda: _owners(fleet_url)[None] == 0, timeout=30)
-
-            def requests() -> int:
-                return int(sim.stats()["requests"])
-
-            proxy.cut()
-            cut = time.monotonic()
-            before = requests()
-            # Polling goes on for the rest of the lease (less the second it keeps in hand): at
-            # the budget about 80 requests; a few are enough to show it on a busy machine.
-            wait_for(lambda: requests() >= before + 5, timeout=lease - 1.5, what="polling on")
-            for r in replicas:
-                r.wait_until(lambda r=r: r.request("GET", "/readyz").status_code == 503, 10)
-
-            time.sleep(max(0.0, cut + lease + 1.5 - time.monotonic()))  # past the lease
-            stopped = requests()
-            time.sleep(1.5)
-            assert requests() == stopped, "polled past its lease"
-            proxy.restore()
-            for r in replicas:
-                r.wait_until(lambda r=r: r.request("GET", "/readyz").status_code == 200, 30)
-
-            def all_delivered() -> bool:
-                return {d.json["batch_id"] for d in hook.received()} == set(batches)
-
-            replicas[0].wait_until(all_delivered, timeout=120, what="every end delivered")
-            assert all(r.proc.poll() is None for r in replicas)
-        ids: dict[str, set[str]] = defaultdict(set)
-        for delivery in hook.received():
-            ids[delivery.json["batch_id"]].add(delivery.headers["webhook-id"])
-        assert all(len(i) == 1 for i in ids.values())
-        ends = Counter(b for r in replicas for b in announced(r.logs()))
-        assert set(ends) == set(batches)
-        assert max(ends.values()) == 1
-    finally:
-        proxy.close()
