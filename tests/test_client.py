@@ -573,6 +573,23 @@ async def test_reply_for_another_batch_is_protocol_error() -> None:
     assert caught.value.request_id == "req_mix"
 
 
+async def test_a_cookie_the_server_sets_is_never_sent_back() -> None:
+    """The client keeps no cookie jar: what a server sets is not sent with the next request
+    (an API key's requests need none, and a hostile server could fill a jar)."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        body = {"id": BATCH, "vector_store_id": VS, "status": "in_progress"}
+        return httpx.Response(200, json=body, headers={"set-cookie": "session=abc; Path=/"})
+
+    async with mock_client(handler) as client:
+        for _ in range(2):
+            await client.retrieve_batch(VS, BATCH)
+    assert len(seen) == 2
+    assert "cookie" not in seen[1].headers
+
+
 @pytest.mark.parametrize(
     ("url", "problem"),
     [
