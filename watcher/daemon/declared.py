@@ -8,6 +8,7 @@ the heap once freed (about 250 bytes a watch in the daemon's resident size).
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -51,9 +52,31 @@ def declared_watches(specs: Iterable[WatchConfig]) -> tuple[DeclaredWatch, ...]:
     return tuple(declared)
 
 
-def declared_keys(declared: Iterable[DeclaredWatch]) -> dict[str, dict[str, int]]:
-    """The index of each declared watch in the file, by vector store then batch."""
-    keys: dict[str, dict[str, int]] = {}
-    for watch in declared:
-        keys.setdefault(watch.vector_store_id, {})[watch.batch_id] = watch.index
-    return keys
+class DeclaredKeys:
+    """Which watches the file declares, and where: ``watch[i]`` for a store's batch.
+
+    The daemon keeps it for its life (the control API refuses to delete a declared watch, which
+    would come back at the next start, and says where it is), so it is kept small: per store,
+    its batch ids in the file's order beside their indexes as 32-bit ints, about 12 bytes a
+    watch where a dict of ints took about 70. A look-up scans the store's ids, which only a
+    ``DELETE`` does.
+    """
+
+    def __init__(self, declared: Iterable[DeclaredWatch] = ()) -> None:
+        building: dict[str, tuple[list[str], array[int]]] = {}
+        for watch in declared:
+            batches, indexes = building.setdefault(watch.vector_store_id, ([], array("i")))
+            batches.append(watch.batch_id)
+            indexes.append(watch.index)
+        self._by_store = {vs: (tuple(ids), at) for vs, (ids, at) in building.items()}
+
+    def index(self, vector_store_id: str, batch_id: str) -> int | None:
+        """The ``i`` of the ``watch[i]`` that declares the batch; None if none does."""
+        found = self._by_store.get(vector_store_id)
+        if found is None:
+            return None
+        batches, indexes = found
+        try:
+            return indexes[batches.index(batch_id)]
+        except ValueError:
+            return None

@@ -34,7 +34,7 @@ from ..serving import EmbeddedServer, ServerLimits, address, bind, server_config
 from ..store import StateStore
 from ..store.postgres import PostgresStore
 from ..store.sqlite import SQLiteStore
-from .declared import DeclaredWatch, declared_keys, declared_watches
+from .declared import DeclaredKeys, DeclaredWatch, declared_watches
 from .discovery import discover_stores
 from .fleet import FleetReplica
 from .fleet_view import FleetView
@@ -210,7 +210,7 @@ class Daemon:
             poll=self.config.poll,
             control_token=self.config.server.control_token,
             loopback=is_loopback(host),
-            declared=declared_keys(self.declared),
+            declared=DeclaredKeys(self.declared),
             declared_stores={
                 spec.vector_store_id: index for index, spec in enumerate(self.config.stores)
             },

@@ -39,6 +39,7 @@ from ..errors import ConfigError, StoreUnavailable, TooManyWatches
 from ..serving import BODY_TIMEOUT_SECONDS
 from ..store import StateStore
 from .answers import error, store_unavailable
+from .declared import DeclaredKeys
 from .fleet_view import FleetView
 from .history import BatchHistory
 from .metrics import WatcherMetrics
@@ -64,10 +65,9 @@ class AppState:
     loopback: bool
     clock: Callable[[], float] = time.monotonic
     config_loaded: bool = True
-    #: Watches the configuration file declares, with their index in its ``watch`` list, by
-    #: vector store then batch (no tuple a watch): they come back at every start, so the API
+    #: Watches the configuration file declares: they come back at every start, so the API
     #: refuses to delete them.
-    declared: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    declared: DeclaredKeys = field(default_factory=DeclaredKeys)
     #: Vector stores the file declares (``[[store]]``), with their index in its ``store`` list.
     declared_stores: Mapping[str, int] = field(default_factory=dict)
     #: Host names accepted without a control token (the listen address's and the loopback's).
@@ -327,7 +327,7 @@ def build_app(state: AppState) -> Starlette:
         key = _key(request)
         if isinstance(key, Response):
             return key
-        if (index := state.declared.get(key[0], {}).get(key[1])) is not None:
+        if (index := state.declared.index(*key)) is not None:
             return error(
                 409,
                 f"{key[0]}/{key[1]} is declared in the configuration file "
