@@ -14,7 +14,7 @@ import pytest
 from factories import finished as _finish
 from factories import moved as _moved
 from factories import stored_watch as _watch
-from postgres_fixtures import PG_URL, pg_connect, target, via
+from postgres_fixtures import PG_URL, eventually, pg_connect, target, via
 from tcp_proxy import TcpProxy
 
 from watcher.core.watch import Key
@@ -114,6 +114,17 @@ def _owners(schema: str) -> dict[str | None, int]:
     return {str(r[0]) if r[0] is not None else None: int(r[1]) for r in rows}
 
 
+def _listening(schema: str, name: str) -> bool:
+    """Whether replica ``name`` has a connection whose last statement was its LISTEN."""
+    with pg_connect(schema) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+            "AND query LIKE 'LISTEN %%'",
+            (f"batch-watcher {name}",),
+        ).fetchone()
+    return row is not None and int(row[0]) > 0
+
+
 def _check_budget(schema: str, replicas: Sequence[_Replica]) -> None:
     """The live replicas' recorded grants, and what the replicas may spend, are within the
     fleet's budget."""
@@ -190,6 +201,23 @@ async def test_a_replica_that_leaves_hands_over_at_once(pg_schema: str) -> None:
                 break
             await anyio.sleep(0.1)
         assert b.holder.grants == (CAPACITY_RPM, CAPACITY_CONCURRENCY)
+
+
+async def test_a_replica_that_leaves_wakes_the_others_to_claim_at_once(pg_schema: str) -> None:
+    """A leaving replica notifies the others: one running with a tick of a minute claims the
+    released watches at once, not at its next tick."""
+    await _seed(pg_schema, active=20)
+    clock = _Clock()
+    async with _replica(pg_schema, "r1", clock) as a, _replica(pg_schema, "r2", clock) as b:
+        await _rounds(pg_schema, clock, [a, b], 4)
+        assert _owners(pg_schema) == {"r1": 10, "r2": 10}
+        b.keeper.settings = replace(b.keeper.settings, tick_seconds=60.0)
+        async with anyio.create_task_group() as tg:
+            await tg.start(b.keeper.run)
+            await eventually(lambda: _listening(pg_schema, "r2"))
+            await a.keeper.leave()
+            await eventually(lambda: _owners(pg_schema) == {"r2": 20})
+            tg.cancel_scope.cancel()
 
 
 async def test_a_dead_replicas_watches_move_when_its_lease_runs_out(pg_schema: str) -> None:

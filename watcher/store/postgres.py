@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import anyio
 import psycopg
 import structlog
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -124,6 +125,19 @@ class PostgresStore:
         if self.schema is not None:
             kwargs["options"] = f"-c search_path={self.schema}"
         return kwargs
+
+    async def notifications(self, channel: str) -> AsyncIterator[None]:
+        """One item for each notification on ``channel`` from this store's schema, on a
+        connection of its own (a ``LISTEN`` holds it); raises what breaks the connection."""
+        async with await psycopg.AsyncConnection.connect(
+            self._url, **self.connect_kwargs()
+        ) as conn:
+            row = await (await conn.execute("SELECT current_schema()")).fetchone()
+            schema = row[0] if row else None
+            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            async for note in conn.notifies():
+                if note.payload == schema:
+                    yield None
 
     # -- opening and closing -------------------------------------------------------------------
 
