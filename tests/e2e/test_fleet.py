@@ -15,6 +15,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
 from typing import Any
 
 import psycopg
@@ -30,6 +31,8 @@ from harness import (
     wait_for,
 )
 
+from watcher.fleet.keeper import KeeperSettings
+
 pytestmark = pytest.mark.e2e
 __all__ = ["fleet_url"]  # the fixture, used by name
 
@@ -39,6 +42,8 @@ TOKEN = "fleet-control-token-1234"
 WATCHES = int(os.environ.get("BATCH_WATCHER_FLEET_WATCHES", "3000"))
 LEASE = 2.0
 RATE = 6000  # a minute, for the whole fleet: 100 a second
+#: The keeper's default: what a replica may hold over its fair share before it gives back.
+RELEASE_SLACK = next(f.default for f in fields(KeeperSettings) if f.name == "release_slack")
 #: Clients registering at once, spread over the replicas.
 REGISTERING = 12
 
@@ -103,11 +108,13 @@ def test_three_replicas_share_fail_over_and_deliver_once(
         registered = time.monotonic() - registering
 
         share = math.ceil(WATCHES / 3)
+        # A replica gives back what it holds over its share only past a slack (2% of a share):
+        # after a lease lapsed under load, the shares settle within it, not to the watch.
+        margin = max(1, math.ceil(share * RELEASE_SLACK))
 
         def shared() -> bool:
             owners = _owners(fleet_url)
-            # Watched and finished batches are shared apart: a share of each, one over at most.
-            fair = all(owners[r] <= share + 1 for r in ("r1", "r2", "r3"))
+            fair = all(owners[r] <= share + margin for r in ("r1", "r2", "r3"))
             return fair and owners[None] == 0 and owners.total() == WATCHES
 
         wait_for(shared, timeout=60, what="every watch owned, a fair share by each")
