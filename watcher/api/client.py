@@ -353,9 +353,9 @@ class APIClient:
                     method, url, params=params or None, headers=headers, json=json_body
                 )
                 # Built by the client (base URL, headers, timeouts), sent by its transport.
-                # The client's send would add what an API client has no use for, in about a
-                # tenth of a poll's CPU: a cookie jar fed by every reply (which a hostile
-                # server could fill), a stream wrapper that forms a reference cycle with its
+                # The client's send would add what an API client has no use for, some 350,000
+                # instructions a poll (a fifth of it): a cookie jar fed by every reply (which a
+                # hostile server could fill), a stream wrapper that forms a reference cycle with its
                 # response (freed only by the collector's full passes, 100-300 ms each at
                 # 10,000 watches with the event loop held), and a log record.
                 response = await self._transport.handle_async_request(request)
